@@ -1,0 +1,40 @@
+# Every target builds its own virtual environment first; nothing relies on what
+# happens to be installed on the machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PREFECT_HOME ?= $(CURDIR)/var/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_UI_ENABLED ?= true
+export DO_NOT_TRACK := 1
+
+.PHONY: venv demo test test-postgres up bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/partnerflow demo
+
+up: $(STAMP)
+	$(BIN)/partnerflow up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The same suite against PostgreSQL (the machine's server, a fresh database).
+test-postgres: $(STAMP)
+	PARTNERFLOW_DATABASE_URL=$${PARTNERFLOW_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test} \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var

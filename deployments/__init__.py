@@ -1,0 +1,17 @@
+"""How each flow is deployed: schedules, event triggers, parameters.
+
+Every area module exposes `deployments()`; `partnerflow up` serves them all.
+Entrypoints are module paths (partnerflow.flows.x:y), so a served run imports the
+installed package rather than a file path relative to wherever `up` was started.
+"""
+
+from __future__ import annotations
+
+from partnerflow.deployments import compliance, contracting, payouts, recruitment
+
+
+def all_deployments() -> list:
+    found = []
+    for module in (recruitment, contracting, payouts, compliance):
+        found.extend(module.deployments())
+    return found

@@ -1,0 +1,94 @@
+"""Partners and their applications."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column
+from sqlmodel import Field, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
+
+
+class Stage:
+    """A partner's lifecycle stage."""
+
+    APPLIED = "applied"
+    APPROVED = "approved"
+    CONTRACTING = "contracting"  # contract out for signature
+    ACTIVE = "active"
+    DORMANT = "dormant"
+    SUSPENDED = "suspended"
+    REJECTED = "rejected"
+    ALL = (APPLIED, APPROVED, CONTRACTING, ACTIVE, DORMANT, SUSPENDED, REJECTED)
+
+
+class PartnerType:
+    AFFILIATE = "affiliate"
+    INFLUENCER = "influencer"
+    RESELLER = "reseller"
+    REFERRAL = "referral"
+    ALL = (AFFILIATE, INFLUENCER, RESELLER, REFERRAL)
+
+
+class Partner(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(index=True, unique=True)
+    legal_name: str
+    contact_name: str = ""
+    country: str = ""  # ISO 3166-1 alpha-2
+    website: str = ""
+    domain: str = Field(default="", index=True)  # normalised website domain
+    partner_type: str = PartnerType.AFFILIATE
+    stage: str = Field(default=Stage.APPLIED, index=True)
+    tier: str = "standard"
+    # The commission terms as agreed in the contract; the payout engine reads these.
+    commission_terms: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    tracking_code: str | None = Field(default=None, unique=True)
+    coupon_code: str | None = Field(default=None, unique=True)
+    payout_currency: str = "USD"
+    payout_threshold_minor: int = Field(default=5000, sa_type=BigInteger)
+    payout_method: str | None = None  # ledger | sepa | stripe | paypal
+    payout_details_encrypted: str | None = None  # see partnerflow.secrets.encrypt
+    payout_details_masked: str | None = None
+    tax_form_kind: str | None = None  # W-9 | W-8BEN
+    tax_form_status: str = "missing"  # missing | requested | received
+    prospect_id: int | None = Field(default=None, foreign_key="prospect.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    activated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_activity_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApplicationStatus:
+    RECEIVED = "received"
+    PENDING_REVIEW = "pending_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CHANGES_REQUESTED = "changes_requested"
+    WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"  # nobody decided before the approval timed out
+
+
+class Application(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: int | None = Field(default=None, foreign_key="partner.id", index=True)
+    email: str = Field(index=True)
+    legal_name: str
+    contact_name: str = ""
+    country: str = ""
+    website: str = ""
+    domain: str = Field(default="", index=True)
+    channels: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    partner_type: str = PartnerType.AFFILIATE
+    promotional_methods: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    tax_status: str = ""
+    agreed_to_terms: bool = False
+    status: str = Field(default=ApplicationStatus.RECEIVED, index=True)
+    screening: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    decided_by: str | None = None
+    decision_note: str | None = None
+    flow_run_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

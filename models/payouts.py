@@ -1,0 +1,70 @@
+"""Conversions, commissions and payouts. Money is integer minor units plus an ISO 4217 code."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
+
+
+class Conversion(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_conversion_source_external"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    external_id: str
+    kind: str = "sale"  # sale | lead | signup | recurring | refund | chargeback | reversal
+    partner_id: int | None = Field(default=None, foreign_key="partner.id", index=True)
+    tracking_code: str | None = None
+    coupon_code: str | None = None
+    amount_minor: int = Field(default=0, sa_type=BigInteger)
+    currency: str = "USD"
+    customer_ref: str | None = None
+    product: str | None = None
+    reverses_id: int | None = Field(default=None, foreign_key="conversion.id")
+    occurred_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Commission(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    conversion_id: int = Field(foreign_key="conversion.id", index=True, unique=True)
+    partner_id: int = Field(foreign_key="partner.id", index=True)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str
+    rule: str = ""  # which rule produced it, for the partner's statement
+    status: str = Field(default="pending", index=True)  # pending | payable | cancelled | paid
+    payable_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    payout_id: int | None = Field(default=None, foreign_key="payout.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PayoutBatch(SQLModel, table=True):
+    __tablename__ = "payout_batch"
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(default="draft", index=True)  # draft | approved | rejected | paid | partially_paid
+    period_end: datetime = Field(sa_type=UTCDateTime)
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    approved_by: str | None = None
+    flow_run_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Payout(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: int = Field(foreign_key="payout_batch.id", index=True)
+    partner_id: int = Field(foreign_key="partner.id", index=True)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str
+    rail: str
+    idempotency_key: str = Field(unique=True)  # "payout:{id}" — also sent to the provider
+    status: str = Field(default="pending", index=True)  # pending | processing | paid | failed | held
+    provider_ref: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

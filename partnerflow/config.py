@@ -1,0 +1,177 @@
+"""Settings: environment variables prefixed PARTNERFLOW_ and an optional .env file.
+
+`get_settings()` is cached; tests call `reset_settings()` after changing the
+environment. `check_settings()` turns every misconfiguration into one
+`ConfigError` sentence naming the setting, so the CLI can print it instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMAIL_PROVIDERS = ("outbox", "smtp", "sendgrid")
+ESIGN_PROVIDERS = ("builtin", "dropbox_sign", "docusign")
+PAYOUT_RAILS = ("ledger", "sepa", "stripe", "paypal")
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one sentence naming it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARTNERFLOW_", env_file=".env", extra="ignore"
+    )
+
+    # --- core ---
+    var_dir: Path = Path("var")
+    database_url: str = ""  # default: sqlite file under var_dir
+    public_base_url: str = "http://127.0.0.1:8765"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8765
+    # Used to sign links and encrypt secrets at rest; generated into var/ when unset.
+    secret_key: SecretStr | None = None
+    company_name: str = "Acme Analytics Ltd"
+    team_email: str = "partners-team@acme.example"
+
+    # --- email (sender identity and the postal address every commercial mail carries) ---
+    email_provider: str = "outbox"
+    outbox_dir: Path | None = None  # default: var_dir/outbox
+    sender_name: str = "Acme Partnerships"
+    sender_email: str = "partners@acme.example"
+    postal_address: str = "Acme Analytics Ltd, 1 Market Street, Springfield, USA"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_security: str = "none"  # none | starttls | ssl
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = None
+    sendgrid_timeout_seconds: float = 10.0
+
+    # --- recruitment (issue 3) ---
+    daily_send_cap: int = 500
+
+    # --- contracting & onboarding (issue 4) ---
+    esign_provider: str = "builtin"
+    dropbox_sign_api_key: SecretStr | None = None
+    dropbox_sign_api_host: str = "https://api.hellosign.com"
+    docusign_access_token: SecretStr | None = None
+    docusign_account_id: str | None = None
+    docusign_api_host: str = "https://demo.docusign.net/restapi"
+    docusign_connect_hmac_key: SecretStr | None = None
+    approval_timeout_seconds: int = 7 * 24 * 3600
+
+    # --- commissions & payouts (issue 5) ---
+    payout_rail: str = "ledger"
+    stripe_api_key: SecretStr | None = None
+    stripe_api_host: str = "https://api.stripe.com"
+    stripe_webhook_secret: SecretStr | None = None
+    paypal_client_id: str | None = None
+    paypal_client_secret: SecretStr | None = None
+    paypal_api_host: str = "https://api-m.paypal.com"
+    sepa_debtor_name: str = "Acme Analytics Ltd"
+    sepa_debtor_iban: str | None = None
+    sepa_debtor_bic: str | None = None
+
+    # --- compliance (issue 6) ---
+    sanctions_list: str | None = None  # path or URL of an OFAC SDN-format CSV
+
+    @field_validator("email_provider", "esign_provider", "payout_rail")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @property
+    def resolved_database_url(self) -> str:
+        url = self.database_url or f"sqlite:///{(self.var_dir / 'partnerflow.db').resolve()}"
+        # A plain postgresql:// URL means psycopg 3, the driver we install.
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.var_dir / "outbox"
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.var_dir / "documents"
+
+
+def _require(settings: Settings, provider_setting: str, value: str, needs: dict[str, list[str]]) -> None:
+    for field in needs.get(value, []):
+        if not getattr(settings, field):
+            raise ConfigError(
+                f"PARTNERFLOW_{provider_setting.upper()}={value} needs PARTNERFLOW_{field.upper()} to be set."
+            )
+
+
+def check_settings(settings: Settings) -> Settings:
+    """Raise ConfigError with one sentence naming the first wrong setting."""
+    choices = {
+        "email_provider": EMAIL_PROVIDERS,
+        "esign_provider": ESIGN_PROVIDERS,
+        "payout_rail": PAYOUT_RAILS,
+    }
+    for name, allowed in choices.items():
+        value = getattr(settings, name)
+        if value not in allowed:
+            raise ConfigError(
+                f"PARTNERFLOW_{name.upper()}={value!r} is not a known choice; use one of: {', '.join(allowed)}."
+            )
+    _require(settings, "email_provider", settings.email_provider, {"sendgrid": ["sendgrid_api_key"]})
+    _require(
+        settings,
+        "esign_provider",
+        settings.esign_provider,
+        {
+            "dropbox_sign": ["dropbox_sign_api_key"],
+            "docusign": ["docusign_access_token", "docusign_account_id", "docusign_connect_hmac_key"],
+        },
+    )
+    _require(
+        settings,
+        "payout_rail",
+        settings.payout_rail,
+        {
+            "stripe": ["stripe_api_key"],
+            "paypal": ["paypal_client_id", "paypal_client_secret"],
+            "sepa": ["sepa_debtor_iban", "sepa_debtor_bic"],
+        },
+    )
+    if settings.smtp_security not in ("none", "starttls", "ssl"):
+        raise ConfigError(
+            f"PARTNERFLOW_SMTP_SECURITY={settings.smtp_security!r} is not a known choice; use none, starttls or ssl."
+        )
+    return settings
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError: reduce to one sentence
+        errors = getattr(exc, "errors", lambda: [])()
+        if errors:
+            first = errors[0]
+            field = ".".join(str(p) for p in first.get("loc", ()))
+            raise ConfigError(f"PARTNERFLOW_{field.upper()} is invalid: {first.get('msg')}.") from None
+        raise ConfigError(str(exc)) from None
+
+
+def reset_settings() -> None:
+    """Re-read the environment (tests); the engine is rebuilt only if the database URL changed."""
+    before = get_settings().resolved_database_url if get_settings.cache_info().currsize else None
+    get_settings.cache_clear()
+    from partnerflow.models import engine
+
+    if before != get_settings().resolved_database_url:
+        engine.reset_engine()

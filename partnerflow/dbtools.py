@@ -1,0 +1,38 @@
+"""Schema management through Alembic (`partnerflow db upgrade`)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+
+
+def alembic_config() -> Config:
+    ini = resources.files("partnerflow.migrations") / "alembic.ini"
+    config = Config(str(ini))
+    config.set_main_option("script_location", str(resources.files("partnerflow.migrations")))
+    return config
+
+
+def upgrade(revision: str = "head") -> None:
+    command.upgrade(alembic_config(), revision)
+
+
+def revision(message: str) -> None:
+    """Autogenerate a migration from the difference between the tables and the database."""
+    command.revision(alembic_config(), message=message, autogenerate=True)
+
+
+def pending_changes() -> list:
+    """Differences between the SQLModel tables and the migrated database (empty when in step)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    import partnerflow.models  # noqa: F401
+    from partnerflow.models.engine import get_engine
+
+    with get_engine().connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return compare_metadata(ctx, SQLModel.metadata)

@@ -1,0 +1,25 @@
+"""What `partnerflow status` reports, read straight from the system of record."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from partnerflow.models import Application, Contract, ContractStatus, Message, MessageStatus, Partner, Payout, Prospect, Stage, session_scope
+
+
+def collect_status() -> dict:
+    with session_scope() as session:
+        by_stage = dict(session.exec(select(Partner.stage, func.count()).group_by(Partner.stage)).all())
+
+        def count(model, *where) -> int:
+            return session.exec(select(func.count()).select_from(model).where(*where)).one()
+
+        return {
+            "partners_by_stage": {stage: by_stage.get(stage, 0) for stage in Stage.ALL},
+            "prospects": count(Prospect),
+            "applications": count(Application),
+            "messages_sent": count(Message, Message.status == MessageStatus.SENT),
+            "contracts_signed": count(Contract, Contract.status == ContractStatus.SIGNED),
+            "payouts_paid": count(Payout, Payout.status == "paid"),
+        }

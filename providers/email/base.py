@@ -1,0 +1,39 @@
+"""The email capability: one interface, several providers chosen by PARTNERFLOW_EMAIL_PROVIDER."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from partnerflow.providers.errors import ProviderError
+
+
+@dataclass
+class OutgoingEmail:
+    message_id: int  # our Message row id; providers pass it back (e.g. SendGrid custom_args)
+    idempotency_key: str
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    categories: list[str] = field(default_factory=list)
+    attachments: list[tuple[str, bytes, str]] = field(default_factory=list)  # (filename, content, mime type)
+
+
+@dataclass
+class SendOutcome:
+    message_id: int
+    provider_message_id: str | None = None
+    error: ProviderError | None = None  # None means accepted
+
+
+class EmailProvider(Protocol):
+    name: str
+    # True when sending the same idempotency key twice cannot deliver twice (the outbox
+    # overwrites one file per key), so a send interrupted mid-way may simply be repeated.
+    idempotent: bool
+
+    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendOutcome]:
+        """Send; return one outcome per email. Raise RetryableError for a whole-batch transient failure."""
+        ...

@@ -1,0 +1,5 @@
+"""Web routes: applications."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

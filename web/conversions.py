@@ -1,0 +1,5 @@
+"""Web routes: conversions."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Web routes: recruitment."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Web routes: signing."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Web routes: webhooks."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
