@@ -4,7 +4,7 @@ Importing this package registers every table on SQLModel.metadata (Alembic's
 target). Each area keeps its tables in its own module.
 """
 
-from partnerflow.models import engine
+from partnerflow.models import commissions, compliance, engine, onboarding, sequences  # noqa: F401  (register their tables)
 from partnerflow.models.audit import AuditLog, WebhookEvent, audit
 from partnerflow.models.contracts import Contract, ContractStatus, SignatureRequest
 from partnerflow.models.engine import get_engine, session_scope

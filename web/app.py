@@ -8,12 +8,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from partnerflow import __version__
-from partnerflow.web import applications, conversions, recruitment, signing, webhooks
+from partnerflow.web import applications, conversions, esign_webhooks, payout_webhooks, recruitment, signing
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Partnerflow", version=__version__, docs_url="/api/docs")
-    for module in (recruitment, applications, signing, conversions, webhooks):
+    for module in (recruitment, applications, signing, esign_webhooks, conversions, payout_webhooks):
         app.include_router(module.router)
 
     @app.get("/healthz")

@@ -1,4 +1,4 @@
-"""Deployments: recruitment."""
+"""Deployments: discovery."""
 
 from __future__ import annotations
 

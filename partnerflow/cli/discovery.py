@@ -1,4 +1,4 @@
-"""CLI commands: recruitment."""
+"""CLI commands: discovery."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Web routes: webhooks."""
+"""Web routes: payout_webhooks."""
 
 from fastapi import APIRouter
 

@@ -1,0 +1,8 @@
+"""Deployments: outreach."""
+
+from __future__ import annotations
+
+
+def deployments() -> list:
+    """RunnerDeployments served by `partnerflow up`."""
+    return []

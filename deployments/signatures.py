@@ -1,0 +1,8 @@
+"""Deployments: signatures."""
+
+from __future__ import annotations
+
+
+def deployments() -> list:
+    """RunnerDeployments served by `partnerflow up`."""
+    return []

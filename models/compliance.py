@@ -1,0 +1,3 @@
+"""Tables: compliance (see the owning area)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tables: onboarding (see the owning area)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tables: sequences (see the owning area)."""
+
+from __future__ import annotations

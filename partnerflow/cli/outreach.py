@@ -1,0 +1,5 @@
+"""CLI commands: outreach."""
+
+from __future__ import annotations
+
+from partnerflow.cli import app  # noqa: F401

@@ -1,0 +1,5 @@
+"""Web routes: esign_webhooks."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
