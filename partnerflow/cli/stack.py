@@ -27,3 +27,52 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         typer.echo(f"  {stage:<12} {count}")
     for key in ("prospects", "applications", "messages_sent", "contracts_signed", "payouts_paid"):
         typer.echo(f"{key.replace('_', ' ').capitalize():<18} {data[key]}")
+
+
+def prepare() -> None:
+    """Fail early with one sentence on bad settings; bring the schema up to date."""
+    from partnerflow import dbtools
+    from partnerflow.config import check_settings, get_settings
+    from partnerflow.models.engine import check_database
+
+    check_settings(get_settings())
+    check_database()
+    dbtools.upgrade()
+
+
+@app.command()
+def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server and UI.")) -> None:
+    """Start the embedded stack: Prefect server + UI, the web app, and every deployment served."""
+    import time
+
+    from partnerflow.config import get_settings
+    from partnerflow.deployments import all_deployments
+    from partnerflow.stack import running_stack
+
+    prepare()
+    settings = get_settings()
+    with running_stack(settings, prefect_port=prefect_port) as stack:
+        typer.echo(f"Prefect UI      {stack.prefect_url}")
+        typer.echo(f"Web app         {stack.web_url}  (apply at {stack.web_url}/apply)")
+        typer.echo(f"Outbox          {settings.resolved_outbox_dir.resolve()}")
+        typer.echo(f"Logs            {stack.logs}")
+        typer.echo("Deployments served:")
+        for deployment in all_deployments():
+            how = "scheduled" if deployment.schedules else "event-triggered" if deployment.triggers else "manual"
+            typer.echo(f"  {deployment.flow_name}/{deployment.name}  ({how})")
+        typer.echo("Press Ctrl-C to stop.")
+        try:
+            while all(p.poll() is None for p in stack.processes):
+                time.sleep(1)
+            typer.echo("a component stopped; see the logs", err=True)
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            typer.echo("stopping")
+
+
+@app.command()
+def demo(keep: bool = typer.Option(False, help="Keep the stack running after the demo until Ctrl-C.")) -> None:
+    """Run one complete partner lifecycle on the embedded stack with sample data."""
+    from partnerflow.demo import run_demo
+
+    run_demo(keep_running=keep)
