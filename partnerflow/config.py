@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     docusign_api_host: str = "https://demo.docusign.net/restapi"
     docusign_connect_hmac_key: SecretStr | None = None
     approval_timeout_seconds: int = 7 * 24 * 3600
+    # SaaS e-sign (B2): HTTP timeout, callback age window, reconcile wait, reminder/expiry sweeps.
+    esign_timeout_seconds: float = 20.0
+    dropbox_sign_test_mode: bool = False  # test_mode=1: requests are not legally binding nor billed
+    # Providers retry callbacks with the original timestamp, so the window spans their retry period.
+    esign_webhook_max_age_seconds: int = 24 * 3600
+    # After an ambiguous send (timeout), how long a search by our reference may lag before we resend.
+    esign_reconcile_after_seconds: int = 15 * 60
+    signing_reminder_days: int = 3  # remind every N days while unsigned
+    signing_max_reminders: int = 3
+    signing_expiry_days: int = 14  # expire (and void at the provider) after M days
 
     # --- commissions & payouts (issue 5) ---
     payout_rail: str = "ledger"

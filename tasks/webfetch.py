@@ -1,0 +1,309 @@
+"""A polite, safe fetcher for other people's web pages.
+
+Every page is fetched at most once per call, with:
+- bounded concurrency and a delay between requests to the same host (politeness);
+- robots.txt read once per host and obeyed for our user agent;
+- redirects followed by hand (at most `max_redirects`, loops detected);
+- a total time limit per request and a streaming size cap, so a slow-drip or huge page cannot hang us;
+- the body decoded from the declared charset, falling back to the <meta> charset and then to
+  charset-normalizer's guess (a latin-1 page served as utf-8 still reads correctly).
+
+Nothing raises: each URL gets a FetchResult whose `error` is a short machine reason
+(`timeout`, `too_large`, `redirect_loop`, `not_html`, `robots_disallowed`, `http_<code>`,
+`connection_error`, `decode_error`, `invalid_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+from urllib.robotparser import RobotFileParser
+
+import httpx
+from charset_normalizer import from_bytes
+
+DEFAULT_USER_AGENT = "PartnerflowBot/0.1 (+partner program discovery; obeys robots.txt)"
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.I)
+_ROBOTS_MAX_BYTES = 500_000
+_WEB_DEFAULTS = ("cp1252", "latin_1", "iso8859_15")
+
+
+@dataclass
+class FetchResult:
+    url: str
+    final_url: str | None = None
+    status_code: int | None = None
+    ok: bool = False
+    error: str | None = None
+    content_type: str | None = None
+    text: str | None = None
+    elapsed_ms: int = 0
+    encoding: str | None = None  # the charset the text was decoded with
+    notes: list[str] = field(default_factory=list)  # e.g. "charset_mismatch:utf-8"
+
+
+class _Stop(Exception):
+    """A fetch ends early with a machine reason."""
+
+    def __init__(self, reason: str, status_code: int | None = None, location: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+        self.location = location
+
+
+def _charset_from_header(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    match = re.search(r"charset\s*=\s*\"?([^\s;\"]+)", content_type, re.I)
+    return match.group(1).strip().lower() if match else None
+
+
+def _known_codec(name: str | None) -> str | None:
+    if not name:
+        return None
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def decode_body(body: bytes, content_type: str | None) -> tuple[str, str, list[str]]:
+    """(text, encoding used, notes). Raises _Stop('decode_error') when nothing decodes it."""
+    notes: list[str] = []
+    declared = _charset_from_header(content_type)
+    meta = _META_CHARSET.search(body[:4096])
+    candidates = [declared, meta.group(1).decode("ascii", "ignore").lower() if meta else None]
+    for name in candidates:
+        codec = _known_codec(name)
+        if name and not codec:
+            notes.append(f"unknown_charset:{name}")
+        if not codec:
+            continue
+        try:
+            return body.decode(codec), codec, notes
+        except (UnicodeDecodeError, LookupError):
+            notes.append(f"charset_mismatch:{name}")
+    if not any(candidates):
+        try:
+            return body.decode("utf-8"), "utf-8", notes
+        except UnicodeDecodeError:
+            pass
+    matches = from_bytes(body)
+    guess = matches.best()
+    if guess is None or guess.encoding is None:
+        raise _Stop("decode_error")
+    # Short texts often tie between legacy code pages; on a tie prefer the web's own default,
+    # windows-1252 (what browsers use for "latin-1" too).
+    for match in matches:
+        if (match.encoding in _WEB_DEFAULTS and match.chaos == guess.chaos
+                and match.coherence == guess.coherence):
+            guess = match
+            break
+    return str(guess), guess.encoding, notes
+
+
+class _Fetcher:
+    def __init__(self, *, concurrency, per_domain_delay, timeout, max_bytes, user_agent,
+                 respect_robots, max_redirects):
+        self.per_domain_delay = per_domain_delay
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.user_agent = user_agent
+        self.respect_robots = respect_robots
+        self.max_redirects = max_redirects
+        self.semaphore = asyncio.Semaphore(max(1, concurrency))
+        self.host_locks: dict[str, asyncio.Lock] = {}
+        self.host_last: dict[str, float] = {}
+        self.robots: dict[str, RobotFileParser | str] = {}  # origin -> parser or an error reason
+        self.robots_locks: dict[str, asyncio.Lock] = {}
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"},
+            limits=httpx.Limits(max_connections=max(1, concurrency)),
+        )
+
+    async def _polite(self, host: str) -> None:
+        """Wait until `per_domain_delay` has passed since the last request to `host`."""
+        if self.per_domain_delay <= 0:
+            return
+        lock = self.host_locks.setdefault(host, asyncio.Lock())
+        async with lock:
+            wait = self.host_last.get(host, 0.0) + self.per_domain_delay - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.host_last[host] = time.monotonic()
+
+    async def _get(self, url: str, max_bytes: int, accept=None) -> tuple[httpx.Response, bytes]:
+        """One GET with a total deadline and a size cap; `accept(response)` may refuse the body early."""
+        host = urlsplit(url).hostname or ""
+        await self._polite(host)
+
+        async def run():
+            async with self.client.stream("GET", url) as response:
+                if accept is not None:
+                    accept(response)
+                length = response.headers.get("content-length")
+                if length and length.isdigit() and int(length) > max_bytes:
+                    raise _Stop("too_large", response.status_code)
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise _Stop("too_large", response.status_code)
+                    chunks.append(chunk)
+                return response, b"".join(chunks)
+
+        try:
+            return await asyncio.wait_for(run(), timeout=self.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise _Stop("timeout") from None
+        except httpx.DecodingError:
+            raise _Stop("decode_error") from None
+        except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol):
+            raise _Stop("connection_error") from None
+
+    async def _robots_allows(self, url: str) -> None:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        lock = self.robots_locks.setdefault(origin, asyncio.Lock())
+        async with lock:
+            if origin not in self.robots:
+                self.robots[origin] = await self._load_robots(origin)
+        rules = self.robots[origin]
+        if isinstance(rules, str):
+            raise _Stop(rules)
+        if not rules.can_fetch(self.user_agent, url):
+            raise _Stop("robots_disallowed")
+
+    async def _load_robots(self, origin: str) -> RobotFileParser | str:
+        parser = RobotFileParser()
+        try:
+            response, body = await self._get(origin + "/robots.txt", _ROBOTS_MAX_BYTES)
+        except _Stop as stop:
+            if stop.reason == "too_large":
+                parser.parse([])  # an absurd robots.txt: treat as no rules
+                return parser
+            return stop.reason  # the site is unreachable; the page would be too
+        if response.status_code >= 500:
+            # RFC 9309: a server error on robots.txt means "assume complete disallow".
+            parser.disallow_all = True
+        elif response.status_code >= 400 or 300 <= response.status_code < 400:
+            parser.parse([])  # no robots.txt (or moved): everything allowed
+        else:
+            parser.parse(body.decode("utf-8", "replace").splitlines())
+        return parser
+
+    async def fetch(self, url: str) -> FetchResult:
+        result = FetchResult(url=url)
+        started = time.monotonic()
+        async with self.semaphore:
+            try:
+                await self._fetch(url, result)
+                result.ok = True
+            except _Stop as stop:
+                result.error = stop.reason
+                result.status_code = stop.status_code or result.status_code
+                result.text = None
+            except Exception as exc:  # never let one hostile page stop the others
+                result.error = f"connection_error:{type(exc).__name__}"
+                result.text = None
+        result.elapsed_ms = int((time.monotonic() - started) * 1000)
+        return result
+
+    async def _fetch(self, url: str, result: FetchResult) -> None:
+        current = url.strip()
+        if "://" not in current:
+            current = "http://" + current
+        seen: set[str] = set()
+        for _hop in range(self.max_redirects + 1):
+            parts = urlsplit(current)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise _Stop("invalid_url")
+            if current in seen:
+                raise _Stop("redirect_loop")
+            seen.add(current)
+            result.final_url = current
+            if self.respect_robots:
+                await self._robots_allows(current)
+
+            def accept(response: httpx.Response) -> None:
+                result.status_code = response.status_code
+                if response.is_redirect or response.status_code >= 400:
+                    # A redirect's or an error's body is never read.
+                    raise _Stop("__stop_body__", response.status_code, response.headers.get("location"))
+                ctype = response.headers.get("content-type", "")
+                result.content_type = ctype or None
+                if ctype and ctype.split(";", 1)[0].strip().lower() not in HTML_TYPES:
+                    raise _Stop("not_html", response.status_code)
+
+            try:
+                response, body = await self._get(current, self.max_bytes, accept)
+            except _Stop as stop:
+                if stop.reason != "__stop_body__":
+                    raise
+                code = stop.status_code or 0
+                if 300 <= code < 400:
+                    location = stop.location
+                    if not location:
+                        raise _Stop(f"http_{code}", code) from None
+                    current = urljoin(current, location)
+                    continue
+                raise _Stop(f"http_{code}", code) from None
+            result.status_code = response.status_code
+            text, encoding, notes = decode_body(body, result.content_type)
+            result.text, result.encoding, result.notes = text, encoding, notes
+            return
+        raise _Stop("redirect_loop")  # too many hops counts as a loop
+
+
+async def _fetch_all(urls: list[str], **options) -> list[FetchResult]:
+    fetcher = _Fetcher(**options)
+    try:
+        return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+    finally:
+        await fetcher.client.aclose()
+
+
+def fetch_pages(
+    urls: list[str],
+    *,
+    concurrency: int = 10,
+    per_domain_delay: float = 1.0,
+    timeout: float = 10.0,
+    max_bytes: int = 2_000_000,
+    user_agent: str = DEFAULT_USER_AGENT,
+    respect_robots: bool = True,
+    max_redirects: int = 5,
+) -> list[FetchResult]:
+    """Fetch `urls` politely; one FetchResult per URL, in the same order. Never raises for a bad page."""
+    options = dict(concurrency=concurrency, per_domain_delay=per_domain_delay, timeout=timeout,
+                   max_bytes=max_bytes, user_agent=user_agent, respect_robots=respect_robots,
+                   max_redirects=max_redirects)
+    coro_factory = lambda: _fetch_all(list(urls), **options)  # noqa: E731
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro_factory())
+    # Called from inside an event loop (e.g. an async flow): run on a thread of our own.
+    box: dict = {}
+
+    def runner():
+        try:
+            box["value"] = asyncio.run(coro_factory())
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            box["error"] = exc
+
+    thread = threading.Thread(target=runner, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
