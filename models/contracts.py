@@ -58,3 +58,13 @@ class SignatureRequest(SQLModel, table=True):
     signed_document_sha256: str | None = None
     reminders_sent: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SignatureSendAttempt(SQLModel, table=True):
+    """A SaaS send in progress or with an unknown outcome (timeout): reconciled by searching the
+    provider before the request may be sent again (providers/esign/saas.py). One row per request."""
+
+    __tablename__ = "signature_send_attempt"
+
+    signature_request_id: int = Field(foreign_key="signature_request.id", primary_key=True)
+    attempted_at: datetime = Field(sa_type=UTCDateTime)

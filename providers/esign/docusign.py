@@ -1,0 +1,123 @@
+"""DocuSign eSignature REST API v2.1 over httpx.
+
+Auth: `Authorization: Bearer <access token>` (obtaining the token by JWT grant is outside
+Partnerflow; the setting holds a current token). Errors are `{"errorCode", "message"}`.
+Completion arrives by DocuSign Connect (JSON SIM format) signed with HMAC:
+`X-DocuSign-Signature-1..N` = base64(HMAC-SHA256(key, raw body)), one header per active key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+
+from partnerflow.config import Settings, check_settings, get_settings
+from partnerflow.models import utcnow
+from partnerflow.providers.errors import PermanentError
+from partnerflow.providers.esign.saas import Envelope, WebhookRejected, call, http_client, send_once
+
+REFERENCE_FIELD = "partnerflow_ref"
+COMPLETION_EVENTS = ("envelope-completed",)
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return f"{body.get('errorCode', '')}: {body.get('message', '')}".strip(": ")
+    except ValueError:
+        return response.text[:200]
+
+
+class DocuSignProvider:
+    name = "docusign"
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = check_settings(settings or get_settings())
+        s = self.settings
+        if not (s.docusign_access_token and s.docusign_account_id):
+            raise PermanentError("PARTNERFLOW_DOCUSIGN_ACCESS_TOKEN and PARTNERFLOW_DOCUSIGN_ACCOUNT_ID must be set")
+        self._token = s.docusign_access_token.get_secret_value()
+        self._base = f"{s.docusign_api_host.rstrip('/')}/v2.1/accounts/{s.docusign_account_id}/envelopes"
+
+    def _call(self, method: str, path: str, *, creating: bool = False, **kwargs) -> httpx.Response:
+        with http_client(self.settings.esign_timeout_seconds) as client:
+            return call(client, method, self._base + path, provider=self.name, reason_of=_reason,
+                        creating=creating, headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+
+    # --- the provider interface ---------------------------------------------------------------
+    def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
+             message: str = "") -> str:
+        """Send once for our SignatureRequest row; returns the DocuSign envelopeId."""
+        return send_once(self, signature_request_id, document=document, filename=filename, title=title,
+                         message=message)
+
+    def create(self, envelope: Envelope) -> str:
+        name, _, extension = envelope.filename.rpartition(".")
+        definition = {
+            "emailSubject": envelope.title[:100],  # DocuSign caps the subject at 100 characters
+            "emailBlurb": envelope.message,
+            "documents": [{"documentId": "1", "name": name or envelope.filename, "fileExtension": extension or "docx",
+                           "documentBase64": base64.b64encode(envelope.document).decode()}],
+            "recipients": {"signers": [{"recipientId": "1", "routingOrder": "1", "name": envelope.signer_name,
+                                        "email": envelope.signer_email}]},
+            "customFields": {"textCustomFields": [{"name": REFERENCE_FIELD, "value": envelope.reference,
+                                                   "show": "false", "required": "false"}]},
+            "status": "sent",
+        }
+        response = self._call("POST", "", creating=True, json=definition)
+        try:
+            return response.json()["envelopeId"]
+        except (ValueError, KeyError, TypeError):
+            raise PermanentError(f"{self.name}: create answered without an envelopeId") from None
+
+    def find(self, reference: str) -> str | None:
+        # from_date is required; envelopes older than the reconcile window are not ours to find.
+        since = (utcnow() - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        response = self._call("GET", "", params={"from_date": since,
+                                                 "custom_field": f"{REFERENCE_FIELD}={reference}"})
+        envelopes = response.json().get("envelopes") or []
+        return envelopes[0]["envelopeId"] if envelopes else None
+
+    def void(self, provider_request_id: str, reason: str) -> None:
+        self._call("PUT", f"/{provider_request_id}",
+                   json={"status": "voided", "voidedReason": (reason or "voided")[:200]})
+
+    def download(self, provider_request_id: str) -> bytes:
+        response = self._call("GET", f"/{provider_request_id}/documents/combined")
+        if not response.content.startswith(b"%PDF"):
+            raise PermanentError(f"{self.name}: combined document is not a PDF")
+        return response.content
+
+    # --- Connect callbacks ---------------------------------------------------------------------
+    def parse_callback(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        """Verify one Connect notification; return the payload. Raises WebhookRejected."""
+        if not self.settings.docusign_connect_hmac_key:
+            raise WebhookRejected(503, "PARTNERFLOW_DOCUSIGN_CONNECT_HMAC_KEY is not set")
+        key = self.settings.docusign_connect_hmac_key.get_secret_value().encode()
+        given = [v for k, v in headers.items() if k.lower().startswith("x-docusign-signature-")]
+        if not given:
+            raise WebhookRejected(401, "unsigned notification")
+        expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+        if not any(hmac.compare_digest(expected, value.strip()) for value in given):
+            raise WebhookRejected(401, "signature does not match")
+        try:
+            payload = json.loads(body)
+            payload["event"], payload["data"]["envelopeId"]
+            generated_at(payload)
+        except (ValueError, KeyError, TypeError):
+            raise WebhookRejected(400, "malformed notification") from None
+        return payload
+
+
+def generated_at(payload: dict[str, Any]) -> datetime:
+    """Connect's generatedDateTime (ISO 8601, UTC 'Z'); naive values are taken as UTC."""
+    value = datetime.fromisoformat(str(payload["generatedDateTime"]).replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value

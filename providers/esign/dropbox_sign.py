@@ -1,0 +1,127 @@
+"""Dropbox Sign (formerly HelloSign) API v3 over httpx.
+
+Auth: HTTP basic with the API key as user name. Requests are multipart forms; answers are
+`{"signature_request": {...}}`, errors `{"error": {"error_msg", "error_name"}}`.
+Callbacks are multipart/form-data with one `json` field; `event.event_hash` is
+hex HMAC-SHA256(key=API key, msg=event_time + event_type), and the reply body must be
+exactly `Hello API Event Received` or Dropbox Sign retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from partnerflow.config import Settings, check_settings, get_settings
+from partnerflow.providers.errors import PermanentError, RetryableError
+from partnerflow.providers.esign.saas import Envelope, WebhookRejected, call, http_client, send_once
+
+HELLO = "Hello API Event Received"
+REFERENCE_FIELD = "partnerflow_ref"
+# Events after which the signed PDF can be fetched. Files may still be rendering right after
+# `all_signed` (the API answers 409); `downloadable` follows once they are ready.
+COMPLETION_EVENTS = ("signature_request_all_signed", "signature_request_downloadable")
+DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error") or {}
+        return f"{error.get('error_name', '')}: {error.get('error_msg', '')}".strip(": ")
+    except ValueError:
+        return response.text[:200]
+
+
+class DropboxSignProvider:
+    name = "dropbox_sign"
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = check_settings(settings or get_settings())
+        if not self.settings.dropbox_sign_api_key:
+            raise PermanentError("PARTNERFLOW_DROPBOX_SIGN_API_KEY is not set")
+        self._key = self.settings.dropbox_sign_api_key.get_secret_value()
+        self._base = self.settings.dropbox_sign_api_host.rstrip("/") + "/v3"
+
+    def _call(self, method: str, path: str, *, creating: bool = False, **kwargs) -> httpx.Response:
+        with http_client(self.settings.esign_timeout_seconds) as client:
+            return call(client, method, self._base + path, provider=self.name, reason_of=_reason,
+                        creating=creating, auth=(self._key, ""), **kwargs)
+
+    # --- the provider interface ---------------------------------------------------------------
+    def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
+             message: str = "") -> str:
+        """Send once for our SignatureRequest row; returns the Dropbox Sign signature_request_id."""
+        return send_once(self, signature_request_id, document=document, filename=filename, title=title,
+                         message=message)
+
+    def create(self, envelope: Envelope) -> str:
+        data = {
+            "title": envelope.title,
+            "subject": envelope.title,
+            "message": envelope.message or f"Please sign: {envelope.title}",
+            "signers[0][name]": envelope.signer_name,
+            "signers[0][email_address]": envelope.signer_email,
+            f"metadata[{REFERENCE_FIELD}]": envelope.reference,
+            "test_mode": "1" if self.settings.dropbox_sign_test_mode else "0",
+        }
+        mime = DOCX_MIME if envelope.filename.endswith(".docx") else "application/pdf"
+        response = self._call("POST", "/signature_request/send", creating=True, data=data,
+                              files={"file[0]": (envelope.filename, envelope.document, mime)})
+        try:
+            return response.json()["signature_request"]["signature_request_id"]
+        except (ValueError, KeyError, TypeError):
+            raise PermanentError(f"{self.name}: send answered without a signature_request_id") from None
+
+    def find(self, reference: str) -> str | None:
+        response = self._call("GET", "/signature_request/list", params={"query": reference, "page_size": 100})
+        for item in response.json().get("signature_requests") or []:
+            if (item.get("metadata") or {}).get(REFERENCE_FIELD) == reference:
+                return item["signature_request_id"]
+        return None
+
+    def void(self, provider_request_id: str, reason: str) -> None:
+        """Cancel an incomplete request (Dropbox Sign takes no reason; ours goes to the audit log)."""
+        self._call("POST", f"/signature_request/cancel/{provider_request_id}")
+
+    def download(self, provider_request_id: str) -> bytes:
+        try:
+            response = self._call("GET", f"/signature_request/files/{provider_request_id}",
+                                  params={"file_type": "pdf"})
+        except PermanentError as exc:
+            if "HTTP 409" in exc.reason:  # files still being processed
+                raise RetryableError(exc.reason, retry_after=30) from None
+            raise
+        if not response.content.startswith(b"%PDF"):
+            raise RetryableError(f"{self.name}: files download did not return a PDF")
+        return response.content
+
+    # --- callbacks --------------------------------------------------------------------------
+    def parse_callback(self, form_json: str | None) -> dict[str, Any]:
+        """Verify one callback's `json` field; return the payload. Raises WebhookRejected."""
+        if not form_json:
+            raise WebhookRejected(400, "missing json field")
+        try:
+            payload = json.loads(form_json)
+            event = payload["event"]
+            event_time = str(event["event_time"])
+            event_type = str(event["event_type"])
+            given = str(event["event_hash"])
+        except (ValueError, KeyError, TypeError):
+            raise WebhookRejected(400, "malformed event") from None
+        expected = hmac.new(self._key.encode(), (event_time + event_type).encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, given):
+            raise WebhookRejected(401, "event hash does not match")
+        try:
+            datetime.fromtimestamp(int(event_time), tz=timezone.utc)
+        except (ValueError, OverflowError):
+            raise WebhookRejected(400, "malformed event_time") from None
+        return payload
+
+
+def event_time(payload: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(int(payload["event"]["event_time"]), tz=timezone.utc)
