@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     sepa_debtor_name: str = "Acme Analytics Ltd"
     sepa_debtor_iban: str | None = None
     sepa_debtor_bic: str | None = None
+    # SaaS/bank rails (C2): pain.001 files folder (default var_dir/sepa), HTTP timeout, webhook window.
+    sepa_output_dir: Path | None = None
+    payout_http_timeout_seconds: float = 20.0
+    stripe_webhook_tolerance_seconds: int = 300
 
     # --- compliance (issue 6) ---
     sanctions_list: str | None = None  # path or URL of an OFAC SDN-format CSV

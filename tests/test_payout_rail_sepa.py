@@ -1,0 +1,163 @@
+"""SEPA rail: a pain.001.001.03 file valid against the schema, written once per payout, exact amounts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from lxml import etree
+
+from partnerflow.providers.errors import PermanentError, ProviderError
+from partnerflow.providers.payout import get_payout_rail
+from partnerflow.providers.payout.base import PayoutInstruction
+from partnerflow.providers.payout.sepa import (
+    NS, SepaRail, end_to_end_id, format_eur, read_bank_report, sepa_dir, validate_pain001,
+)
+
+DE_IBAN = "DE89 3704 0044 0532 0130 00"
+FR_IBAN = "FR1420041010050500013M02606"
+
+
+@pytest.fixture
+def sepa(configure, tmp_path):
+    configure(payout_rail="sepa", sepa_output_dir=tmp_path / "sepa", sepa_debtor_name="Acme Analytics Ltd", sepa_debtor_iban="DE02120300000000202051",
+              sepa_debtor_bic="BYLADEM1001")
+    return get_payout_rail()
+
+
+def instruction(payout_id: int, amount_minor: int, *, iban: str = DE_IBAN, bic: str | None = "COBADEFFXXX",
+                name: str = "Partner", currency: str = "EUR") -> PayoutInstruction:
+    destination = {"iban": iban}
+    if bic:
+        destination["bic"] = bic
+    return PayoutInstruction(payout_id=payout_id, idempotency_key=f"payout:{payout_id}", partner_id=payout_id,
+                             partner_name=name, partner_email=f"p{payout_id}@example.com",
+                             amount_minor=amount_minor, currency=currency, destination=destination)
+
+
+def files() -> list:
+    return sorted(sepa_dir().glob("pain001-*.xml"))
+
+
+def text(doc, path: str) -> list[str]:
+    return [el.text for el in doc.iterfind(path, {"p": NS})]
+
+
+def test_batch_is_one_schema_valid_file_with_exact_amounts(sepa):
+    assert isinstance(sepa, SepaRail)
+    results = sepa.pay_batch([
+        instruction(1, 1234, name="Zoë Müller-Łukasiewicz & Søn"),
+        instruction(2, 10, iban=FR_IBAN, bic=None),
+        instruction(3, 99_999_999_999),
+    ])
+    assert [r.status for r in results] == ["processing"] * 3
+    [path] = files()
+    xml = path.read_bytes()
+    validate_pain001(xml)  # the shipped ISO 20022 XSD
+    doc = etree.fromstring(xml)
+    assert text(doc, ".//p:InstdAmt") == ["12.34", "0.10", "999999999.99"]
+    assert text(doc, "p:CstmrCdtTrfInitn/p:GrpHdr/p:CtrlSum") == ["1000000012.43"]
+    assert text(doc, "p:CstmrCdtTrfInitn/p:GrpHdr/p:NbOfTxs") == ["3"]
+    assert text(doc, ".//p:EndToEndId") == ["payout-1", "payout-2", "payout-3"]
+    assert text(doc, ".//p:CdtTrfTxInf/p:Cdtr/p:Nm")[0] == "Zoe Muller-Lukasiewicz  Son"  # SEPA character set
+    assert text(doc, ".//p:CdtrAcct/p:Id/p:IBAN")[:2] == ["DE89370400440532013000", FR_IBAN]
+    assert text(doc, ".//p:DbtrAcct/p:Id/p:IBAN") == ["DE02120300000000202051"]
+    assert all(r.provider_ref.startswith(path.name) for r in results)
+
+
+def test_rerun_writes_no_second_payment(sepa):
+    first = sepa.pay_batch([instruction(1, 500), instruction(2, 700)])
+    again = sepa.pay_batch([instruction(1, 500), instruction(2, 700)])
+    assert again == first and len(files()) == 1
+    # A later run that also carries a new payout writes only the new one, in a new file.
+    later = sepa.pay_batch([instruction(1, 500), instruction(3, 900)])
+    assert later[0] == first[0]
+    assert len(files()) == 2
+    all_ids = [e for f in files() for e in text(etree.parse(str(f)).getroot(), ".//p:EndToEndId")]
+    assert sorted(all_ids) == ["payout-1", "payout-2", "payout-3"]  # each payout in exactly one file
+    assert sepa.lookup("payout:3").provider_ref == later[1].provider_ref
+    assert sepa.lookup("payout:4") is None
+    assert sepa.pay(instruction(2, 700)) == first[1]  # the one-payout form is idempotent too
+
+
+def test_bad_bank_details_reject_only_that_payout(sepa):
+    results = sepa.pay_batch([
+        instruction(1, 100, iban="DE89370400440532013001"),  # checksum wrong
+        instruction(2, 100, bic="NOTABIC"),
+        instruction(3, 100, currency="USD"),
+        instruction(4, 0),
+        instruction(5, 250),
+    ])
+    assert all(isinstance(r, PermanentError) for r in results[:4])
+    assert "IBAN" in results[0].reason and "BIC" in results[1].reason and "EUR" in results[2].reason
+    assert results[4].status == "processing"
+    [path] = files()
+    assert text(etree.parse(str(path)).getroot(), ".//p:EndToEndId") == ["payout-5"]
+    with pytest.raises(PermanentError, match="IBAN"):
+        sepa.pay(instruction(6, 100, iban="XX00"))
+
+
+def test_all_invalid_writes_no_file(sepa):
+    results = sepa.pay_batch([instruction(1, 100, iban="nonsense")])
+    assert isinstance(results[0], ProviderError) and files() == []
+
+
+def test_missing_debtor_account_is_a_clear_error(configure):
+    configure(payout_rail="sepa", sepa_debtor_iban=None, sepa_debtor_bic=None)
+    with pytest.raises(PermanentError, match="SEPA_DEBTOR_IBAN"):
+        SepaRail().pay(instruction(1, 100))
+
+
+def test_schema_rejects_a_broken_file(sepa):
+    sepa.pay(instruction(1, 100))
+    [path] = files()
+    broken = path.read_bytes().replace(b"<PmtMtd>TRF</PmtMtd>", b"<PmtMtd>XYZ</PmtMtd>")
+    with pytest.raises(ValueError, match="not valid"):
+        validate_pain001(broken)
+
+
+@given(st.integers(min_value=1, max_value=99_999_999_999))
+def test_amounts_are_exact(amount_minor):
+    assert Decimal(format_eur(amount_minor)) * 100 == amount_minor
+
+
+def test_long_keys_give_short_stable_end_to_end_ids():
+    key = "payout:" + "9" * 60
+    assert end_to_end_id(key) == end_to_end_id(key) and len(end_to_end_id(key)) <= 35
+
+
+PAIN002 = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.03"><CstmrPmtStsRpt>
+<GrpHdr><MsgId>STS1</MsgId><CreDtTm>2026-11-24T09:00:00</CreDtTm></GrpHdr>
+<OrgnlGrpInfAndSts><OrgnlMsgId>PF1</OrgnlMsgId><OrgnlMsgNmId>pain.001.001.03</OrgnlMsgNmId></OrgnlGrpInfAndSts>
+<OrgnlPmtInfAndSts><OrgnlPmtInfId>PF1</OrgnlPmtInfId>
+<TxInfAndSts><StsId>B1</StsId><OrgnlEndToEndId>payout-1</OrgnlEndToEndId><TxSts>ACSC</TxSts></TxInfAndSts>
+<TxInfAndSts><OrgnlEndToEndId>payout-2</OrgnlEndToEndId><TxSts>RJCT</TxSts>
+<StsRsnInf><Rsn><Cd>AC04</Cd></Rsn><AddtlInf>Closed account</AddtlInf></StsRsnInf></TxInfAndSts>
+<TxInfAndSts><OrgnlEndToEndId>payout-3</OrgnlEndToEndId><TxSts>PDNG</TxSts></TxInfAndSts>
+</OrgnlPmtInfAndSts></CstmrPmtStsRpt></Document>"""
+
+CAMT054 = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.054.001.02"><BkToCstmrDbtCdtNtfctn>
+<GrpHdr><MsgId>N1</MsgId><CreDtTm>2026-11-24T09:00:00</CreDtTm></GrpHdr><Ntfctn><Id>1</Id>
+<Ntry><Amt Ccy="EUR">5.00</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts>BOOK</Sts><AcctSvcrRef>REF9</AcctSvcrRef>
+<NtryDtls><TxDtls><Refs><EndToEndId>payout-4</EndToEndId></Refs></TxDtls></NtryDtls></Ntry>
+<Ntry><Amt Ccy="EUR">7.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><RvslInd>true</RvslInd><Sts>BOOK</Sts>
+<NtryDtls><TxDtls><Refs><EndToEndId>payout-5</EndToEndId></Refs><RtrInf><Rsn><Cd>AC01</Cd></Rsn></RtrInf>
+</TxDtls></NtryDtls></Ntry>
+<Ntry><Amt Ccy="EUR">9.00</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts>PDNG</Sts>
+<NtryDtls><TxDtls><Refs><EndToEndId>payout-6</EndToEndId></Refs></TxDtls></NtryDtls></Ntry>
+</Ntfctn></BkToCstmrDbtCdtNtfctn></Document>"""
+
+
+def test_bank_reports_are_read():
+    status = {o.end_to_end_id: (o.status, o.reason) for o in read_bank_report(PAIN002)}
+    assert status == {"payout-1": ("paid", ""), "payout-2": ("failed", "bank rejected: AC04 Closed account")}
+    camt = {o.end_to_end_id: (o.status, o.reason, o.bank_ref) for o in read_bank_report(CAMT054)}
+    assert camt == {"payout-4": ("paid", "", "REF9"), "payout-5": ("failed", "bank returned: AC01", "")}
+    with pytest.raises(ValueError, match="not a pain.002"):
+        read_bank_report(b"<Document><Other/></Document>")
+    with pytest.raises(ValueError, match="not an XML"):
+        read_bank_report(b"IBAN;amount\n")
