@@ -25,6 +25,7 @@ class Conversion(SQLModel, table=True):
     currency: str = "USD"
     customer_ref: str | None = None
     product: str | None = None
+    category: str | None = None
     reverses_id: int | None = Field(default=None, foreign_key="conversion.id")
     occurred_at: datetime = Field(sa_type=UTCDateTime, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -37,6 +38,7 @@ class Commission(SQLModel, table=True):
     amount_minor: int = Field(sa_type=BigInteger)
     currency: str
     rule: str = ""  # which rule produced it, for the partner's statement
+    period: str = Field(default="", index=True)  # "YYYY-MM" of the conversion: tiers and caps are monthly
     status: str = Field(default="pending", index=True)  # pending | payable | cancelled | paid
     payable_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     payout_id: int | None = Field(default=None, foreign_key="payout.id", index=True)
@@ -47,10 +49,12 @@ class PayoutBatch(SQLModel, table=True):
     __tablename__ = "payout_batch"
 
     id: int | None = Field(default=None, primary_key=True)
-    status: str = Field(default="draft", index=True)  # draft | approved | rejected | paid | partially_paid
+    status: str = Field(default="draft", index=True)  # draft | approved | rejected | expired | paid | partially_paid
+    key: str | None = Field(default=None, unique=True)  # one batch per period end: two workers build it once
     period_end: datetime = Field(sa_type=UTCDateTime)
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     approved_by: str | None = None
+    decision_note: str | None = None
     flow_run_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -63,8 +67,13 @@ class Payout(SQLModel, table=True):
     currency: str
     rail: str
     idempotency_key: str = Field(unique=True)  # "payout:{id}" — also sent to the provider
-    status: str = Field(default="pending", index=True)  # pending | processing | paid | failed | held
+    status: str = Field(default="pending", index=True)  # pending | sending | processing | paid | failed | held
     provider_ref: str | None = None
+    attempts: int = 0
+    claim_token: str | None = Field(default=None, index=True)  # which worker's claim won (compare-and-set)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The FX rates used, {"EUR/USD": "1.0850"}: the partner's statement shows them.
+    fx_rates: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     sepa_debtor_name: str = "Acme Analytics Ltd"
     sepa_debtor_iban: str | None = None
     sepa_debtor_bic: str | None = None
+    # Payout batches (C1): a batch whose total exceeds this (in minor units of any one currency) waits for a
+    # person's approval; 0 = always ask. A payout left `sending` by a crashed worker is recovered after the lease.
+    payout_approval_above_minor: int = 0
+    payout_approval_timeout_seconds: int = 3 * 24 * 3600
+    payout_claim_lease_seconds: int = 300
     # SaaS/bank rails (C2): pain.001 files folder (default var_dir/sepa), HTTP timeout, webhook window.
     sepa_output_dir: Path | None = None
     payout_http_timeout_seconds: float = 20.0
