@@ -55,3 +55,11 @@ class Message(SQLModel, table=True):
     attempts: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Outreach (issue 3): which enrollment step this is, who sent it, and what the provider's
+    # event webhook reported afterwards.
+    enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
+    step: int | None = None
+    sender_email: str | None = Field(default=None, index=True)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    opened_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -19,6 +19,8 @@ class OutgoingEmail:
     headers: dict[str, str] = field(default_factory=dict)
     categories: list[str] = field(default_factory=list)
     attachments: list[tuple[str, bytes, str]] = field(default_factory=list)  # (filename, content, mime type)
+    from_email: str | None = None  # default: settings.sender_email
+    from_name: str | None = None  # default: settings.sender_name
 
 
 @dataclass

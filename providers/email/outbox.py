@@ -14,11 +14,11 @@ from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
 
 def build_mime(settings: Settings, item: OutgoingEmail) -> EmailMessage:
     msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = email.utils.formataddr((settings.sender_name, settings.sender_email))
+    msg["From"] = email.utils.formataddr((item.from_name or settings.sender_name, item.from_email or settings.sender_email))
     msg["To"] = item.to
     msg["Subject"] = item.subject
     msg["Date"] = email.utils.formatdate(localtime=False)
-    domain = settings.sender_email.rsplit("@", 1)[-1]
+    domain = (item.from_email or settings.sender_email).rsplit("@", 1)[-1]
     msg["Message-ID"] = f"<{item.idempotency_key.replace(':', '.')}@{domain}>"
     msg["X-Partnerflow-Message-Id"] = str(item.message_id)
     for name, value in item.headers.items():
