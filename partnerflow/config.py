@@ -57,6 +57,16 @@ class Settings(BaseSettings):
 
     # --- recruitment (issue 3) ---
     daily_send_cap: int = 500
+    # Outreach (A2): local business hours [start, end) on weekdays, when the recipient's timezone is known.
+    outreach_business_hours_start: int = 9
+    outreach_business_hours_end: int = 17
+    outreach_batch_size: int = 1000  # messages per Prefect task (and per SendGrid request at most)
+    # A message whose send timed out stays unconfirmed this long waiting for SendGrid's events;
+    # after that it is marked failed (never re-sent blindly) and the sequence moves on.
+    outreach_reconcile_after_seconds: int = 24 * 3600
+    sendgrid_webhook_max_age_seconds: int = 600  # signed timestamp window for the event webhook
+    sendgrid_max_retries: int = 4
+    sendgrid_inbound_token: SecretStr | None = None  # when set, inbound parse posts must carry ?token=
 
     # --- contracting & onboarding (issue 4) ---
     esign_provider: str = "builtin"
