@@ -1,3 +1,107 @@
-"""Tables: compliance (see the owning area)."""
+"""Tables: compliance (issue 6) — findings, sanctions screenings, sanctions list versions, promo pages."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
+
+
+class FindingStatus:
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"  # a person saw it and acted (hold, suspend, notify); still unresolved
+    RESOLVED = "resolved"  # the problem is gone (a fixed page) or a person closed it
+    DISMISSED = "dismissed"  # a person decided it is not a problem (reason required)
+    ACTIVE = (OPEN, ACKNOWLEDGED)
+    ALL = (OPEN, ACKNOWLEDGED, RESOLVED, DISMISSED)
+
+
+class FindingKind:
+    DISCLOSURE = "disclosure"
+    BRAND_RULE = "brand_rule"
+    COULD_NOT_CHECK = "could_not_check"
+    SANCTIONS = "sanctions"
+    FRAUD = "fraud"
+    ALL = (DISCLOSURE, BRAND_RULE, COULD_NOT_CHECK, SANCTIONS, FRAUD)
+
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class Finding(SQLModel, table=True):
+    """One compliance problem of one partner. Re-running a check finds the row by fingerprint.
+
+    `active_fingerprint` equals `fingerprint` while the finding is open or acknowledged and is NULL
+    afterwards: its unique constraint means two runs can never open the same finding twice.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: int = Field(foreign_key="partner.id", index=True)
+    kind: str = Field(index=True)  # FindingKind
+    rule: str  # e.g. "disclosure.missing", "claims.income", "fraud.self_referral", "fetch.timeout"
+    severity: str = Field(index=True)  # low | medium | high | critical
+    title: str = ""
+    url: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=FindingStatus.OPEN, index=True)
+    status_reason: str | None = None
+    owner: str | None = None
+    blocking: bool = False  # holds the partner's payouts while open/acknowledged
+    fingerprint: str = Field(index=True)
+    active_fingerprint: str | None = Field(default=None, unique=True)
+    flow_run_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class SanctionsListVersion(SQLModel, table=True):
+    """Each distinct sanctions list file we have loaded, by checksum."""
+
+    __tablename__ = "sanctions_list_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    checksum: str = Field(unique=True)  # sha256 of the SDN file (and ALT file when given)
+    source: str
+    list_date: str | None = None  # the publication date when the file says it, else the load date
+    entries: int = 0
+    loaded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class SanctionsScreening(SQLModel, table=True):
+    """Every screening of one partner against one list version; never updated."""
+
+    __tablename__ = "sanctions_screening"
+    __table_args__ = (UniqueConstraint("partner_id", "list_checksum", "subject_key",
+                                       name="uq_sanctions_screening_partner_list_subject"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: int = Field(foreign_key="partner.id", index=True)
+    subject_key: str  # normalised "name|country" screened: a renamed partner is screened again
+    name: str
+    country: str = ""
+    list_checksum: str = Field(index=True)
+    list_date: str | None = None
+    result: str  # clear | match
+    matches: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    screened_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PartnerPage(SQLModel, table=True):
+    """A partner's registered promotional page, checked for disclosure and brand rules."""
+
+    __tablename__ = "partner_page"
+    __table_args__ = (UniqueConstraint("partner_id", "url", name="uq_partner_page_partner_url"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: int = Field(foreign_key="partner.id", index=True)
+    url: str
+    active: bool = True
+    last_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_result: str | None = None  # ok | could_not_check:<reason>
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     docusign_api_host: str = "https://demo.docusign.net/restapi"
     docusign_connect_hmac_key: SecretStr | None = None
     approval_timeout_seconds: int = 7 * 24 * 3600
+    # Contracting (B1): approval policy YAML (default: the embedded templates/policies/approval.yaml),
+    # onboarding form link lifetime, activation nudge/dormant thresholds (days without a click/conversion).
+    approval_policy_path: Path | None = None
+    onboarding_link_days: int = 30
+    activation_nudge_days: int = 14
+    activation_dormant_days: int = 60
     # SaaS e-sign (B2): HTTP timeout, callback age window, reconcile wait, reminder/expiry sweeps.
     esign_timeout_seconds: float = 20.0
     dropbox_sign_test_mode: bool = False  # test_mode=1: requests are not legally binding nor billed
@@ -99,18 +105,28 @@ class Settings(BaseSettings):
     sepa_debtor_name: str = "Acme Analytics Ltd"
     sepa_debtor_iban: str | None = None
     sepa_debtor_bic: str | None = None
+    # SaaS/bank rails (C2): pain.001 files folder (default var_dir/sepa), HTTP timeout, webhook window.
+    sepa_output_dir: Path | None = None
+    payout_http_timeout_seconds: float = 20.0
+    stripe_webhook_tolerance_seconds: int = 300
     # Payout batches (C1): a batch whose total exceeds this (in minor units of any one currency) waits for a
     # person's approval; 0 = always ask. A payout left `sending` by a crashed worker is recovered after the lease.
     payout_approval_above_minor: int = 0
     payout_approval_timeout_seconds: int = 3 * 24 * 3600
     payout_claim_lease_seconds: int = 300
-    # SaaS/bank rails (C2): pain.001 files folder (default var_dir/sepa), HTTP timeout, webhook window.
-    sepa_output_dir: Path | None = None
-    payout_http_timeout_seconds: float = 20.0
-    stripe_webhook_tolerance_seconds: int = 300
 
     # --- compliance (issue 6) ---
     sanctions_list: str | None = None  # path or URL of an OFAC SDN-format CSV
+    sanctions_alt_list: str | None = None  # optional ALT.CSV (aliases), path or URL
+    sanctions_address_list: str | None = None  # optional ADD.CSV (countries), path or URL
+    compliance_policy: Path | None = None  # default: templates/policies/compliance.yaml
+    compliance_fetch_concurrency: int = 10
+    compliance_fetch_timeout_seconds: float = 15.0
+    compliance_fetch_max_bytes: int = 3_000_000
+    compliance_per_domain_delay: float = 1.0
+    compliance_respect_robots: bool = True
+    # How long a high-severity finding waits for a person before the policy default applies.
+    compliance_approval_timeout_seconds: int = 3 * 24 * 3600
 
     @field_validator("email_provider", "esign_provider", "payout_rail")
     @classmethod
