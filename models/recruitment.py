@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from partnerflow.models.types import UTCDateTime, utcnow
@@ -26,6 +26,11 @@ class Prospect(SQLModel, table=True):
     score: int = 0
     score_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     enrichment: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Discovery (A1): audience size from the import (followers, monthly visitors), unmapped CSV
+    # columns kept as given, and when the page was last enriched.
+    audience_size: int | None = Field(default=None, sa_type=BigInteger)
+    extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enriched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 

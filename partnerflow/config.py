@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     sendgrid_webhook_max_age_seconds: int = 600  # signed timestamp window for the event webhook
     sendgrid_max_retries: int = 4
     sendgrid_inbound_token: SecretStr | None = None  # when set, inbound parse posts must carry ?token=
+    # Discovery (A1): how candidates' own pages are fetched, and the scoring policy.
+    discovery_fetch_concurrency: int = 10
+    discovery_fetch_delay_seconds: float = 1.0  # between two requests to the same host
+    discovery_fetch_timeout_seconds: float = 10.0
+    discovery_fetch_max_bytes: int = 2_000_000
+    discovery_respect_robots: bool = True
+    discovery_enrich_chunk_size: int = 100  # prospects per Prefect task
+    discovery_scoring_policy: Path | None = None  # default: templates/policies/scoring.yaml
 
     # --- contracting & onboarding (issue 4) ---
     esign_provider: str = "builtin"
