@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from datetime import timedelta
 
@@ -18,11 +17,6 @@ from partnerflow.models.contracts import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.dropbox_sign import HELLO, REFERENCE_FIELD, DropboxSignProvider
 from partnerflow.providers.esign.saas import reference_for
-
-
-# complete_signature comes from the contracting area (tasks/signing.py); until it lands these wait.
-needs_signing = pytest.mark.skipif(importlib.util.find_spec("partnerflow.tasks.signing") is None,
-                                   reason="partnerflow.tasks.signing (complete_signature) not there yet")
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +155,25 @@ def test_void_cancels_and_download_waits_for_files(dbs, fake):
 
 # --- callbacks ------------------------------------------------------------------------------
 
-@needs_signing
+def test_end_to_end_request_signature_then_signed_callback(dbs, fake, client):
+    from partnerflow.models import Contract
+    from partnerflow.tasks.signing import request_signature
+
+    contract = contract_out_for_signature("dropbox_sign", with_request=False)
+    row = request_signature(contract.id)
+    assert row.provider == "dropbox_sign" and row.status == "sent"
+    assert request_signature(contract.id).provider_request_id == row.provider_request_id  # re-run: no resend
+    assert fake.calls("POST", "/v3/signature_request/send") == 1
+
+    fake.sign(row.provider_request_id)
+    assert client.post("/webhooks/dropbox-sign", data=fake.callback(row.provider_request_id)).text == HELLO
+    with session_scope() as session:
+        signed = session.get(Contract, contract.id)
+        trail = session.exec(select(AuditLog).where(AuditLog.action == "contract.signed")).one()
+    assert signed.status == "signed" and signed.signed_sha256
+    assert trail.actor == "dropbox_sign" and trail.details["provider_request_id"] == row.provider_request_id
+
+
 def test_signed_callback_downloads_the_pdf_and_signs_the_contract(dbs, fake, client):
     from partnerflow.models import Contract
 
@@ -182,7 +194,6 @@ def test_signed_callback_downloads_the_pdf_and_signs_the_contract(dbs, fake, cli
     assert [e.processed_at is not None for e in stored_events()] == [True]
 
 
-@needs_signing
 def test_all_signed_before_files_are_ready_is_finished_by_downloadable(dbs, fake, client):
     row = contract_out_for_signature("dropbox_sign")
     provider_id = send(dbs, row)
@@ -197,7 +208,6 @@ def test_all_signed_before_files_are_ready_is_finished_by_downloadable(dbs, fake
     assert second.text == HELLO and reload(row).status == "signed"
 
 
-@needs_signing
 def test_callback_for_a_send_whose_answer_was_lost_finds_the_row_by_reference(dbs, fake, client):
     row = contract_out_for_signature("dropbox_sign")
     fake.faults.stall_next(2.5, after_effect=True, path_contains="/send")
@@ -219,7 +229,6 @@ def test_forged_callback_is_rejected_and_not_stored(dbs, fake, client):
     assert stored_events() == [] and reload(row).status == "sent"
 
 
-@needs_signing
 def test_replayed_callback_is_rejected(dbs, fake, client):
     row = contract_out_for_signature("dropbox_sign")
     provider_id = send(dbs, row)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from partnerflow.config import get_settings
-from partnerflow.models import SignatureRequest, WebhookEvent, audit, session_scope, utcnow
+from partnerflow.models import Contract, SignatureRequest, WebhookEvent, audit, session_scope, utcnow
 from partnerflow.models.contracts import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.secrets import token_hash
@@ -267,8 +267,13 @@ def complete_from_provider(provider: SaasProvider, webhook_event_id: int, provid
         mark_processed(webhook_event_id)
         return "already signed"
     pdf = provider.download(provider_request_id)
+    with session_scope() as session:
+        contract = session.get(Contract, row.contract_id)
+    # The signer saw the document we sent; the provider's audit trail is part of its PDF.
     complete_signature(row.id, signed_document=pdf, filename=f"contract-{row.contract_id}-signed.pdf",
-                       evidence={"provider": provider.name, "provider_request_id": provider_request_id, **evidence},
+                       evidence={"provider": provider.name, "provider_request_id": provider_request_id,
+                                 "signer_name": row.signer_name, "document_sha256": contract.document_sha256,
+                                 **evidence},
                        actor=provider.name)
     mark_processed(webhook_event_id)
     return "completed"
