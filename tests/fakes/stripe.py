@@ -43,6 +43,23 @@ def _error(status: int, type_: str, message: str, code: str | None = None, param
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+_event_ids = itertools.count(1)
+
+
+def signed_event(event_type: str, obj: dict, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None,
+                 event_id: str | None = None, account: str | None = None) -> tuple[bytes, dict]:
+    """(raw body, headers) of a webhook delivery, signed as Stripe does: v1=HMAC-SHA256(secret, "t.body")."""
+    event = {"id": event_id or f"evt_{next(_event_ids):08d}", "object": "event", "type": event_type,
+             "created": int(time.time()), "livemode": False, "api_version": "2024-06-20",
+             "data": {"object": obj}}
+    if account:
+        event["account"] = account
+    raw = json.dumps(event).encode()
+    t = int(time.time()) if timestamp is None else timestamp
+    sig = hmac.new(secret.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    return raw, {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
+
+
 class FakeStripe:
     def __init__(self, accounts: tuple[str, ...] = ("acct_partner_one", "acct_partner_two", "acct_partner_three")):
         self.accounts = set(accounts)
@@ -78,19 +95,6 @@ class FakeStripe:
 
     def transfers_for_group(self, group: str) -> list[dict]:
         return [t for t in self.transfers.values() if t["transfer_group"] == group]
-
-    def signed_event(self, event_type: str, obj: dict, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None,
-                     event_id: str | None = None, account: str | None = None) -> tuple[bytes, dict]:
-        """(raw body, headers) of a webhook delivery, signed as Stripe does: v1=HMAC-SHA256(secret, "t.body")."""
-        event = {"id": event_id or f"evt_{next(self._ids):08d}", "object": "event", "type": event_type,
-                 "created": int(time.time()), "livemode": False, "api_version": "2024-06-20",
-                 "data": {"object": obj}}
-        if account:
-            event["account"] = account
-        raw = json.dumps(event).encode()
-        t = int(time.time()) if timestamp is None else timestamp
-        sig = hmac.new(secret.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
-        return raw, {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
 
     # --- the API ---
     def _authorized(self, request: Request) -> bool:
