@@ -39,6 +39,7 @@ from partnerflow.tasks.suppression import normalise_email, stop_enrollments_for,
 KIND = "outreach"
 CLAIM_LEASE = timedelta(minutes=30)
 RECHECK_AMBIGUOUS = timedelta(hours=1)
+RETRY_LATER = timedelta(minutes=10)
 
 
 def message_key(enrollment_id: int, step: int) -> str:
@@ -365,6 +366,8 @@ def _record(outgoing, outcomes, batch_error, by_message, release, stats, provide
             stats["ambiguous"] += len(outgoing)
         else:
             retry = [(item.message_id, batch_error.reason) for item in outgoing]
+            for item in outgoing:
+                release[by_message[item.message_id].enrollment.id] = {"next_due_at": now + RETRY_LATER}
     for outcome in outcomes:
         plan = by_message[outcome.message_id]
         if outcome.error is None:
@@ -375,6 +378,8 @@ def _record(outgoing, outcomes, batch_error, by_message, release, stats, provide
             stats["ambiguous"] += 1
         elif isinstance(outcome.error, RetryableError):
             retry.append((outcome.message_id, outcome.error.reason))
+            release[plan.enrollment.id] = {"next_due_at": now + RETRY_LATER}
+            stats["provider_error"] = outcome.error.reason  # stops this run; the next one tries again
         else:
             failed.append({"_id": outcome.message_id, "_err": outcome.error.reason[:500]})
             release[plan.enrollment.id] = {"status": EnrollmentStatus.STOPPED, "stop_reason": "failed",
