@@ -1,0 +1,161 @@
+"""Scheduled sweeps over open signature requests: reminders, expiry, and voiding for withdrawn applications.
+
+No flow waits days for a signature: requests are rows, and this sweep (hourly) looks at them.
+Each sweep is one task over a batch of rows (a task run per row would cost the server more
+than the work). Every effect is keyed so a re-run does nothing twice: reminders by
+`sign-reminder:{request_id}:{n}`, status changes by compare-and-set UPDATEs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from prefect import flow, get_run_logger, task
+from sqlalchemy import update
+from sqlmodel import select
+
+from partnerflow.config import get_settings
+from partnerflow.models import (Application, ApplicationStatus, Contract, ContractStatus, Partner,
+                                SignatureRequest, audit, session_scope, utcnow)
+from partnerflow.providers.errors import PermanentError, ProviderError, RetryableError
+from partnerflow.providers.esign import get_esign_provider
+
+OPEN = ("pending", "sent")
+
+
+def expires_at(row: SignatureRequest) -> datetime:
+    return row.expires_at or row.created_at + timedelta(days=get_settings().signing_expiry_days)
+
+
+def _close(row_id: int, status: str, actor: str, action: str, details: dict) -> bool:
+    """Void at the provider first, then move our row (and contract) to `status`; False if left open.
+
+    When the provider refuses because the request is already complete, the signed callback
+    is on its way: the row stays open for it instead of being closed.
+    """
+    with session_scope() as session:
+        row = session.get(SignatureRequest, row_id)
+        if row is None or row.status not in OPEN:
+            return False
+    if row.provider_request_id:
+        try:
+            get_esign_provider(row.provider).void(row.provider_request_id, details.get("reason") or action)
+        except RetryableError:
+            return False  # next sweep tries again
+        except PermanentError as exc:
+            if "404" not in exc.reason:  # gone at the provider is as good as voided
+                with session_scope() as session:
+                    audit(session, actor=actor, action="signature.void_refused", subject_type="signature_request",
+                          subject_id=row_id, details={**details, "provider_reason": exc.reason})
+                return False
+    with session_scope() as session:
+        moved = session.execute(update(SignatureRequest)
+                                .where(SignatureRequest.id == row_id, SignatureRequest.status.in_(OPEN))
+                                .values(status=status)).rowcount == 1
+        if not moved:
+            return False
+        session.execute(update(Contract)
+                        .where(Contract.id == row.contract_id, Contract.status.in_(
+                            (ContractStatus.GENERATED, ContractStatus.SENT)))
+                        .values(status=ContractStatus.EXPIRED if status == "expired" else ContractStatus.VOIDED))
+        audit(session, actor=actor, action=action, subject_type="signature_request", subject_id=row_id,
+              details={"contract_id": row.contract_id, "provider": row.provider, **details})
+    return True
+
+
+def _how_to_sign(row: SignatureRequest) -> str:
+    if row.provider == "builtin":  # the link is derived from the row, so the reminder can carry it again
+        from partnerflow.providers.esign.builtin import signing_token, signing_url
+
+        return f"You can sign it here: {signing_url(signing_token(row))}"
+    vendor = {"dropbox_sign": "Dropbox Sign", "docusign": "DocuSign"}.get(row.provider, row.provider)
+    return f"Please use the link in the email you received from {vendor}."
+
+
+@task(name="send-signing-reminders", retries=2, retry_delay_seconds=30)
+def send_signing_reminders(now: datetime | None = None) -> int:
+    """Remind signers every `signing_reminder_days` while unsigned, at most `signing_max_reminders` times."""
+    from partnerflow.tasks.mail import deliver
+
+    settings = get_settings()
+    now = now or utcnow()
+    every = timedelta(days=settings.signing_reminder_days)
+    with session_scope() as session:
+        rows = session.exec(select(SignatureRequest, Contract, Partner)
+                            .join(Contract, Contract.id == SignatureRequest.contract_id)
+                            .join(Partner, Partner.id == Contract.partner_id)
+                            .where(SignatureRequest.status.in_(OPEN),
+                                   SignatureRequest.reminders_sent < settings.signing_max_reminders,
+                                   SignatureRequest.created_at <= now - every)).all()
+    sent = 0
+    for row, _contract, partner in rows:
+        n = row.reminders_sent + 1
+        if row.created_at + every * n > now or expires_at(row) <= now:
+            continue
+        how = _how_to_sign(row)
+        deliver(f"sign-reminder:{row.id}:{n}", kind="signing_reminder", to_email=row.signer_email,
+                template="signing_reminder", partner_id=partner.id,
+                context={"signer_name": row.signer_name, "legal_name": partner.legal_name,
+                         "how_to_sign": how, "expires_on": expires_at(row).strftime("%d %B %Y")})
+        with session_scope() as session:
+            counted = session.execute(update(SignatureRequest)
+                                      .where(SignatureRequest.id == row.id, SignatureRequest.reminders_sent == n - 1)
+                                      .values(reminders_sent=n)).rowcount == 1
+            if counted:
+                audit(session, actor="system", action="signature.reminded", subject_type="signature_request",
+                      subject_id=row.id, details={"reminder": n})
+                sent += 1
+    return sent
+
+
+@task(name="expire-signature-requests", retries=2, retry_delay_seconds=30)
+def expire_signature_requests(now: datetime | None = None) -> int:
+    """Expire requests unsigned after `signing_expiry_days` (or their own expires_at), voiding them at the provider."""
+    settings = get_settings()
+    now = now or utcnow()
+    cutoff = now - timedelta(days=settings.signing_expiry_days)
+    with session_scope() as session:
+        rows = session.exec(select(SignatureRequest).where(SignatureRequest.status.in_(OPEN))
+                            .where((SignatureRequest.expires_at <= now) |
+                                   (SignatureRequest.expires_at.is_(None) & (SignatureRequest.created_at <= cutoff)))
+                            ).all()
+    return sum(_close(row.id, "expired", "system", "signature.expired", {"reason": "not signed in time"})
+               for row in rows)
+
+
+def void_for_application(application_id: int, reason: str, actor: str = "system") -> int:
+    """Void every open signature request of this application's contracts (call it on withdrawal)."""
+    with session_scope() as session:
+        ids = session.exec(select(SignatureRequest.id)
+                           .join(Contract, Contract.id == SignatureRequest.contract_id)
+                           .where(Contract.application_id == application_id,
+                                  SignatureRequest.status.in_(OPEN))).all()
+    return sum(_close(row_id, "voided", actor, "signature.voided",
+                      {"reason": reason, "application_id": application_id}) for row_id in ids)
+
+
+@task(name="void-withdrawn", retries=2, retry_delay_seconds=30)
+def void_withdrawn() -> int:
+    """Void open signature requests whose application was withdrawn (catches what a withdrawal left open)."""
+    with session_scope() as session:
+        ids = session.exec(select(Application.id).distinct()
+                           .join(Contract, Contract.application_id == Application.id)
+                           .join(SignatureRequest, SignatureRequest.contract_id == Contract.id)
+                           .where(Application.status == ApplicationStatus.WITHDRAWN,
+                                  SignatureRequest.status.in_(OPEN))).all()
+    return sum(void_for_application(app_id, "application withdrawn") for app_id in ids)
+
+
+@flow(name="signature-sweeps")
+def signature_sweeps() -> dict[str, int]:
+    """Hourly: void for withdrawn applications, expire overdue requests, remind the rest."""
+    try:
+        voided = void_withdrawn()
+        expired = expire_signature_requests()
+        reminded = send_signing_reminders()
+    except ProviderError as exc:
+        get_run_logger().warning("signature sweep stopped: %s", exc.reason)
+        raise
+    summary = {"voided": voided, "expired": expired, "reminded": reminded}
+    get_run_logger().info("signature sweeps: %s", summary)
+    return summary
