@@ -1,3 +1,30 @@
-"""Tables: onboarding (see the owning area)."""
+"""Tables: onboarding (B1) — the partner's form link for tax form and payout details."""
 
 from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
+
+
+class Onboarding(SQLModel, table=True):
+    """One per partner: the form link (hash only) to the tax-form + payout-details page and what came back.
+
+    The tax form's contents are encrypted (partnerflow.secrets.encrypt); only masked values are shown.
+    """
+
+    __tablename__ = "onboarding"
+
+    id: int | None = Field(default=None, primary_key=True)
+    partner_id: int = Field(foreign_key="partner.id", unique=True)
+    token_hash: str = Field(index=True)
+    tax_form_kind: str  # W-9 | W-8BEN
+    tax_form_encrypted: str | None = None
+    tax_form_masked: str | None = None  # e.g. "W-9, TIN •••••6789"
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    nudged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # activation nudge sent
+    dormant_since: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -61,3 +61,38 @@ class BuiltinSigning:
 
     def void(self, provider_request_id: str, reason: str) -> None:
         """Nothing to tell anyone: the signing page refuses requests whose row is no longer open."""
+
+
+def find_by_token(token: str) -> SignatureRequest | None:
+    from sqlmodel import select
+
+    with session_scope() as session:
+        return session.exec(select(SignatureRequest).where(SignatureRequest.token_hash == token_hash(token))).first()
+
+
+def signed_copy(document: bytes, evidence: dict) -> bytes:
+    """The contract with a signature certificate page appended (python-docx)."""
+    import io
+
+    from docx import Document
+    from docx.enum.text import WD_BREAK
+
+    doc = Document(io.BytesIO(document))
+    doc.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
+    doc.add_paragraph("Signature certificate", style="Heading 1")
+    doc.add_paragraph("This agreement was signed electronically through the signing page of "
+                      f"{get_settings().company_name}. The signer typed their name and gave the consent below.")
+    rows = [("Signed by", evidence.get("signer_name", "")), ("Signer email", evidence.get("signer_email", "")),
+            ("Signed at (UTC)", evidence.get("signed_at", "")), ("IP address", evidence.get("ip", "")),
+            ("User agent", evidence.get("user_agent", "")), ("Consent", evidence.get("consent", "")),
+            ("Document SHA-256", evidence.get("document_sha256", "")),
+            ("Signature request", str(evidence.get("signature_request_id", "")))]
+    table = doc.add_table(rows=0, cols=2)
+    table.style = "Table Grid"
+    for label, value in rows:
+        cells = table.add_row().cells
+        cells[0].text = label
+        cells[1].text = str(value or "")
+    out = io.BytesIO()
+    doc.save(out)
+    return out.getvalue()
