@@ -1,0 +1,221 @@
+"""PayPal Payouts rail (REST v1): one PayPal payout batch per partner payout.
+
+Exactly once: the batch's `sender_batch_id` is our payout key. PayPal refuses a sender_batch_id it
+has seen in the last 30 days and points at the original batch, so every retry (timeout, 5xx, a
+re-run after a crash) re-sends the same request and, if PayPal already has it, reads that batch
+instead of paying again. One payout per PayPal batch keeps that guarantee simple: the set of items
+under an id can never differ between two runs. (PayPal allows 15,000 items per batch; fewer,
+larger batches would save requests but make a partial re-run unsafe.)
+
+Results: PayPal answers 201 with the batch PENDING, so a payout is "processing" until polling
+`GET /v1/payments/payouts/{payout_batch_id}` shows the item SUCCESS (paid) or FAILED/RETURNED/...
+(failed). Polling, not webhooks: PayPal's webhooks are verified only by calling its
+verify-webhook-signature API with the webhook id, which adds a call per event and a second moving
+part; polling the batch gives the same facts (tasks/payout_rails.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable
+
+import httpx
+
+from partnerflow.config import get_settings
+from partnerflow.money import exponent
+from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
+from partnerflow.providers.payout.base import PayoutInstruction, RailResult
+from partnerflow.providers.payout.http import send_with_retries
+
+EMAIL_KEYS = ("paypal_email", "email")
+PAYER_ID_KEYS = ("paypal_payer_id", "payer_id")
+PAID = {"SUCCESS"}
+FAILED = {"FAILED", "RETURNED", "BLOCKED", "REFUNDED", "REVERSED", "DENIED", "CANCELED"}
+_BATCH_LINK = re.compile(r"/v1/payments/payouts/([A-Za-z0-9]+)")
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    state: str  # "paid" | "processing" | "failed"
+    provider_ref: str  # the PayPal payout_batch_id (kept on our payout; polling needs it)
+    reason: str = ""
+    transaction_id: str = ""
+    amount: tuple[str, str] | None = None  # (value, currency) of our item, as PayPal holds it
+
+
+def format_amount(amount_minor: int, currency: str) -> str:
+    """12345 USD -> '123.45'; 500 JPY -> '500'. Exact, never through a float."""
+    exp = exponent(currency)
+    return str(Decimal(int(amount_minor)).scaleb(-exp).quantize(Decimal(1).scaleb(-exp)))
+
+
+def receiver_of(destination: dict[str, Any]) -> tuple[str, str]:
+    """(recipient_type, receiver) from the partner's payout details."""
+    for key in EMAIL_KEYS:
+        if destination.get(key):
+            return "EMAIL", str(destination[key])
+    for key in PAYER_ID_KEYS:
+        if destination.get(key):
+            return "PAYPAL_ID", str(destination[key])
+    raise PermanentError("the partner has no PayPal email or payer id in their payout details")
+
+
+class PayPalRail:
+    name = "paypal"
+    idempotent = True  # PayPal dedupes sender_batch_id for 30 days
+
+    def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
+                 api_host: str | None = None, timeout: float | None = None, attempts: int = 4,
+                 base_delay: float = 0.5, sleep: Callable[[float], Any] = time.sleep):
+        settings = get_settings()
+        self._client_id = client_id or settings.paypal_client_id
+        secret = client_secret or (settings.paypal_client_secret.get_secret_value()
+                                   if settings.paypal_client_secret else None)
+        if not (self._client_id and secret):
+            raise PermanentError("PARTNERFLOW_PAYPAL_CLIENT_ID and PARTNERFLOW_PAYPAL_CLIENT_SECRET must be set")
+        self._secret = secret
+        self._client = httpx.Client(base_url=(api_host or settings.paypal_api_host).rstrip("/"),
+                                    timeout=timeout or settings.payout_http_timeout_seconds)
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._attempts, self._base_delay, self._sleep = attempts, base_delay, sleep
+
+    # --- auth ---
+    def _access_token(self, *, renew: bool = False) -> str:
+        if renew or self._token is None or time.monotonic() >= self._token_expires:
+            response = send_with_retries(
+                lambda: self._client.post("/v1/oauth2/token", data={"grant_type": "client_credentials"},
+                                          auth=(self._client_id, self._secret)),
+                what="PayPal token", attempts=self._attempts, base_delay=self._base_delay, sleep=self._sleep)
+            if response.status_code != 200:
+                raise PermanentError(f"PayPal refused our client credentials (HTTP {response.status_code})")
+            body = response.json()
+            self._token = body["access_token"]
+            # Renew a minute early so a token never expires between check and use.
+            self._token_expires = time.monotonic() + max(0, int(body.get("expires_in", 0)) - 60)
+        return self._token
+
+    def _call(self, method: str, path: str, *, what: str, json: dict | None = None) -> httpx.Response:
+        """One API call with retries; a rejected (expired) token is renewed once."""
+        for renew in (False, True):
+            token = self._access_token(renew=renew)
+            response = send_with_retries(
+                lambda: self._client.request(method, path, json=json, headers={"Authorization": f"Bearer {token}"}),
+                what=what, attempts=self._attempts, base_delay=self._base_delay, sleep=self._sleep)
+            if response.status_code != 401:
+                return response
+        raise PermanentError(f"{what}: PayPal refused our access token (401)")
+
+    # --- paying ---
+    def pay(self, instruction: PayoutInstruction) -> RailResult:
+        if instruction.amount_minor <= 0:
+            raise PermanentError(f"payout amount must be positive, got {instruction.amount_minor}")
+        recipient_type, receiver = receiver_of(instruction.destination)
+        key = instruction.idempotency_key
+        body = {
+            "sender_batch_header": {
+                "sender_batch_id": key,
+                "email_subject": f"{get_settings().company_name}: your partner commission",
+                "email_message": instruction.description or "Thank you for your partnership.",
+            },
+            "items": [{
+                "recipient_type": recipient_type,
+                "amount": {"value": format_amount(instruction.amount_minor, instruction.currency),
+                           "currency": instruction.currency.upper()},
+                "receiver": receiver,
+                "note": instruction.description or f"Partner payout {key}",
+                "sender_item_id": key,
+            }],
+        }
+        response = self._call("POST", "/v1/payments/payouts", what="PayPal payout", json=body)
+        if response.status_code == 201:
+            return RailResult(status="processing", provider_ref=response.json()["batch_header"]["payout_batch_id"])
+        existing = self._duplicate_of(response, key)
+        if existing is not None:  # PayPal already has this payout: read it, do not pay again
+            status = self.status(existing, key)
+            expected = (format_amount(instruction.amount_minor, instruction.currency), instruction.currency.upper())
+            if status.amount is not None and status.amount != expected:
+                raise PermanentError(f"PayPal batch {existing} holds {' '.join(status.amount)} for {key}, "
+                                     f"not {' '.join(expected)}; not paying again")
+            if status.state == "failed":
+                raise PermanentError(f"PayPal payout {existing} failed: {status.reason}")
+            return RailResult(status="paid" if status.state == "paid" else "processing", provider_ref=existing)
+        raise PermanentError(f"PayPal refused the payout: {self._message(response)}")
+
+    @staticmethod
+    def _message(response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return f"HTTP {response.status_code}"
+        details = "; ".join(f"{d.get('field', '')}: {d.get('issue', '')}" for d in body.get("details") or [])
+        return f"{body.get('name', response.status_code)} {body.get('message', '')} {details}".strip()
+
+    @staticmethod
+    def _duplicate_of(response: httpx.Response, sender_batch_id: str) -> str | None:
+        """The original payout_batch_id when PayPal refused a reused sender_batch_id, else None."""
+        if response.status_code != 400:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        text = str(body).upper()
+        if "SENDER_BATCH_ID" not in text or body.get("name") == "VALIDATION_ERROR":
+            return None
+        for link in body.get("links") or []:
+            match = _BATCH_LINK.search(str(link.get("href", "")))
+            if match:
+                return match.group(1)
+        raise AmbiguousError(f"PayPal says {sender_batch_id} was used before but gives no link to it")
+
+    # --- polling ---
+    def status(self, payout_batch_id: str, sender_item_id: str | None = None) -> ItemStatus:
+        """Where PayPal's payout batch (and our item in it) stands."""
+        response = self._call("GET", f"/v1/payments/payouts/{payout_batch_id}", what="PayPal payout status")
+        if response.status_code == 404:
+            raise PermanentError(f"PayPal has no payout batch {payout_batch_id}")
+        if response.status_code != 200:
+            raise RetryableError(f"PayPal payout status: HTTP {response.status_code}")
+        body = response.json()
+        batch_status = (body.get("batch_header") or {}).get("batch_status", "")
+        items = body.get("items") or []
+        item = next((i for i in items if (i.get("payout_item") or {}).get("sender_item_id") == sender_item_id),
+                    items[0] if len(items) == 1 else None)
+        if item is None:
+            if batch_status in FAILED:
+                return ItemStatus("failed", payout_batch_id, reason=f"batch {batch_status}")
+            return ItemStatus("processing", payout_batch_id)
+        state = item.get("transaction_status", "")
+        held = (item.get("payout_item") or {}).get("amount") or {}
+        amount = (str(held.get("value")), str(held.get("currency"))) if held else None
+        if state in PAID:
+            return ItemStatus("paid", payout_batch_id, transaction_id=item.get("transaction_id") or "", amount=amount)
+        if state in FAILED:
+            error = item.get("errors") or {}
+            reason = f"{state}: {error.get('name', '')} {error.get('message', '')}".strip()
+            return ItemStatus("failed", payout_batch_id, reason=reason, amount=amount)
+        return ItemStatus("processing", payout_batch_id, amount=amount)  # PENDING, UNCLAIMED, ONHOLD, NEW
+
+    def lookup(self, idempotency_key: str) -> RailResult | None:
+        """From the payout batch id we recorded. None when we hold none (or it failed): `pay()` then
+        re-sends the same sender_batch_id, which PayPal answers with the original batch, never a second payment.
+        """
+        from sqlmodel import select
+
+        from partnerflow.models import Payout, session_scope
+
+        with session_scope() as session:
+            ref = session.exec(select(Payout.provider_ref).where(Payout.idempotency_key == idempotency_key)).first()
+        if not ref:
+            return None
+        status = self.status(ref, idempotency_key)
+        if status.state == "failed":
+            return None
+        return RailResult(status="paid" if status.state == "paid" else "processing", provider_ref=ref)
+
+    def close(self) -> None:
+        self._client.close()
