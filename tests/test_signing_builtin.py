@@ -1,0 +1,108 @@
+"""Builtin e-signature: emailed link, signing page, evidence, certificate page, idempotency, refused links."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import time_machine
+from docx import Document
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from contracting_support import approved_partner, link, mails
+from partnerflow.config import get_settings
+from partnerflow.models import AuditLog, Contract, Message, Partner, SignatureRequest, Stage, session_scope, utcnow
+from partnerflow.tasks.contracts import generate_contract
+from partnerflow.tasks.signing import complete_signature, request_signature
+from partnerflow.web.app import create_app
+
+
+def _sent_contract(outbox):
+    partner_id = approved_partner()
+    contract = generate_contract(partner_id)
+    row = request_signature(contract.id)
+    return partner_id, contract, row, link(outbox, "/sign/")
+
+
+def test_happy_path_records_evidence_and_appends_certificate(outbox):
+    partner_id, contract, row, path = _sent_contract(outbox)
+    assert row.status == "sent" and row.provider == "builtin"
+    with session_scope() as session:
+        stored = session.get(SignatureRequest, row.id)
+        token = path.rsplit("/", 1)[1]
+        assert stored.token_hash and token not in stored.token_hash  # only a keyed hash is stored
+        assert session.get(Contract, contract.id).status == "sent"
+        assert session.get(Partner, partner_id).stage == Stage.CONTRACTING
+    client = TestClient(create_app())
+    page = client.get(path)
+    assert page.status_code == 200
+    assert "Partner Program Agreement" in page.text and contract.document_sha256 in page.text
+
+    refused = client.post(path, data={"signer_name": "Nora Wind"})  # no consent ticked
+    assert refused.status_code == 422 and "consent" in refused.text.lower()
+
+    signed = client.post(path, data={"signer_name": "Nora Wind", "consent": "yes"},
+                         headers={"user-agent": "TestBrowser/1.0"})
+    assert signed.status_code == 200 and "signed" in signed.text
+    with session_scope() as session:
+        stored = session.get(SignatureRequest, row.id)
+        assert (stored.status, stored.signed_name, stored.signed_user_agent) == ("signed", "Nora Wind", "TestBrowser/1.0")
+        assert stored.signed_ip and stored.signed_document_sha256 == contract.document_sha256
+        done = session.get(Contract, contract.id)
+        assert done.status == "signed" and done.signed_sha256
+        assert session.exec(select(AuditLog).where(AuditLog.action == "contract.signed")).one()
+    signed_doc = Document(io.BytesIO((get_settings().documents_dir / done.signed_path).read_bytes()))
+    text = "\n".join(p.text for p in signed_doc.paragraphs)
+    cells = [c.text for t in signed_doc.tables for r in t.rows for c in r.cells]
+    assert "Signature certificate" in text and "Nora Wind" in cells and contract.document_sha256 in cells
+    assert "TestBrowser/1.0" in cells
+
+    # Signing again changes nothing.
+    again = client.post(path, data={"signer_name": "Someone Else", "consent": "yes"})
+    assert again.status_code == 200 and "already signed" in again.text.lower()
+    assert complete_signature(row.id, signed_document=b"x", filename="x.pdf", evidence={}, actor="test") is False
+    with session_scope() as session:
+        assert session.get(SignatureRequest, row.id).signed_name == "Nora Wind"
+        assert len(session.exec(select(AuditLog).where(AuditLog.action == "contract.signed")).all()) == 1
+
+
+def test_request_signature_never_sends_twice(outbox):
+    partner_id = approved_partner()
+    contract = generate_contract(partner_id)
+    first = request_signature(contract.id)
+    second = request_signature(contract.id)
+    assert first.id == second.id
+    assert len(mails(outbox)) == 1
+    with session_scope() as session:
+        assert len(session.exec(select(SignatureRequest)).all()) == 1
+        assert session.exec(select(Message).where(Message.idempotency_key == f"sign:{first.id}")).one().status == "sent"
+
+
+def test_forged_token_is_refused(outbox):
+    _sent_contract(outbox)
+    client = TestClient(create_app())
+    assert client.get("/sign/not-a-real-token").status_code == 404
+    response = client.post("/sign/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", data={"signer_name": "X Y", "consent": "yes"})
+    assert response.status_code == 404
+    with session_scope() as session:
+        assert session.exec(select(SignatureRequest)).one().status == "sent"
+
+
+def test_expired_link_is_refused(outbox):
+    _, _, row, path = _sent_contract(outbox)
+    client = TestClient(create_app())
+    with time_machine.travel(utcnow() + timedelta(days=get_settings().signing_expiry_days, hours=1)):
+        assert client.get(path).status_code == 410
+        assert client.post(path, data={"signer_name": "Nora Wind", "consent": "yes"}).status_code == 410
+    with session_scope() as session:
+        assert session.get(SignatureRequest, row.id).status == "sent"
+
+
+def test_voided_request_is_refused(outbox):
+    _, _, row, path = _sent_contract(outbox)
+    with session_scope() as session:
+        stored = session.get(SignatureRequest, row.id)
+        stored.status = "voided"
+        session.add(stored)
+    assert TestClient(create_app()).post(path, data={"signer_name": "Nora Wind", "consent": "yes"}).status_code == 410
