@@ -51,8 +51,13 @@ class Finding(SQLModel, table=True):
     status_reason: str | None = None
     owner: str | None = None
     blocking: bool = False  # holds the partner's payouts while open/acknowledged
-    fingerprint: str = Field(index=True)
+    fingerprint: str = Field(index=True)  # the slot: partner + rule + url
     active_fingerprint: str | None = Field(default=None, unique=True)
+    # What exactly was seen (e.g. which conversions): a dismissed finding stays dismissed only while
+    # the same thing is seen again; something new in the same slot opens a new finding.
+    detail_hash: str = ""
+    decided_by: str | None = None  # the person (or "policy") who last acted on it
+    notified_message_id: int | None = None
     flow_run_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -105,3 +110,16 @@ class PartnerPage(SQLModel, table=True):
     last_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_result: str | None = None  # ok | could_not_check:<reason>
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ComplianceRun(SQLModel, table=True):
+    """One run of the compliance checks: what it covered and what changed (the report's source)."""
+
+    __tablename__ = "compliance_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = "all"  # all | partner:<id> | sanctions
+    flow_run_id: str | None = None
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -24,6 +24,10 @@ class Conversion(SQLModel, table=True):
     amount_minor: int = Field(default=0, sa_type=BigInteger)
     currency: str = "USD"
     customer_ref: str | None = None
+    # For fraud checks (compliance): the buyer's email when the source sends it (self-referral) and the
+    # time of the tracked click that led here (click-to-conversion time).
+    customer_email: str | None = None
+    clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     product: str | None = None
     category: str | None = None
     reverses_id: int | None = Field(default=None, foreign_key="conversion.id")
