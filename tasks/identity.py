@@ -83,3 +83,37 @@ def normalise_domain(value: str | None) -> str:
     if not re.fullmatch(r"[a-z0-9._\-]+|\[?[0-9a-f:.]+\]?", host):
         return ""
     return host
+
+
+# Domains many unrelated people share: never evidence that two records are the same candidate.
+FREE_MAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com",
+    "hotmail.com", "hotmail.co.uk", "hotmail.fr", "hotmail.de", "outlook.com", "live.com", "msn.com",
+    "icloud.com", "me.com", "mac.com", "aol.com", "proton.me", "protonmail.com", "pm.me", "gmx.com",
+    "gmx.de", "gmx.net", "web.de", "t-online.de", "yandex.com", "yandex.ru", "mail.ru", "qq.com",
+    "163.com", "126.com", "zoho.com", "fastmail.com", "hey.com", "tutanota.com", "orange.fr", "free.fr",
+    "libero.it", "btinternet.com", "comcast.net", "att.net", "verizon.net",
+})
+SHARED_PLATFORM_DOMAINS = frozenset({
+    "youtube.com", "youtu.be", "instagram.com", "tiktok.com", "twitter.com", "x.com", "facebook.com",
+    "linkedin.com", "pinterest.com", "twitch.tv", "medium.com", "github.com", "linktr.ee", "threads.net",
+    "reddit.com", "snapchat.com", "etsy.com", "amazon.com", "patreon.com", "beacons.ai", "bsky.app",
+    "sites.google.com", "notion.site",
+})
+
+
+def dedup_domain(website: str | None = None, email: str | None = None) -> str:
+    """The domain that identifies a candidate's organisation, or "" when there is none to trust.
+
+    The website's domain, unless it is a shared platform (instagram.com/someone); else the email's
+    domain, unless it is a free mailbox (gmail.com).
+    """
+    domain = normalise_domain(website)
+    if domain and domain not in SHARED_PLATFORM_DOMAINS:
+        return domain
+    mail = normalise_email(email)
+    if mail:
+        domain = mail.rsplit("@", 1)[1]
+        if domain not in FREE_MAIL_DOMAINS and domain not in SHARED_PLATFORM_DOMAINS:
+            return domain
+    return ""

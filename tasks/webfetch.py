@@ -95,10 +95,18 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[str, str, list[s
             return body.decode("utf-8"), "utf-8", notes
         except UnicodeDecodeError:
             pass
+    guessed = guess_decode(body)
+    if guessed is None:
+        raise _Stop("decode_error")
+    return guessed[0], guessed[1], notes
+
+
+def guess_decode(body: bytes) -> tuple[str, str] | None:
+    """(text, encoding) as charset-normalizer guesses it, or None for binary data."""
     matches = from_bytes(body)
     guess = matches.best()
     if guess is None or guess.encoding is None:
-        raise _Stop("decode_error")
+        return None
     # Short texts often tie between legacy code pages; on a tie prefer the web's own default,
     # windows-1252 (what browsers use for "latin-1" too).
     for match in matches:
@@ -106,7 +114,7 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[str, str, list[s
                 and match.coherence == guess.coherence):
             guess = match
             break
-    return str(guess), guess.encoding, notes
+    return str(guess), guess.encoding
 
 
 class _Fetcher:

@@ -40,3 +40,12 @@ def test_normalise_domain(given, expected):
 )
 def test_normalise_email(given, expected):
     assert normalise_email(given) == expected
+
+
+def test_dedup_domain_ignores_shared_platforms_and_free_mailboxes():
+    from partnerflow.tasks.identity import dedup_domain
+
+    assert dedup_domain("https://www.instagram.com/jane", "jane@gmail.com") == ""
+    assert dedup_domain("https://www.instagram.com/jane", "jane@janebakes.com") == "janebakes.com"
+    assert dedup_domain("https://janebakes.com/about", "jane@gmail.com") == "janebakes.com"
+    assert dedup_domain("", "Jane@Studio.Example") == "studio.example"
