@@ -23,6 +23,14 @@ from partnerflow.providers.esign import get_esign_provider
 OPEN = ("pending", "sent")
 
 
+def _provider(name: str):
+    if name == "documenso":  # not (yet) in get_esign_provider's list
+        from partnerflow.providers.esign.documenso import DocumensoProvider
+
+        return DocumensoProvider()
+    return get_esign_provider(name)
+
+
 def expires_at(row: SignatureRequest) -> datetime:
     return row.expires_at or row.created_at + timedelta(days=get_settings().signing_expiry_days)
 
@@ -39,7 +47,7 @@ def _close(row_id: int, status: str, actor: str, action: str, details: dict) -> 
             return False
     if row.provider_request_id:
         try:
-            get_esign_provider(row.provider).void(row.provider_request_id, details.get("reason") or action)
+            _provider(row.provider).void(row.provider_request_id, details.get("reason") or action)
         except RetryableError:
             return False  # next sweep tries again
         except PermanentError as exc:
@@ -68,7 +76,7 @@ def _how_to_sign(row: SignatureRequest) -> str:
         from partnerflow.providers.esign.builtin import signing_token, signing_url
 
         return f"You can sign it here: {signing_url(signing_token(row))}"
-    vendor = {"dropbox_sign": "Dropbox Sign", "docusign": "DocuSign"}.get(row.provider, row.provider)
+    vendor = {"dropbox_sign": "Dropbox Sign", "docusign": "DocuSign", "documenso": "Documenso"}.get(row.provider, row.provider)
     return f"Please use the link in the email you received from {vendor}."
 
 

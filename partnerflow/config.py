@@ -15,7 +15,7 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMAIL_PROVIDERS = ("outbox", "smtp", "sendgrid")
-ESIGN_PROVIDERS = ("builtin", "dropbox_sign", "docusign")
+ESIGN_PROVIDERS = ("builtin", "dropbox_sign", "docusign", "documenso")
 PAYOUT_RAILS = ("ledger", "sepa", "stripe", "paypal")
 
 
@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     signing_reminder_days: int = 3  # remind every N days while unsigned
     signing_max_reminders: int = 3
     signing_expiry_days: int = 14  # expire (and void at the provider) after M days
+    documenso_api_key: SecretStr | None = None
+    documenso_api_host: str = "https://app.documenso.com"
+    documenso_webhook_secret: SecretStr | None = None  # sent back as-is in X-Documenso-Secret
 
     # --- commissions & payouts (issue 5) ---
     payout_rail: str = "ledger"
@@ -188,6 +191,7 @@ def check_settings(settings: Settings) -> Settings:
         {
             "dropbox_sign": ["dropbox_sign_api_key"],
             "docusign": ["docusign_access_token", "docusign_account_id", "docusign_connect_hmac_key"],
+            "documenso": ["documenso_api_key", "documenso_webhook_secret"],
         },
     )
     _require(

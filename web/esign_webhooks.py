@@ -1,4 +1,4 @@
-"""Callbacks from the SaaS e-signature providers: verified, timestamp-checked, stored once, then acted on.
+"""Callbacks from the SaaS e-signature providers (Dropbox Sign, DocuSign, Documenso): verified, timestamp-checked, stored once, then acted on.
 
 Anything forged, unsigned, malformed, too old or already acted on gets a 4xx and stores nothing.
 A failure while acting (e.g. the signed PDF cannot be downloaded yet) answers 5xx, so the
@@ -91,6 +91,33 @@ def handle_docusign(body: bytes, headers: dict[str, str]) -> str:
                                   {"event_type": event, "generated_at": payload["generatedDateTime"]})
 
 
+def _documenso_provider():
+    from partnerflow.providers.esign.documenso import DocumensoProvider
+
+    try:
+        return DocumensoProvider()
+    except (ConfigError, ProviderError):
+        raise WebhookRejected(404, "Documenso is not configured") from None
+
+
+def handle_documenso(body: bytes, headers: dict[str, str]) -> str:
+    """Check and act on one Documenso webhook (shared secret header, not a signature). Raises WebhookRejected."""
+    from partnerflow.providers.esign.documenso import COMPLETION_EVENTS, created_at
+
+    provider = _documenso_provider()
+    payload = provider.parse_callback(body, headers)
+    check_timestamp(created_at(payload))
+    event = payload["event"]
+    document = payload["payload"]
+    document_id = str(document["id"])
+    webhook_id = store_event(provider.name, f"{document_id}:{event}:{payload['createdAt']}", event, payload)
+    if event not in COMPLETION_EVENTS:
+        mark_processed(webhook_id)
+        return "stored"
+    return complete_from_provider(provider, webhook_id, document_id, document.get("externalId"),
+                                  {"event_type": event, "created_at": payload["createdAt"]})
+
+
 def _failure(provider: str, exc: Exception):
     if isinstance(exc, WebhookRejected):
         log.warning("%s callback rejected: %s", provider, exc.reason)
@@ -126,4 +153,14 @@ async def docusign_callback(request: Request):
         outcome = await run_in_threadpool(handle_docusign, body, dict(request.headers))
     except (WebhookRejected, ProviderError) as exc:
         return _failure("docusign", exc)
+    return JSONResponse({"status": "ok", "outcome": outcome})
+
+
+@router.post("/webhooks/documenso")
+async def documenso_callback(request: Request):
+    body = await request.body()
+    try:
+        outcome = await run_in_threadpool(handle_documenso, body, dict(request.headers))
+    except (WebhookRejected, ProviderError) as exc:
+        return _failure("documenso", exc)
     return JSONResponse({"status": "ok", "outcome": outcome})
