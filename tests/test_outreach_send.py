@@ -242,3 +242,29 @@ def test_send_due_outreach_flow_uses_one_task_per_batch(outbox, configure):
     result = send_due_outreach()
     assert result["sent"] == 10 and result["batches"] == 3
     assert len(eml_files(outbox)) == 10
+
+
+def test_cli_load_enroll_stop(outbox):
+    from typer.testing import CliRunner
+
+    from partnerflow.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    assert runner.invoke(app, ["outreach", "load"]).exit_code == 0
+    add_prospects(2)
+    result = runner.invoke(app, ["outreach", "enroll", "--min-score", "0"])
+    assert result.exit_code == 0 and '"enrolled": 2' in result.output
+    result = runner.invoke(app, ["outreach", "stop", "--email", "P0@example.com", "--suppress"])
+    assert result.exit_code == 0 and "stopped 1" in result.output
+    with session_scope() as session:
+        assert session.exec(select(Suppression.email)).all() == ["p0@example.com"]
+    assert runner.invoke(app, ["outreach", "enroll", "--sequence", "nope"]).exit_code == 1
+
+
+def test_deployments_include_hourly_sender():
+    from partnerflow.deployments.outreach import deployments
+
+    found = {d.name: d for d in deployments()}
+    assert set(found) == {"send-due-outreach", "load-sequences", "enroll-prospects"}
+    assert found["send-due-outreach"].schedules[0].schedule.cron == "5 * * * *"

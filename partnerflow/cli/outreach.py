@@ -1,5 +1,75 @@
-"""CLI commands: outreach."""
+"""CLI commands: outreach — `partnerflow outreach load|enroll|send|stop`."""
 
 from __future__ import annotations
 
-from partnerflow.cli import app  # noqa: F401
+import json
+from typing import Optional
+
+import typer
+
+from partnerflow.cli import app
+
+outreach_app = typer.Typer(no_args_is_help=True, help="Outreach sequences.")
+app.add_typer(outreach_app, name="outreach")
+
+
+def _show(result: dict) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@outreach_app.command("load")
+def load(folder: Optional[str] = typer.Option(None, help="Folder of sequences (default: the shipped templates).")) -> None:
+    """Load sequence files; a changed file becomes a new version."""
+    from partnerflow.tasks.mail import TemplateError
+    from partnerflow.tasks.outreach_sequences import SequenceError, load_sequence_files
+
+    try:
+        _show(load_sequence_files(folder))
+    except (SequenceError, TemplateError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@outreach_app.command("enroll")
+def enroll(sequence: str = typer.Option("partner-recruitment"),
+           prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all."),
+           min_score: Optional[int] = typer.Option(None, help="Only prospects scoring at least this.")) -> None:
+    """Enroll prospects into a sequence."""
+    from partnerflow.tasks.outreach import enroll as do_enroll
+
+    try:
+        _show(do_enroll(sequence, prospect_ids=prospect or None, min_score=min_score))
+    except ValueError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@outreach_app.command("send")
+def send(limit: int = typer.Option(5000, help="At most this many enrollments in this run.")) -> None:
+    """Send the due steps now (the same flow the hourly deployment runs)."""
+    from partnerflow.flows.outreach import send_due_outreach
+
+    _show(send_due_outreach(limit=limit))
+
+
+@outreach_app.command("stop")
+def stop(enrollment: Optional[int] = typer.Option(None, help="Enrollment id."),
+         email: Optional[str] = typer.Option(None, help="Stop every enrollment of this address."),
+         suppress: bool = typer.Option(False, help="Also never mail this address again (needs --email)."),
+         by: str = typer.Option("cli", help="Who stops it (audit log).")) -> None:
+    """Stop an enrollment by hand."""
+    from partnerflow.models import session_scope
+    from partnerflow.tasks.outreach import stop_enrollment
+    from partnerflow.tasks.suppression import suppress as add_suppression
+
+    if (enrollment is None) == (email is None):
+        typer.secho("give exactly one of --enrollment or --email", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if suppress and not email:
+        typer.secho("--suppress needs --email", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    stopped = stop_enrollment(enrollment_id=enrollment, email=email, actor=by)
+    if suppress:
+        with session_scope() as session:
+            add_suppression(session, email, "manual", source=by)
+    typer.echo(f"stopped {stopped} enrollment(s)")
