@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -29,6 +30,7 @@ REVERSALS = ("refund", "chargeback", "reversal")
 COLUMNS = ("external_id", "kind", "amount", "amount_minor", "currency", "occurred_at", "tracking_code",
            "coupon_code", "customer_ref", "product", "category", "reverses")
 CHUNK = 1000
+_THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
 
 
 class ConversionError(ValueError):
@@ -125,7 +127,11 @@ def parse_record(record: dict[str, Any]) -> dict[str, Any]:
         elif amount not in (None, ""):
             if isinstance(amount, float):
                 raise ConversionError("amount must be a string like \"12.34\", not a float")
-            minor = to_minor(str(amount), currency)
+            text = str(amount).strip()
+            # "12,50" would read as 1250: a comma is allowed only as a thousands separator ("1,234.50").
+            if "," in text and not _THOUSANDS.fullmatch(text):
+                raise ConversionError(f"amount {text!r} is ambiguous: use a dot for decimals (12.50)")
+            minor = to_minor(text, currency)
         else:
             minor = 0 if kind in ("lead", "signup") or kind in REVERSALS else None
             if minor is None:
