@@ -155,7 +155,7 @@ def suspend_partner(session: Session, row: Finding, *, actor: str, reason: str =
 
 
 def _acknowledge(session: Session, row: Finding, actor: str, action: str, reason: str) -> None:
-    if row.status == FindingStatus.OPEN:
+    if row.status == FindingStatus.OPEN and actor != "policy":  # only a person acknowledges
         row.status = FindingStatus.ACKNOWLEDGED
     row.owner = row.owner or (actor if actor != "policy" else None)
     row.decided_by = actor
