@@ -55,8 +55,9 @@ def parse_policy(data: dict[str, Any]) -> ScoringPolicy:
             raise ConfigError(f"scoring policy: topic {name!r} needs points and a list of keywords.")
         keywords = [str(k) for k in spec["keywords"]]
         words = "|".join(re.escape(_fold(k)) for k in sorted(keywords, key=len, reverse=True))
-        topics.append(Topic(str(name), _int(spec.get("points"), f"topics.{name}.points"), keywords,
-                            re.compile(rf"(?<![a-z0-9])({words})(?![a-z0-9])")))
+        # Whole words only; a plural ("KPIs", "dashboards") counts as its keyword.
+        pattern = re.compile(rf"(?<![a-z0-9])({words})(?:e?s)?(?![a-z0-9])")
+        topics.append(Topic(str(name), _int(spec.get("points"), f"topics.{name}.points"), keywords, pattern))
     audience = sorted(((_int(t.get("min"), "audience.min"), _int(t.get("points"), "audience.points"))
                        for t in data.get("audience") or []), reverse=True)
     signals = dict(data.get("signals") or {})
