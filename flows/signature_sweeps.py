@@ -154,16 +154,48 @@ def void_withdrawn() -> int:
     return sum(void_for_application(app_id, "application withdrawn") for app_id in ids)
 
 
+@task(name="finish-stored-completions", retries=2, retry_delay_seconds=30)
+def finish_stored_completions(now: datetime | None = None) -> int:
+    """Complete requests whose verified 'signed' callback was stored but not acted on (e.g. the PDF
+    download failed and the provider stopped retrying), so a signature is never lost."""
+    from partnerflow.models import WebhookEvent
+    from partnerflow.providers.esign import docusign, documenso, dropbox_sign
+    from partnerflow.providers.esign.saas import complete_from_provider
+
+    completion_of = {"dropbox_sign": dropbox_sign.completion, "docusign": docusign.completion,
+                     "documenso": documenso.completion}
+    # Leave fresh events to the request that is handling them right now.
+    settled = (now or utcnow()) - timedelta(minutes=10)
+    with session_scope() as session:
+        events = session.exec(select(WebhookEvent).where(WebhookEvent.provider.in_(tuple(completion_of)),
+                                                         WebhookEvent.processed_at.is_(None),
+                                                         WebhookEvent.received_at <= settled)).all()
+    done = 0
+    for event in events:
+        target = completion_of[event.provider](event.payload)
+        if target is None:
+            continue
+        try:
+            outcome = complete_from_provider(_provider(event.provider), event.id, *target)
+        except ProviderError as exc:
+            get_run_logger().warning("stored %s event %s not completed yet: %s", event.provider, event.id, exc.reason)
+            continue
+        done += outcome == "completed"
+    return done
+
+
 @flow(name="signature-sweeps")
 def signature_sweeps() -> dict[str, int]:
-    """Hourly: void for withdrawn applications, expire overdue requests, remind the rest."""
+    """Hourly: finish stored signed callbacks, void for withdrawn applications, expire overdue requests,
+    remind the rest."""
     try:
+        completed = finish_stored_completions()
         voided = void_withdrawn()
         expired = expire_signature_requests()
         reminded = send_signing_reminders()
     except ProviderError as exc:
         get_run_logger().warning("signature sweep stopped: %s", exc.reason)
         raise
-    summary = {"voided": voided, "expired": expired, "reminded": reminded}
+    summary = {"completed": completed, "voided": voided, "expired": expired, "reminded": reminded}
     get_run_logger().info("signature sweeps: %s", summary)
     return summary

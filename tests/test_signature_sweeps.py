@@ -181,11 +181,11 @@ def test_sweep_flow_voids_withdrawn_expires_overdue_and_reminds(settings, dropbo
         application.status = ApplicationStatus.WITHDRAWN
         session.add(application)
 
-    assert signature_sweeps() == {"voided": 1, "expired": 1, "reminded": 1}
+    assert signature_sweeps() == {"completed": 0, "voided": 1, "expired": 1, "reminded": 1}
     assert reload(withdrawn).status == "voided" and dropbox.requests[withdrawn.provider_request_id].status == "cancelled"
     assert reload(overdue).status == "expired"
     assert [m["To"] for m in reminders(outbox)] == ["wait@example.com"]
-    assert signature_sweeps() == {"voided": 0, "expired": 0, "reminded": 0}
+    assert signature_sweeps() == {"completed": 0, "voided": 0, "expired": 0, "reminded": 0}
 
 
 def test_sweeps_are_deployed_on_an_hourly_schedule():
@@ -195,3 +195,23 @@ def test_sweeps_are_deployed_on_an_hourly_schedule():
     assert deployment.name == "signature-sweeps"
     assert deployment.entrypoint == "partnerflow.flows.signature_sweeps.signature_sweeps"
     assert deployment.schedules[0].schedule.cron == "17 * * * *"
+
+
+def test_a_stored_signed_callback_that_could_not_be_finished_is_completed_by_the_sweep(settings, docusign):
+    from fastapi.testclient import TestClient
+
+    from partnerflow.flows.signature_sweeps import finish_stored_completions
+    from partnerflow.web.app import create_app
+
+    row = sent_through("docusign")
+    docusign.complete(row.provider_request_id)
+    body, headers = docusign.connect_notification(row.provider_request_id)
+    docusign.faults.fail_next(500, path_contains="/documents/combined")
+    assert TestClient(create_app()).post("/webhooks/docusign", content=body, headers=headers).status_code == 503
+    assert reload(row).status == "sent"  # stored, not acted on; suppose Connect gives up here
+
+    assert finish_stored_completions.fn() == 0  # too fresh: a live request may still be on it
+    with time_machine.travel(utcnow() + timedelta(minutes=11), tick=False):
+        assert finish_stored_completions.fn() == 1
+        assert finish_stored_completions.fn() == 0
+    assert reload(row).status == "signed" and contract_of(row).status == "signed"

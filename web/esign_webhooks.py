@@ -42,29 +42,22 @@ def _docusign_provider():
 
 def handle_dropbox_sign(form_json: str | None) -> str:
     """Verify and act on one Dropbox Sign callback; returns what happened. Raises WebhookRejected."""
-    from partnerflow.providers.esign.dropbox_sign import COMPLETION_EVENTS, REFERENCE_FIELD, event_time
+    from partnerflow.providers.esign import dropbox_sign
 
     provider = _dropbox_sign_provider()
     payload = provider.parse_callback(form_json)
-    check_timestamp(event_time(payload))
+    check_timestamp(dropbox_sign.event_time(payload))
     event = payload["event"]
-    event_type = event["event_type"]
-    if event_type == "callback_test":  # sent when the callback URL is set up; nothing to store
+    if event["event_type"] == "callback_test":  # sent when the callback URL is set up; nothing to store
         return "test"
-    request = payload.get("signature_request") or {}
-    request_id = request.get("signature_request_id")
+    request_id = (payload.get("signature_request") or {}).get("signature_request_id")
     # Dropbox Sign gives no event id; the request, type and time identify one event.
-    event_id = f"{request_id or 'account'}:{event_type}:{event['event_time']}"
-    webhook_id = store_event(provider.name, event_id, event_type, payload)
-    if event_type not in COMPLETION_EVENTS or not request_id:
-        mark_processed(webhook_id)
-        return "stored"
-    reference = (request.get("metadata") or {}).get(REFERENCE_FIELD)
+    event_id = f"{request_id or 'account'}:{event['event_type']}:{event['event_time']}"
+    webhook_id = store_event(provider.name, event_id, event["event_type"], payload)
     try:
-        return complete_from_provider(provider, webhook_id, request_id, reference,
-                                      {"event_type": event_type, "event_time": event["event_time"]})
+        return act(provider, webhook_id, dropbox_sign.completion(payload))
     except RetryableError as exc:
-        if event_type == "signature_request_all_signed" and "HTTP 409" in exc.reason:
+        if event["event_type"] == "signature_request_all_signed" and "HTTP 409" in exc.reason:
             # The PDF is still being rendered; `signature_request_downloadable` follows and completes it.
             return "waiting for downloadable"
         raise
@@ -72,23 +65,14 @@ def handle_dropbox_sign(form_json: str | None) -> str:
 
 def handle_docusign(body: bytes, headers: dict[str, str]) -> str:
     """Verify and act on one DocuSign Connect notification; returns what happened. Raises WebhookRejected."""
-    from partnerflow.providers.esign.docusign import COMPLETION_EVENTS, REFERENCE_FIELD, generated_at
+    from partnerflow.providers.esign import docusign
 
     provider = _docusign_provider()
     payload = provider.parse_callback(body, headers)
-    check_timestamp(generated_at(payload))
-    event = payload["event"]
-    envelope_id = payload["data"]["envelopeId"]
-    event_id = f"{envelope_id}:{event}:{payload['generatedDateTime']}"
-    webhook_id = store_event(provider.name, event_id, event, payload)
-    if event not in COMPLETION_EVENTS:
-        mark_processed(webhook_id)
-        return "stored"
-    summary = payload["data"].get("envelopeSummary") or {}
-    fields = (summary.get("customFields") or {}).get("textCustomFields") or []
-    reference = next((f.get("value") for f in fields if f.get("name") == REFERENCE_FIELD), None)
-    return complete_from_provider(provider, webhook_id, envelope_id, reference,
-                                  {"event_type": event, "generated_at": payload["generatedDateTime"]})
+    check_timestamp(docusign.generated_at(payload))
+    event_id = f"{payload['data']['envelopeId']}:{payload['event']}:{payload['generatedDateTime']}"
+    webhook_id = store_event(provider.name, event_id, payload["event"], payload)
+    return act(provider, webhook_id, docusign.completion(payload))
 
 
 def _documenso_provider():
@@ -102,20 +86,23 @@ def _documenso_provider():
 
 def handle_documenso(body: bytes, headers: dict[str, str]) -> str:
     """Check and act on one Documenso webhook (shared secret header, not a signature). Raises WebhookRejected."""
-    from partnerflow.providers.esign.documenso import COMPLETION_EVENTS, created_at
+    from partnerflow.providers.esign import documenso
 
     provider = _documenso_provider()
     payload = provider.parse_callback(body, headers)
-    check_timestamp(created_at(payload))
-    event = payload["event"]
-    document = payload["payload"]
-    document_id = str(document["id"])
-    webhook_id = store_event(provider.name, f"{document_id}:{event}:{payload['createdAt']}", event, payload)
-    if event not in COMPLETION_EVENTS:
+    check_timestamp(documenso.created_at(payload))
+    event_id = f"{payload['payload']['id']}:{payload['event']}:{payload['createdAt']}"
+    webhook_id = store_event(provider.name, event_id, payload["event"], payload)
+    return act(provider, webhook_id, documenso.completion(payload))
+
+
+def act(provider, webhook_id: int, completion: tuple | None) -> str:
+    """Complete the signature request a stored event reports as signed; other events are only kept."""
+    if completion is None:
         mark_processed(webhook_id)
         return "stored"
-    return complete_from_provider(provider, webhook_id, document_id, document.get("externalId"),
-                                  {"event_type": event, "created_at": payload["createdAt"]})
+    provider_request_id, reference, evidence = completion
+    return complete_from_provider(provider, webhook_id, provider_request_id, reference, evidence)
 
 
 def _failure(provider: str, exc: Exception):

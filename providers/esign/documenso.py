@@ -171,3 +171,12 @@ class DocumensoProvider:
 def created_at(payload: dict[str, Any]) -> datetime:
     value = datetime.fromisoformat(str(payload["createdAt"]).replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
+    """(document id, our reference, evidence) when this stored webhook completes a request."""
+    if payload["event"] not in COMPLETION_EVENTS:
+        return None
+    document = payload["payload"]
+    return (str(document["id"]), document.get("externalId"),
+            {"event_type": payload["event"], "created_at": payload["createdAt"]})

@@ -121,3 +121,14 @@ def generated_at(payload: dict[str, Any]) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value
+
+
+def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
+    """(envelope id, our reference, evidence) when this stored notification completes a request."""
+    if payload["event"] not in COMPLETION_EVENTS:
+        return None
+    summary = payload["data"].get("envelopeSummary") or {}
+    fields = (summary.get("customFields") or {}).get("textCustomFields") or []
+    reference = next((f.get("value") for f in fields if f.get("name") == REFERENCE_FIELD), None)
+    return (payload["data"]["envelopeId"], reference,
+            {"event_type": payload["event"], "generated_at": payload["generatedDateTime"]})

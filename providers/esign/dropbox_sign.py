@@ -125,3 +125,13 @@ class DropboxSignProvider:
 
 def event_time(payload: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(int(payload["event"]["event_time"]), tz=timezone.utc)
+
+
+def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
+    """(provider request id, our reference, evidence) when this stored callback completes a request."""
+    event = payload["event"]
+    request = payload.get("signature_request") or {}
+    if event["event_type"] not in COMPLETION_EVENTS or not request.get("signature_request_id"):
+        return None
+    return (request["signature_request_id"], (request.get("metadata") or {}).get(REFERENCE_FIELD),
+            {"event_type": event["event_type"], "event_time": event["event_time"]})

@@ -75,7 +75,7 @@ def retry_after(response: httpx.Response) -> float | None:
 def call(client: httpx.Client, method: str, url: str, *, provider: str, reason_of: Callable[[httpx.Response], str],
          creating: bool = False, **kwargs) -> httpx.Response:
     """One HTTP call, with every failure turned into a RetryableError / AmbiguousError / PermanentError."""
-    what = f"{provider} {method} {url.split('?')[0].rsplit('/v', 1)[-1]}"
+    what = f"{provider} {method} {httpx.URL(url).path}"  # no query string: presigned URLs carry secrets there
     try:
         response = client.request(method, url, **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
