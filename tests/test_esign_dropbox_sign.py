@@ -275,3 +275,33 @@ def test_callback_test_event_gets_the_hello_reply_and_other_events_are_stored_on
     assert viewed.text == HELLO
     assert [e.event_type for e in stored_events()] == ["signature_request_viewed"]
     assert reload(row).status == "sent"
+
+
+def test_two_workers_sending_the_same_request_create_it_once(dbs, fake):
+    import threading
+
+    row = contract_out_for_signature("dropbox_sign")
+    fake.faults.stall_next(0.5, path_contains="/send")  # keep the first create in flight
+    barrier = threading.Barrier(2)
+    results: list = []
+
+    def worker():
+        barrier.wait()
+        try:
+            results.append(send(DropboxSignProvider(), row))
+        except RetryableError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+    ids = [r for r in results if isinstance(r, str)]
+    busy = [r for r in results if isinstance(r, RetryableError)]
+    # The loser either lost the claim or saw an attempt in flight whose outcome it cannot know yet.
+    assert len(ids) == 1 and len(busy) == 1
+    assert "another worker" in busy[0].reason or "unknown outcome" in busy[0].reason
+    assert fake.calls("POST", "/v3/signature_request/send") == 1
+    assert send(dbs, row) == ids[0]  # the loser's retry finds the recorded request
