@@ -1,5 +1,108 @@
-"""CLI commands: payouts."""
+"""CLI commands: conversions, commissions, payouts and conversion sources.
+
+    partnerflow conversions import FILE [--source csv]
+    partnerflow commissions compute
+    partnerflow commissions dry-run RULES --start 2026-01-01 --end 2026-02-01
+    partnerflow payouts run [--period-end ISO] [--auto-approve-below MINOR]
+    partnerflow sources add NAME        (prints the new API key once)
+    partnerflow fx add DAY BASE QUOTE RATE
+"""
 
 from __future__ import annotations
 
-from partnerflow.cli import app  # noqa: F401
+import json
+from typing import Optional
+
+import typer
+
+from partnerflow.cli import app
+
+conversions_app = typer.Typer(no_args_is_help=True, help="Conversions (sales, leads, refunds).")
+commissions_app = typer.Typer(no_args_is_help=True, help="Commissions.")
+payouts_app = typer.Typer(no_args_is_help=True, help="Payout batches.")
+sources_app = typer.Typer(no_args_is_help=True, help="Systems allowed to post conversions.")
+fx_app = typer.Typer(no_args_is_help=True, help="Exchange rates used for payouts.")
+app.add_typer(conversions_app, name="conversions")
+app.add_typer(commissions_app, name="commissions")
+app.add_typer(payouts_app, name="payouts")
+app.add_typer(sources_app, name="sources")
+app.add_typer(fx_app, name="fx")
+
+
+def _show(result) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@conversions_app.command("import")
+def conversions_import(file: str, source: str = typer.Option("csv", help="Source name (unique per external id).")) -> None:
+    """Import a CSV of conversions; prints created/duplicates/unattributed and bad rows by line."""
+    from partnerflow.tasks.conversions import import_csv
+
+    report = import_csv(file, source).as_dict()
+    _show(report)
+    if report["errors"]:
+        raise typer.Exit(1)
+
+
+@commissions_app.command("compute")
+def commissions_compute() -> None:
+    """Compute commissions for new conversions, apply reversals, release locked ones."""
+    from partnerflow.tasks.commission_rules import compute_commissions
+
+    _show(compute_commissions())
+
+
+@commissions_app.command("dry-run")
+def commissions_dry_run(rules: str, start: str = typer.Option(...), end: str = typer.Option(...)) -> None:
+    """Compare proposed rules (file or JSON) with what was computed for [start, end). Changes nothing."""
+    from partnerflow.flows.commissions import _when
+    from partnerflow.tasks.commission_rules import dry_run
+
+    _show(dry_run(rules, _when(start), _when(end)))
+
+
+@payouts_app.command("run")
+def payouts_run(period_end: Optional[str] = typer.Option(None, help="ISO date-time; default now."),
+                auto_approve_below: Optional[int] = typer.Option(None, help="Auto-approve a batch below this total "
+                                                                             "(minor units).")) -> None:
+    """Run a payout batch now (pauses for approval in the Prefect UI above the limit)."""
+    from partnerflow.flows.payouts import run_payout_batch
+
+    _show(run_payout_batch(period_end=period_end, auto_approve_below_minor=auto_approve_below))
+
+
+@sources_app.command("add")
+def sources_add(name: str) -> None:
+    """Register a conversion source and print its API key (shown this once; only a hash is stored)."""
+    from partnerflow.tasks.conversions import add_source
+
+    try:
+        key = add_source(name)
+    except ValueError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"source {name} added. API key (send as X-API-Key; it will not be shown again):")
+    typer.echo(key)
+
+
+@fx_app.command("add")
+def fx_add(day: str, base: str, quote: str, rate: str) -> None:
+    """Record 1 BASE = RATE QUOTE on DAY (YYYY-MM-DD)."""
+    from datetime import date
+    from decimal import Decimal, InvalidOperation
+
+    from partnerflow.models import session_scope
+    from partnerflow.models.commissions import FxRate
+    from partnerflow.money import check_currency
+
+    try:
+        value = Decimal(rate)
+        if not value.is_finite() or value <= 0:
+            raise InvalidOperation
+    except InvalidOperation:
+        typer.secho(f"rate {rate!r} is not a positive decimal", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    with session_scope() as session:
+        session.add(FxRate(day=date.fromisoformat(day), base=check_currency(base), quote=check_currency(quote),
+                           rate=str(value)))
+    typer.echo(f"1 {base.upper()} = {value} {quote.upper()} on {day}")
