@@ -65,7 +65,7 @@ def import_bank_report(path: str | Path) -> dict[str, int]:
     outcomes = read_bank_report(Path(path).read_bytes())
     with session_scope() as session:
         rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.batch_id).where(
-            Payout.rail == "sepa", Payout.status.in_(("sending", "processing", "paid")))).all()
+            Payout.rail == "sepa", Payout.status.in_(("sending", "processing", "paid", "failed")))).all()
     ours = {end_to_end_id(key): (payout_id, batch_id) for payout_id, key, batch_id in rows}
     counts: dict[str, int] = defaultdict(int)
     batches = set()

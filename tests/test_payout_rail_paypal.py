@@ -150,3 +150,31 @@ def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
     assert poll_paypal(rail=rail) == {}  # nothing left to ask about
     assert rail.lookup(payout_row(good).idempotency_key).status == "paid"
     assert rail.lookup("payout:never") is None
+
+
+def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal, outbox):
+    import json
+
+    from partnerflow.flows.payouts import run_payout_batch
+    from partnerflow.secrets import encrypt
+    from partnerflow.tasks.commission_rules import compute_commissions
+    from payout_helpers import add_conversions, after_lock, make_partner as make_ready_partner
+
+    one = make_ready_partner(1, payout_method="paypal",
+                             payout_details_encrypted=encrypt(json.dumps({"paypal_email": "one@example.com"})))
+    two = make_ready_partner(2, payout_method="paypal",
+                             payout_details_encrypted=encrypt(json.dumps({"paypal_email": "two@example.com"})))
+    add_conversions([{"partner_id": one, "amount_minor": 100000, "external_id": "a"},
+                     {"partner_id": two, "amount_minor": 55555, "external_id": "b"}])
+    compute_commissions(now=after_lock())
+    paypal.settle_on_read = False  # PayPal still working on it when the flow ends
+    paypal.faults.stall(1.5, after_effect=True)  # the first batch is accepted, its answer lost
+    result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    assert result["status"] == "approved" and result["paid"] == 0  # processing at PayPal
+    paid = sorted((i["payout_item"]["receiver"], i["payout_item"]["amount"]["value"]) for i in paypal.items())
+    assert paid == [("one@example.com", "100.00"), ("two@example.com", "55.56")]
+    paypal.settle_on_read = True
+    assert poll_paypal() == {"paid": 2}
+    again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    assert again["status"] == "paid" and again["paid"] == 2
+    assert len(paypal.items()) == 2  # nobody paid twice

@@ -161,3 +161,48 @@ def test_bank_reports_are_read():
         read_bank_report(b"<Document><Other/></Document>")
     with pytest.raises(ValueError, match="not an XML"):
         read_bank_report(b"IBAN;amount\n")
+
+
+def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_it(sepa, outbox, tmp_path):
+    import json
+
+    from partnerflow.flows.payouts import run_payout_batch
+    from partnerflow.models import Payout, session_scope
+    from partnerflow.secrets import encrypt
+    from partnerflow.tasks.commission_rules import compute_commissions
+    from partnerflow.tasks.payout_rails import import_bank_report
+    from payout_helpers import add_conversions, after_lock, make_partner
+    from sqlmodel import select
+
+    EUR_TERMS = {"kind": "percentage", "rate": "0.10", "lock_days": 30, "currency": "EUR"}
+    good = make_partner(1, payout_method="sepa", currency="EUR", terms=EUR_TERMS,
+                        payout_details_encrypted=encrypt(json.dumps({"iban": DE_IBAN, "bic": "COBADEFFXXX"})))
+    rejected = make_partner(2, payout_method="sepa", currency="EUR", terms=EUR_TERMS,
+                            payout_details_encrypted=encrypt(json.dumps({"iban": FR_IBAN})))
+    bad_iban = make_partner(3, payout_method="sepa", currency="EUR", terms=EUR_TERMS,
+                            payout_details_encrypted=encrypt(json.dumps({"iban": "DE00123"})))
+    add_conversions([{"partner_id": p, "amount_minor": 100000, "currency": "EUR", "external_id": f"e{p}"}
+                     for p in (good, rejected, bad_iban)])
+    compute_commissions(now=after_lock())
+    result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    with session_scope() as session:
+        status = {p.partner_id: (p.status, p.idempotency_key) for p in session.exec(select(Payout)).all()}
+    assert status[good][0] == status[rejected][0] == "processing"
+    assert status[bad_iban][0] == "failed"  # a wrong IBAN never reaches the bank
+    ids = sorted(e for f in files() for e in text(etree.parse(str(f)).getroot(), ".//p:EndToEndId"))
+    assert ids == sorted(end_to_end_id(status[p][1]) for p in (good, rejected))
+    for f in files():
+        validate_pain001(f.read_bytes())
+    again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    assert again["batch_id"] == result["batch_id"]
+    assert sorted(e for f in files() for e in text(etree.parse(str(f)).getroot(), ".//p:EndToEndId")) == ids
+
+    report = PAIN002.replace(b"payout-1", end_to_end_id(status[good][1]).encode()) \
+                    .replace(b"payout-2", end_to_end_id(status[rejected][1]).encode())
+    (tmp_path / "status.xml").write_bytes(report)
+    assert import_bank_report(tmp_path / "status.xml") == {"paid": 1, "failed": 1}  # PDNG says nothing yet
+    with session_scope() as session:
+        final = {p.partner_id: (p.status, p.error) for p in session.exec(select(Payout)).all()}
+    assert final[good] == ("paid", None)
+    assert final[rejected][0] == "failed" and "AC04" in final[rejected][1]
+    assert import_bank_report(tmp_path / "status.xml") == {"unchanged": 2}  # importing twice changes nothing

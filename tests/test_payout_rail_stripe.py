@@ -133,3 +133,28 @@ def test_bad_api_key_is_permanent(configure, stripe):
     with pytest.raises(PermanentError, match="API key"):
         StripeRail().pay(instruction())
     assert stripe.transfers == {}
+
+
+def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, outbox):
+    import json
+
+    from partnerflow.flows.payouts import run_payout_batch
+    from partnerflow.secrets import encrypt
+    from partnerflow.tasks.commission_rules import compute_commissions
+    from payout_helpers import add_conversions, after_lock, make_partner
+
+    one = make_partner(1, payout_method="stripe",
+                       payout_details_encrypted=encrypt(json.dumps({"stripe_account_id": "acct_partner_one"})))
+    two = make_partner(2, payout_method="stripe",
+                       payout_details_encrypted=encrypt(json.dumps({"stripe_account_id": "acct_partner_two"})))
+    add_conversions([{"partner_id": one, "amount_minor": 100000, "external_id": "a"},
+                     {"partner_id": two, "amount_minor": 55555, "external_id": "b"}])
+    compute_commissions(now=after_lock())
+    stripe.faults.stall(1.5, after_effect=True)  # the first transfer is made, its answer lost
+    result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    assert result["status"] == "paid" and result["paid"] == 2
+    amounts = sorted((t["destination"], t["amount"], t["currency"]) for t in stripe.transfers.values())
+    assert amounts == [("acct_partner_one", 10000, "usd"), ("acct_partner_two", 5556, "usd")]  # 10%, half-even
+    again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    assert again["batch_id"] == result["batch_id"] and len(stripe.transfers) == 2
+    assert len(list(outbox.glob("*.eml"))) == 2  # one remittance each
