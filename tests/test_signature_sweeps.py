@@ -215,3 +215,21 @@ def test_a_stored_signed_callback_that_could_not_be_finished_is_completed_by_the
         assert finish_stored_completions.fn() == 1
         assert finish_stored_completions.fn() == 0
     assert reload(row).status == "signed" and contract_of(row).status == "signed"
+
+
+def test_signed_at_the_provider_after_expiry_is_flagged_not_silently_signed(settings, dropbox):
+    from fastapi.testclient import TestClient
+
+    from partnerflow.web.app import create_app
+
+    start = utcnow()
+    row = sent_through("dropbox_sign", created_at=start)
+    dropbox.faults.fail_next(404, path_contains="/cancel/")  # gone at the provider: expires here anyway
+    with time_machine.travel(start + timedelta(days=15), tick=False):
+        assert expire_signature_requests.fn() == 1
+    dropbox.sign(row.provider_request_id)
+    response = TestClient(create_app()).post("/webhooks/dropbox-sign", data=dropbox.callback(row.provider_request_id))
+    assert response.status_code == 200
+    assert reload(row).status == "expired" and contract_of(row).status == "expired"
+    [flag] = actions("signature.signed_after_close")
+    assert flag.details["status"] == "expired"

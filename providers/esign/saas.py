@@ -98,7 +98,8 @@ def call(client: httpx.Client, method: str, url: str, *, provider: str, reason_o
 
 def reference_for(signature_request: SignatureRequest) -> str:
     """Our id at the provider: keyed by the install's secret, so two installs sharing an account never collide."""
-    return "pf-" + token_hash(f"esign:{signature_request.idempotency_key}")[:24]
+    # Letters and digits only: it is matched by the providers' search syntax (a "-" can mean NOT).
+    return "pf" + token_hash(f"esign:{signature_request.idempotency_key}")[:24]
 
 
 def send_once(provider: SaasProvider, signature_request_id: int, *, document: bytes, filename: str,
@@ -266,17 +267,23 @@ def complete_from_provider(provider: SaasProvider, webhook_event_id: int, provid
     if row.status == "signed":
         mark_processed(webhook_event_id)
         return "already signed"
+    if row.status not in ("pending", "sent"):
+        # Signed at the provider after we expired or voided it here: a person has to decide.
+        with session_scope() as session:
+            audit(session, actor=provider.name, action="signature.signed_after_close", subject_type="signature_request",
+                  subject_id=row.id, details={"status": row.status, "provider_request_id": provider_request_id})
+        mark_processed(webhook_event_id)
+        return f"request is {row.status}"
     pdf = provider.download(provider_request_id)
     with session_scope() as session:
         contract = session.get(Contract, row.contract_id)
     # The signer saw the document we sent; the provider's audit trail is part of its PDF.
-    complete_signature(row.id, signed_document=pdf, filename=f"contract-{row.contract_id}-signed.pdf",
-                       evidence={"provider": provider.name, "provider_request_id": provider_request_id,
-                                 "signer_name": row.signer_name, "document_sha256": contract.document_sha256,
-                                 **evidence},
-                       actor=provider.name)
+    evidence = {"provider": provider.name, "provider_request_id": provider_request_id,
+                "signer_name": row.signer_name, "document_sha256": contract.document_sha256, **evidence}
+    won = complete_signature(row.id, signed_document=pdf, filename=f"contract-{row.contract_id}-signed.pdf",
+                             evidence=evidence, actor=provider.name)
     mark_processed(webhook_event_id)
-    return "completed"
+    return "completed" if won else "already signed"
 
 
 def http_client(settings_timeout: float) -> httpx.Client:
