@@ -158,3 +158,23 @@ def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, out
     again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
     assert again["batch_id"] == result["batch_id"] and len(stripe.transfers) == 2
     assert len(list(outbox.glob("*.eml"))) == 2  # one remittance each
+
+
+def test_two_workers_paying_the_same_payout_at_once_make_one_transfer(stripe):
+    import threading
+
+    results, barrier = [], threading.Barrier(2)
+
+    def worker():
+        rail = StripeRail(sleep=lambda s: None)
+        barrier.wait()
+        results.append(rail.pay(instruction()))
+        rail.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and results[0] == results[1]
+    assert len(stripe.transfers) == 1

@@ -15,6 +15,7 @@ import httpx
 from partnerflow.providers.errors import AmbiguousError, RetryableError
 
 RETRY_AFTER_CAP_SECONDS = 60.0
+DEFAULT_BASE_DELAY_SECONDS = 0.5  # first backoff step; doubles per attempt
 AMBIGUOUS_STATUS = (409, 500, 502, 504)
 
 

@@ -28,7 +28,7 @@ from partnerflow.config import get_settings
 from partnerflow.money import exponent
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
-from partnerflow.providers.payout.http import send_with_retries
+from partnerflow.providers.payout.http import DEFAULT_BASE_DELAY_SECONDS, send_with_retries
 
 EMAIL_KEYS = ("paypal_email", "email")
 PAYER_ID_KEYS = ("paypal_payer_id", "payer_id")
@@ -69,7 +69,7 @@ class PayPalRail:
 
     def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
                  api_host: str | None = None, timeout: float | None = None, attempts: int = 4,
-                 base_delay: float = 0.5, sleep: Callable[[float], Any] = time.sleep):
+                 base_delay: float | None = None, sleep: Callable[[float], Any] = time.sleep):
         settings = get_settings()
         self._client_id = client_id or settings.paypal_client_id
         secret = client_secret or (settings.paypal_client_secret.get_secret_value()
@@ -80,8 +80,9 @@ class PayPalRail:
         self._client = httpx.Client(base_url=(api_host or settings.paypal_api_host).rstrip("/"),
                                     timeout=timeout or settings.payout_http_timeout_seconds)
         self._token: str | None = None
-        self._token_expires = 0.0
-        self._attempts, self._base_delay, self._sleep = attempts, base_delay, sleep
+        self._token_expires = 0
+        self._attempts, self._sleep = attempts, sleep
+        self._base_delay = DEFAULT_BASE_DELAY_SECONDS if base_delay is None else base_delay
 
     # --- auth ---
     def _access_token(self, *, renew: bool = False) -> str:

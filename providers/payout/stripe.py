@@ -25,7 +25,7 @@ import httpx
 from partnerflow.config import get_settings
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
-from partnerflow.providers.payout.http import send_with_retries
+from partnerflow.providers.payout.http import DEFAULT_BASE_DELAY_SECONDS, send_with_retries
 
 # Keys under which payout details may carry the connected account id.
 ACCOUNT_KEYS = ("stripe_account_id", "stripe_account", "account_id")
@@ -60,7 +60,7 @@ class StripeRail:
     idempotent = True
 
     def __init__(self, *, api_key: str | None = None, api_host: str | None = None, timeout: float | None = None,
-                 attempts: int = 4, base_delay: float = 0.5, sleep: Callable[[float], Any] = time.sleep):
+                 attempts: int = 4, base_delay: float | None = None, sleep: Callable[[float], Any] = time.sleep):
         settings = get_settings()
         key = api_key or (settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else None)
         if not key:
@@ -70,7 +70,8 @@ class StripeRail:
             headers={"Authorization": f"Bearer {key}"},
             timeout=timeout or settings.payout_http_timeout_seconds,
         )
-        self._attempts, self._base_delay, self._sleep = attempts, base_delay, sleep
+        self._attempts, self._sleep = attempts, sleep
+        self._base_delay = DEFAULT_BASE_DELAY_SECONDS if base_delay is None else base_delay
 
     def pay(self, instruction: PayoutInstruction) -> RailResult:
         if instruction.amount_minor <= 0:
