@@ -206,3 +206,30 @@ def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_
     assert final[good] == ("paid", None)
     assert final[rejected][0] == "failed" and "AC04" in final[rejected][1]
     assert import_bank_report(tmp_path / "status.xml") == {"unchanged": 2}  # importing twice changes nothing
+
+
+def test_reconcile_flow_and_cli_apply_a_bank_report(sepa, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import partnerflow.cli.payout_rails  # noqa: F401  (registers the commands)
+    from partnerflow.cli import app
+    from partnerflow.flows.payout_rails import reconcile_payout_rails
+    from rails_support import make_partner as make_sepa_partner, make_payout, payout_row
+
+    first = make_payout(make_sepa_partner(1, method="sepa"), rail="sepa", status="processing")
+    second = make_payout(make_sepa_partner(2, method="sepa"), rail="sepa", status="processing")
+    e2e = {pid: end_to_end_id(payout_row(pid).idempotency_key) for pid in (first, second)}
+    (tmp_path / "a.xml").write_bytes(PAIN002.replace(b"payout-1", e2e[first].encode()))
+    (tmp_path / "b.xml").write_bytes(CAMT054.replace(b"payout-4", e2e[second].encode()))
+
+    result = reconcile_payout_rails(bank_report=str(tmp_path / "a.xml"))
+    assert result == {"paypal": {}, "sepa": {"paid": 1, "unknown": 1}}
+    assert payout_row(first).status == "paid"
+
+    out = CliRunner().invoke(app, ["bank-report", str(tmp_path / "b.xml")])
+    assert out.exit_code == 0 and json.loads(out.stdout) == {"paid": 1, "unknown": 1}
+    assert payout_row(second).status == "paid" and payout_row(second).provider_ref == "REF9"
+    bad = CliRunner().invoke(app, ["bank-report", str(tmp_path / "missing.xml")])
+    assert bad.exit_code == 1 and "cannot read" in bad.output
