@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from partnerflow.tasks.compliance_findings import Detected
-from partnerflow.tasks.disclosure import PageText, phrase_regex
+from partnerflow.tasks.disclosure import PageText, find_word, phrase_regex
 
 
 def compile_rules(policy: dict) -> list[dict]:
@@ -25,8 +25,7 @@ def check_brand_rules(page: PageText, *, partner_id: int, partner_type: str, cou
         if rule.get("kind") == "coupon_listing":
             if partner_type in (rule.get("allowed_partner_types") or []) or not coupon_code:
                 continue
-            code = re.search(rf"(?<![a-z0-9]){re.escape(coupon_code.lower())}(?![a-z0-9])", page.text)
-            if not code:
+            if not find_word(page.text, coupon_code.lower()):
                 continue
         match = None
         for regex in rule["_patterns"]:

@@ -6,6 +6,7 @@ Pure functions over fetched HTML; the flow fetches pages with tasks.webfetch and
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
@@ -17,7 +18,6 @@ from partnerflow.tasks.compliance_findings import Detected
 
 LINK = "\u2063L\u2063"  # an invisible marker put in the text where a tracking link sits
 FOOTER_START, FOOTER_END = "\u2063F\u2063", "\u2063f\u2063"
-_FOOTER_HINT = re.compile(r"(^|[\s_-])(footer|site-footer|page-footer|colophon)($|[\s_-])", re.I)
 
 
 @dataclass
@@ -38,17 +38,36 @@ class PageText:
         return ("…" if start else "") + self.display[start:offset + width // 2].strip() + "…"
 
 
+def find_word(text: str, word: str) -> list[int]:
+    """Offsets where `word` occurs in `text` not glued to other letters or digits (no regex: codes vary per page)."""
+    hits, start, n = [], 0, len(word)
+    if not word:
+        return hits
+    while True:
+        i = text.find(word, start)
+        if i < 0:
+            return hits
+        before = text[i - 1] if i else " "
+        after = text[i + n] if i + n < len(text) else " "
+        if not before.isalnum() and not after.isalnum():
+            hits.append(i)
+        start = i + 1
+
+
 def _is_tracking_href(href: str, tracking_code: str | None, param: str) -> bool:
     if not tracking_code or not href:
         return False
     code = tracking_code.lower()
+    href = href.lower()
+    if code not in href:
+        return False
     try:
         query = parse_qs(urlsplit(href).query)
     except ValueError:
         query = {}
-    if any(v.lower() == code for v in query.get(param, [])):
+    if any(v == code for v in query.get(param.lower(), [])):
         return True
-    return re.search(rf"(?<![a-z0-9]){re.escape(code)}(?![a-z0-9])", href.lower()) is not None
+    return bool(find_word(href, code))
 
 
 def page_text(html: str, *, tracking_code: str | None = None, coupon_code: str | None = None,
@@ -65,14 +84,13 @@ def page_text(html: str, *, tracking_code: str | None = None, coupon_code: str |
     for a in root.iter("a"):
         if _is_tracking_href(a.get("href") or "", tracking_code, tracking_param):
             a.text = f" {LINK} " + (a.text or "")
-    for el in root.iter():
-        if not isinstance(el.tag, str):
-            continue
-        hint = " ".join(filter(None, [el.get("id"), el.get("class"), el.get("role") == "contentinfo" and "footer"]))
-        if el.tag == "footer" or (hint and _FOOTER_HINT.search(hint)):
-            el.text = f" {FOOTER_START} " + (el.text or "")
-            marker = etree.SubElement(el, "span")
-            marker.text = f" {FOOTER_END} "
+    footers = root.xpath(
+        "//footer | //*[@role='contentinfo'] | //*[contains(@id, 'footer') or contains(@class, 'footer')"
+        " or @id='colophon' or contains(@class, 'colophon')]")
+    for el in footers:
+        el.text = f" {FOOTER_START} " + (el.text or "")
+        marker = etree.SubElement(el, "span")
+        marker.text = f" {FOOTER_END} "
     raw = " ".join(" ".join(root.body.itertext() if root.find("body") is not None else root.itertext()).split())
     display_parts: list[str] = []
     links: list[int] = []
@@ -95,18 +113,41 @@ def page_text(html: str, *, tracking_code: str | None = None, coupon_code: str |
     display = "".join(display_parts)
     text = display.lower()
     if coupon_code:  # a coupon code shown in the text counts as a tracking reference
-        for m in re.finditer(rf"(?<![a-z0-9]){re.escape(coupon_code.lower())}(?![a-z0-9])", text):
-            links.append(m.start())
+        links.extend(find_word(text, coupon_code.lower()))
     return PageText(text=text, display=display, link_offsets=sorted(links), footer_spans=footers, lang=lang)
 
 
-def phrase_regex(phrases: list[str]) -> re.Pattern | None:
-    """Whole-word, case-insensitive alternatives ("#ad" does not match "#adventure" or "bad")."""
-    cleaned = sorted({p.strip().lower() for p in phrases if p and p.strip()}, key=len, reverse=True)
-    if not cleaned:
-        return None
-    body = "|".join(re.escape(p) for p in cleaned)
-    return re.compile(rf"(?<![\w#])(?:{body})(?![\w])")
+class PhraseMatcher:
+    """Whole-word, case-insensitive phrases ("#ad" does not match "#adventure" or "bad") over lower-case text.
+
+    A plain substring test runs first: most pages contain none of the phrases, and `in` is far
+    cheaper than a regex with look-behinds at every position.
+    """
+
+    def __init__(self, phrases: list[str]):
+        self.phrases = sorted({p.strip().lower() for p in phrases if p and p.strip()}, key=len, reverse=True)
+        body = "|".join(re.escape(p) for p in self.phrases)
+        self.regex = re.compile(rf"(?<![\w#])(?:{body})(?![\w])") if self.phrases else None
+
+    def _maybe(self, text: str) -> bool:
+        return self.regex is not None and any(p in text for p in self.phrases)
+
+    def search(self, text: str):
+        return self.regex.search(text) if self._maybe(text) else None
+
+    def finditer(self, text: str):
+        return self.regex.finditer(text) if self._maybe(text) else iter(())
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(phrases: tuple[str, ...]) -> PhraseMatcher:
+    return PhraseMatcher(list(phrases))
+
+
+def phrase_regex(phrases: list[str]) -> PhraseMatcher | None:
+    """A matcher for `phrases` (cached), or None when there are none."""
+    matcher = _matcher(tuple(phrases))
+    return matcher if matcher.regex is not None else None
 
 
 def disclosure_phrases(policy: dict, lang: str) -> list[str]:

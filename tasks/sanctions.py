@@ -34,10 +34,11 @@ import functools
 import hashlib
 import io
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from itertools import chain
 from pathlib import Path
 
 import httpx
@@ -156,6 +157,7 @@ class SdnList:
                 self.names.append(_Name(i, text, tokens, " ".join(tokens), frozenset(tokens)))
                 for key in _blocking_keys(tokens):
                     self.index[key].append(n)
+        self.single = [len(name.tokens) < 2 for name in self.names]  # listed names of one token
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -201,17 +203,17 @@ def screen(name: str, country: str | None, sdn_list: SdnList, *, threshold: floa
     q_key = " ".join(q_tokens)
     q_set = frozenset(q_tokens)
     keys = _blocking_keys(q_tokens)
-    counts: dict[int, int] = defaultdict(int)
-    for key in keys:
-        for n in sdn_list.index.get(key, ()):
-            counts[n] += 1
+    postings = [sdn_list.index.get(key, ()) for key in keys]
+    if len(keys) >= 2:
+        # Candidates share at least two token prefixes; single-token listed names need only one.
+        counts = Counter(chain.from_iterable(postings))
+        candidates = [n for n, shared in counts.items() if shared >= 2 or sdn_list.single[n]]
+    else:
+        candidates = list(set(chain.from_iterable(postings)))
     partner_country = normalize_country(country)
     best_by_entry: dict[int, SanctionsMatch] = {}
-    for n, shared in counts.items():
+    for n in candidates:
         cand = sdn_list.names[n]
-        need = 2 if len(keys) >= 2 and len(cand.tokens) >= 2 else 1
-        if shared < need:
-            continue
         score, how = _score(q_tokens, q_key, q_set, cand)
         if score < threshold - 0.01:
             continue

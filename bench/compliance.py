@@ -1,0 +1,224 @@
+"""Benchmark: compliance page checks against the fetch floor, and sanctions screening throughput.
+
+    .venv/bin/python bench/compliance.py                          # 2,000 pages; 100,000 names vs 15,000 entries
+    .venv/bin/python bench/compliance.py --pages 500 --names 20000 --entries 15000 --growth 1000,5000,15000,30000
+    .venv/bin/python bench/compliance.py --skip-pages             # sanctions only
+
+Pages: 2,000 partner pages (about 12 KB each; with, without and footer-only disclosures and some
+claims) served by a threaded HTTP server in a separate process. Ours: `fetch_pages` (robots.txt,
+redirect and size limits, decoding) at concurrency --concurrency, then the disclosure and brand-rule
+analysis of every page (what the `check_pages` task does before it writes findings). Floor: the same
+GETs with a bare httpx.AsyncClient at the same concurrency, bodies read and discarded.
+Target: within 2x of the floor.
+
+Sanctions: a generated list of --entries entries (70% "LAST, First [Middle]" people, 30% firms, with
+common first names) and --names generated partner names sharing first names and some surnames with it.
+Screening runs in --workers processes (forked; the list is built once). Target: 100,000 names in
+under 60 s on 2 cores. --growth prints names/s for several list sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+work = Path(tempfile.mkdtemp(prefix="pf-bench-compliance-"))
+os.environ.setdefault("PARTNERFLOW_VAR_DIR", str(work / "var"))
+os.environ.setdefault("PARTNERFLOW_SECRET_KEY", "bench-secret")
+
+LINK = "<a href='https://acme.example/signup?ref=PF{i}'>try Acme</a>"
+PARA = "<p>Dashboards, metrics and notes on running a small analytics team, week {n} of the series.</p>"
+
+
+def page_body(i: int) -> str:
+    filler = "".join(PARA.format(n=n) for n in range(120))
+    variant = i % 4
+    top = "<p>This post contains affiliate links; I earn a commission.</p>" if variant == 0 else ""
+    claim = "<p>You can earn $3,000 per month with it.</p>" if variant == 3 else ""
+    footer = "<footer>Disclosure: affiliate link.</footer>" if variant == 2 else "<footer>(c) me</footer>"
+    return (f"<!doctype html><html lang='en'><head><title>Review {i}</title></head><body><h1>Review {i}</h1>"
+            f"{top}<p>I use it daily: {LINK.format(i=i)}</p>{claim}{filler}{footer}</body></html>")
+
+
+def serve(port_queue) -> None:
+    import logging
+
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    from werkzeug.wrappers import Request, Response
+
+    @Request.application
+    def app(request):
+        if request.path == "/robots.txt":
+            return Response("User-agent: *\nAllow: /\n", content_type="text/plain")
+        i = int(request.path.strip("/").split("-")[-1] or 0)
+        return Response(page_body(i), content_type="text/html; charset=utf-8")
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    port_queue.put(server.server_port)
+    server.serve_forever()
+
+
+async def floor_fetch(urls: list[str], concurrency: int) -> int:
+    import httpx
+
+    sem = asyncio.Semaphore(concurrency)
+    total = 0
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one(url):
+            nonlocal total
+            async with sem:
+                r = await client.get(url)
+                total += len(r.content)
+        await asyncio.gather(*(one(u) for u in urls))
+    return total
+
+
+def bench_pages(n: int, concurrency: int) -> None:
+    from partnerflow.flows.compliance import analyse_page
+    from partnerflow.models import Partner
+    from partnerflow.tasks.brand_rules import compile_rules
+    from partnerflow.tasks.compliance_policy import load_policy
+    from partnerflow.tasks.webfetch import fetch_pages
+
+    queue = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=serve, args=(queue,), daemon=True)
+    proc.start()
+    base = f"http://127.0.0.1:{queue.get(timeout=30)}"
+    urls = [f"{base}/page-{i}" for i in range(n)]
+    try:
+        asyncio.run(floor_fetch(urls[:50], concurrency))  # warm up
+        t = time.perf_counter()
+        size = asyncio.run(floor_fetch(urls, concurrency))
+        floor = time.perf_counter() - t
+
+        policy = load_policy()
+        rules = compile_rules(policy)
+        t = time.perf_counter()
+        results = fetch_pages(urls, concurrency=concurrency, per_domain_delay=0, timeout=30, max_bytes=3_000_000)
+        fetched = time.perf_counter() - t
+        findings = 0
+        for i, result in enumerate(results):
+            partner = Partner(id=i + 1, email=f"p{i}@x.example", legal_name=f"P {i}", tracking_code=f"PF{i}",
+                              coupon_code=f"C{i}")
+            findings += len(analyse_page(result, partner, policy, rules))
+        ours = time.perf_counter() - t
+    finally:
+        proc.kill()
+    ok = sum(1 for r in results if r.ok)
+    print(f"pages: {n} pages ({size / n / 1024:.1f} KB each), concurrency {concurrency}, per-domain delay 0")
+    print(f"  floor (httpx alone):        {floor:6.2f} s  {n / floor:8.0f} pages/s")
+    print(f"  ours fetch only:            {fetched:6.2f} s  {n / fetched:8.0f} pages/s")
+    print(f"  ours fetch + checks:        {ours:6.2f} s  {n / ours:8.0f} pages/s  ({ok} read, {findings} findings)")
+    print(f"  ratio to floor: {ours / floor:.2f}x (target <= 2x)")
+
+
+# --- sanctions -----------------------------------------------------------------------------------
+
+FIRST = ("Mohammed Ali Ahmed Hassan Ivan Sergei Olga Maria Jose Juan Carlos Li Wei Kim Min Anna John David Omar "
+         "Yusuf Fatima Elena Dmitri Viktor Alexei Hamid Reza Abdul Karim Nikolai Pavel").split()
+C = "b c d f g h j k l m n p r s t v w y z br ch sh kh th st tr gr dr".split()
+V = "a e i o u ai ei ou ia".split()
+
+
+def make_names(entries: int, names: int, seed: int = 7):
+    rng = random.Random(seed)
+
+    def word():
+        return "".join(rng.choice(C) + rng.choice(V) for _ in range(rng.randint(2, 3))) + rng.choice("  nrsvmd").strip()
+
+    firsts = FIRST + [word().capitalize() for _ in range(1500)]
+    lasts = [word().capitalize() for _ in range(20000)]
+
+    def first():
+        return rng.choice(FIRST) if rng.random() < 0.3 else rng.choice(firsts)
+
+    listed = []
+    for _ in range(entries):
+        if rng.random() < 0.7:
+            listed.append(f"{rng.choice(lasts).upper()}, {first()}" + (f" {first()}" if rng.random() < 0.4 else ""))
+        else:
+            listed.append(f"{word().upper()} {word().upper()} TRADING LLC")
+    queries = [f"{first()} {rng.choice(lasts)}" for _ in range(names)]
+    for k in range(0, names, 1000):  # plant a few real hits: reordered, lower-case listed names
+        queries[k] = " ".join(reversed(listed[k % entries].replace(",", "").split())).lower()
+    return listed, queries
+
+
+_LIST = None
+
+
+def _screen_chunk(chunk: list[str]) -> int:
+    from partnerflow.tasks.sanctions import screen
+
+    return sum(1 for q in chunk if screen(q, None, _LIST))
+
+
+def screen_all(sdn, queries: list[str], workers: int) -> tuple[float, int]:
+    global _LIST
+    _LIST = sdn
+    t = time.perf_counter()
+    if workers <= 1:
+        hits = _screen_chunk(queries)
+    else:
+        size = max(1, len(queries) // (workers * 8))
+        chunks = [queries[i:i + size] for i in range(0, len(queries), size)]
+        with mp.get_context("fork").Pool(workers) as pool:  # forked: the list is shared, not pickled
+            hits = sum(pool.map(_screen_chunk, chunks))
+    return time.perf_counter() - t, hits
+
+
+def bench_sanctions(entries: int, names: int, workers: int, growth: list[int]) -> None:
+    from partnerflow.tasks.sanctions import SdnEntry, SdnList
+
+    def build(listed):
+        t = time.perf_counter()
+        sdn = SdnList([SdnEntry(i, n, "individual") for i, n in enumerate(listed)], checksum="bench",
+                      list_date=None, source="generated")
+        return sdn, time.perf_counter() - t
+
+    listed, queries = make_names(entries, names)
+    sdn, built = build(listed)
+    took, hits = screen_all(sdn, queries, workers)
+    print(f"sanctions: {names} names vs {entries} entries, {workers} worker(s)")
+    print(f"  list indexed in {built:.2f} s; screened in {took:.1f} s = {names / took:,.0f} names/s; "
+          f"{hits} names matched ({names // 1000} planted)")
+    print(f"  ratio to the 60 s target: {took / 60:.2f}")
+    if growth:
+        sample = queries[:min(len(queries), 20000)]
+        print(f"  growth with list size ({len(sample)} names, {workers} worker(s)):")
+        for size in growth:
+            listed_g, _ = make_names(size, 0)
+            sdn_g, _ = build(listed_g)
+            took_g, _ = screen_all(sdn_g, sample, workers)
+            print(f"    {size:>7} entries: {len(sample) / took_g:10,.0f} names/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--names", type=int, default=100_000)
+    parser.add_argument("--entries", type=int, default=15_000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--growth", default="1000,5000,15000,30000", help="list sizes to compare ('' to skip)")
+    parser.add_argument("--skip-pages", action="store_true")
+    parser.add_argument("--skip-sanctions", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_pages:
+        bench_pages(args.pages, args.concurrency)
+    if not args.skip_sanctions:
+        bench_sanctions(args.entries, args.names, args.workers,
+                        [int(x) for x in args.growth.split(",") if x.strip()])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
