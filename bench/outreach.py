@@ -60,11 +60,11 @@ def run_one(size: int) -> dict:
     _add_unmigrated_columns(get_engine())
     with get_engine().begin() as conn:  # streamed in chunks, like a real import
         for start in range(0, size, 5000):
-            conn.execute(insert(Prospect), [{"email": f"p{i}@bench.example", "name": f"Pat Bench{i}",
-                                             "company": f"Company {i}", "website": f"https://site{i}.example",
-                                             "domain": f"site{i}.example", "topics": [], "score_reasons": [],
-                                             "enrichment": {}, "status": "new", "score": 50, "source": "bench"}
-                                            for i in range(start, min(size, start + 5000))])
+            conn.execute(insert(Prospect), [
+                Prospect(email=f"p{i}@bench.example", name=f"Pat Bench{i}", company=f"Company {i}",
+                         website=f"https://site{i}.example", domain=f"site{i}.example", score=50,
+                         source="bench").model_dump(exclude={"id"})  # every column's default, current or future
+                for i in range(start, min(size, start + 5000))])
 
     with prefect_test_harness(server_startup_timeout=120):
         from prefect import get_client

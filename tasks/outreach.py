@@ -418,10 +418,15 @@ def _record(outgoing, outcomes, batch_error, by_message, release, stats, provide
     stats["retry_later"] += len(retry)
     table = Message.__table__
     with session_scope() as session:
-        if sent:
-            session.execute(update(table).where(table.c.id == bindparam("_id"), table.c.status == MessageStatus.SENDING)
-                            .values(status=MessageStatus.SENT, provider=provider.name,
-                                    provider_message_id=bindparam("_pmid"), sent_at=now, error=None), sent)
+        by_request: dict[str | None, list[int]] = {}  # one X-Message-Id per SendGrid request: one UPDATE each
+        for row in sent:
+            by_request.setdefault(row["_pmid"], []).append(row["_id"])
+        for pmid, message_ids in by_request.items():
+            for i in range(0, len(message_ids), 500):
+                session.execute(update(table).where(table.c.id.in_(message_ids[i:i + 500]),
+                                                    table.c.status == MessageStatus.SENDING)
+                                .values(status=MessageStatus.SENT, provider=provider.name, provider_message_id=pmid,
+                                        sent_at=now, error=None))
         if failed:
             session.execute(update(table).where(table.c.id == bindparam("_id"))
                             .values(status=MessageStatus.FAILED, provider=provider.name, error=bindparam("_err")),
