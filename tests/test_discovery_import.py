@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefect.artifacts import Artifact
 from sqlmodel import select
 
 from partnerflow.flows.discovery import import_prospects
@@ -38,6 +39,9 @@ def test_sample_file_imports_good_rows_and_reports_bad_ones_by_line():
     assert people["chartcrafters.example"].email is None  # website only is fine
     # A creator on a shared platform with a free mailbox has no organisation domain to merge on.
     assert people["aiko.dataviz@gmail.com"].domain == ""
+    markdown = Artifact.get("prospects-import").data
+    assert "| new prospects | 12 |" in markdown and "| rejected rows | 2 |" in markdown
+    assert "| 11 | invalid email 'oliver@spreadsheetpro' |" in markdown
 
 
 def test_reimport_updates_instead_of_duplicating(tmp_path):
