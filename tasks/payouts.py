@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, bindparam, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -206,12 +206,15 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
                                rail=rail_name, idempotency_key=f"payout:{batch.id}:{pid}", fx_rates=used))
         session.flush()
         # Attach the commissions, then take each payout's amount from what is attached: the two never differ.
-        payout_of = select(Payout.id).where(Payout.batch_id == batch.id, Payout.partner_id == Commission.partner_id)
-        session.execute(
-            update(Commission).where(_payable_filter(period_end),
-                                     Commission.partner_id.in_(select(Payout.partner_id).where(Payout.batch_id == batch.id)))
-            .values(payout_id=payout_of.scalar_subquery()), execution_options={"synchronize_session": False}
-        )
+        created = session.execute(select(Payout.id, Payout.partner_id).where(Payout.batch_id == batch.id)).all()
+        if created:
+            c = Commission.__table__.c
+            session.execute(
+                update(Commission.__table__).where(
+                    c.partner_id == bindparam("p_partner"), c.status == "payable", c.payout_id.is_(None),
+                    c.payable_at <= bindparam("p_end", type_=Commission.__table__.c.payable_at.type))
+                .values(payout_id=bindparam("p_payout")),
+                [{"p_partner": pid, "p_payout": payout_id, "p_end": period_end} for payout_id, pid in created])
         attached: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
         for payout_id, cur, total, n in session.execute(
             select(Commission.payout_id, Commission.currency, func.sum(Commission.amount_minor), func.count())
@@ -356,17 +359,47 @@ def execute_batch(batch_id: int, *, rail: PayoutRail | None = None, lease_second
         _token, ids = _claim(batch_id, lease)
         if not ids:
             break
-        for payout_id in ids:
-            counts[_pay_one(payout_id, rail)] += 1
+        for outcome in _pay_chunk(ids, rail):
+            counts[outcome] += 1
     finish_batch(batch_id)
     return dict(counts)
 
 
-def _pay_one(payout_id: int, rail: PayoutRail) -> str:
+def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[str]:
+    """Call the rail for each claimed payout, then record the answers in one transaction.
+
+    A crash between a call and the record leaves the payout `sending` with its key: the next run
+    asks the provider (lookup) before paying, so recording per chunk is as safe as per payout.
+    """
     with session_scope() as session:
-        payout = session.get(Payout, payout_id)
-        instruction = _instruction(session, payout)
-        recovering = payout.attempts > 1
+        payouts = session.exec(select(Payout).where(Payout.id.in_(ids)).order_by(Payout.id)).all()
+        instructions = [(p.id, p.attempts > 1, _instruction(session, p)) for p in payouts]
+    paid: list[tuple[int, str]] = []
+    outcomes: list[str] = []
+    try:
+        for payout_id, recovering, instruction in instructions:
+            outcome, detail = _call(rail, instruction, recovering)
+            outcomes.append(outcome)
+            if outcome == "paid":
+                paid.append((payout_id, detail))
+            elif outcome == "processing":
+                _set(payout_id, status="processing", provider_ref=detail, error=None)
+            elif outcome == "retry":
+                _set(payout_id, status="pending", error=detail, claimed_at=None)
+            elif outcome == "ambiguous":  # maybe accepted: stays claimed, recovered through lookup() next run
+                _set(payout_id, error=detail, claimed_at=None)
+            elif outcome == "unconfirmed":
+                _set(payout_id, error=detail)
+            elif outcome == "failed":
+                mark_payout_failed(payout_id, detail, actor=rail.name)
+    finally:
+        if paid:
+            mark_payouts_paid(paid, actor=rail.name)
+            _fault("after_record")
+    return outcomes
+
+
+def _call(rail: PayoutRail, instruction: PayoutInstruction, recovering: bool) -> tuple[str, str]:
     _fault("before_call")
     try:
         result: RailResult | None = None
@@ -374,27 +407,17 @@ def _pay_one(payout_id: int, rail: PayoutRail) -> str:
             lookup = getattr(rail, "lookup", None)
             result = lookup(instruction.idempotency_key) if lookup else None
             if result is None and not (lookup or rail.idempotent):
-                _set(payout_id, error="left unconfirmed by a crash; reconcile with the provider by hand")
-                return "unconfirmed"
+                return "unconfirmed", "left unconfirmed by a crash; reconcile with the provider by hand"
         if result is None:
             result = rail.pay(instruction)
         _fault("after_accept")
-    except AmbiguousError as exc:  # maybe accepted: keep it claimed, recover through lookup() next run
-        _set(payout_id, error=exc.reason, claimed_at=None)
-        return "ambiguous"
+    except AmbiguousError as exc:
+        return "ambiguous", exc.reason
     except RetryableError as exc:
-        _set(payout_id, status="pending", error=exc.reason, claimed_at=None)
-        return "retry"
+        return "retry", exc.reason
     except PermanentError as exc:
-        mark_payout_failed(payout_id, exc.reason, actor=rail.name)
-        return "failed"
-    if result.status == "paid":
-        mark_payout_paid(payout_id, result.provider_ref, actor=rail.name)
-    else:
-        _set(payout_id, status="processing", provider_ref=result.provider_ref, error=None,
-             from_statuses=("sending",))
-    _fault("after_record")
-    return result.status
+        return "failed", exc.reason
+    return result.status, result.provider_ref
 
 
 def _set(payout_id: int, from_statuses: tuple[str, ...] = ("sending",), **values) -> None:
@@ -404,18 +427,27 @@ def _set(payout_id: int, from_statuses: tuple[str, ...] = ("sending",), **values
 
 def mark_payout_paid(payout_id: int, provider_ref: str, actor: str) -> bool:
     """The provider confirmed the payout. Idempotent: True only the first time."""
+    return mark_payouts_paid([(payout_id, provider_ref)], actor=actor) == 1
+
+
+def mark_payouts_paid(confirmed: list[tuple[int, str]], actor: str) -> int:
+    """Record several confirmations in one transaction; returns how many changed (the rest were already final)."""
+    changed = 0
+    now = utcnow()
     with session_scope() as session:
-        result = session.execute(
-            update(Payout).where(Payout.id == payout_id, Payout.status.in_(("pending", "sending", "processing")))
-            .values(status="paid", provider_ref=provider_ref, paid_at=utcnow(), error=None)
-        )
-        if result.rowcount != 1:
-            return False
-        session.execute(update(Commission).where(Commission.payout_id == payout_id).values(status="paid"),
-                        execution_options={"synchronize_session": False})
-        audit(session, actor=actor, action="payout.paid", subject_type="payout", subject_id=payout_id,
-              details={"provider_ref": provider_ref})
-        return True
+        for payout_id, provider_ref in confirmed:
+            result = session.execute(
+                update(Payout).where(Payout.id == payout_id, Payout.status.in_(("pending", "sending", "processing")))
+                .values(status="paid", provider_ref=provider_ref, paid_at=now, error=None)
+            )
+            if result.rowcount != 1:
+                continue
+            changed += 1
+            session.execute(update(Commission).where(Commission.payout_id == payout_id).values(status="paid"),
+                            execution_options={"synchronize_session": False})
+            audit(session, actor=actor, action="payout.paid", subject_type="payout", subject_id=payout_id,
+                  details={"provider_ref": provider_ref})
+    return changed
 
 
 def mark_payout_failed(payout_id: int, reason: str, actor: str) -> bool:
