@@ -29,11 +29,11 @@ from partnerflow.models.types import utcnow
 from partnerflow.tasks import compliance_findings as store
 from partnerflow.tasks.brand_rules import check_brand_rules, compile_rules
 from partnerflow.tasks.compliance_findings import Detected, RecordOutcome
+from partnerflow.tasks.compliance_pages import fetch_and_analyse
 from partnerflow.tasks.compliance_policy import load_policy
 from partnerflow.tasks.disclosure import check_disclosure, page_text
 from partnerflow.tasks.fraud import fraud_signals
 from partnerflow.tasks.sanctions import SanctionsListError, load_sanctions_list, normalize_tokens, screen
-from partnerflow.tasks.webfetch import fetch_pages
 
 BATCH = 500
 CHECKED_STAGES = (Stage.ACTIVE, Stage.DORMANT)
@@ -88,18 +88,17 @@ def check_pages(partner_ids: list[int]) -> dict:
         partners = {p.id: p for p in session.exec(select(Partner).where(Partner.id.in_(partner_ids))).all()}
         pages = session.exec(select(PartnerPage).where(PartnerPage.partner_id.in_(partner_ids),
                                                        PartnerPage.active == True)).all()  # noqa: E712
-    results = fetch_pages([p.url for p in pages], concurrency=settings.compliance_fetch_concurrency,
-                          per_domain_delay=settings.compliance_per_domain_delay,
-                          timeout=settings.compliance_fetch_timeout_seconds,
-                          max_bytes=settings.compliance_fetch_max_bytes,
-                          respect_robots=settings.compliance_respect_robots) if pages else []
+    analysed = fetch_and_analyse(
+        pages, lambda page, result: analyse_page(result, partners[page.partner_id], policy, rules),
+        concurrency=settings.compliance_fetch_concurrency, per_domain_delay=settings.compliance_per_domain_delay,
+        timeout=settings.compliance_fetch_timeout_seconds, max_bytes=settings.compliance_fetch_max_bytes,
+        respect_robots=settings.compliance_respect_robots)
     out = RecordOutcome()
     stats = Counter()
     now = utcnow()
     with session_scope() as session:
-        for page, result in zip(pages, results):
+        for page, result, found in analysed:
             partner = partners[page.partner_id]
-            found = analyse_page(result, partner, policy, rules)
             store.record(session, found, policy, out)
             readable = result.ok and not any(d.detail == "wrong_encoding" for d in found)
             seen = {d.fingerprint for d in found}
