@@ -42,7 +42,8 @@ def setup(database_url: str | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="pf-bench-discovery-"))
     os.environ.update({"PARTNERFLOW_VAR_DIR": str(work / "var"), "PARTNERFLOW_SECRET_KEY": "bench-secret",
                        "PREFECT_HOME": str(work / "prefect"), "DO_NOT_TRACK": "1",
-                       "PREFECT_LOGGING_LEVEL": "WARNING", "PARTNERFLOW_DISCOVERY_FETCH_DELAY_SECONDS": "0"})
+                       "PREFECT_LOGGING_LEVEL": "WARNING", "PARTNERFLOW_DISCOVERY_FETCH_DELAY_SECONDS": "0",
+                       "PARTNERFLOW_DISCOVERY_ALLOW_PRIVATE_ADDRESSES": "true"})  # the page server is local
     if database_url:
         sys.path.insert(0, str(ROOT / "tests"))
         os.environ["PARTNERFLOW_DATABASE_URL"] = database_url

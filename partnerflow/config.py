@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     discovery_fetch_timeout_seconds: float = 10.0
     discovery_fetch_max_bytes: int = 2_000_000
     discovery_respect_robots: bool = True
+    # Candidate URLs come from third-party lists: refuse hosts on loopback/private networks unless allowed.
+    discovery_allow_private_addresses: bool = False
     discovery_enrich_chunk_size: int = 100  # prospects per Prefect task
     discovery_scoring_policy: Path | None = None  # default: templates/policies/scoring.yaml
 
@@ -101,6 +103,8 @@ class Settings(BaseSettings):
     signing_reminder_days: int = 3  # remind every N days while unsigned
     signing_max_reminders: int = 3
     signing_expiry_days: int = 14  # expire (and void at the provider) after M days
+    # Ask SaaS providers directly about requests still unsigned this long after sending (lost callbacks).
+    esign_poll_after_hours: int = 24
     documenso_api_key: SecretStr | None = None
     documenso_api_host: str = "https://app.documenso.com"
     documenso_webhook_secret: SecretStr | None = None  # sent back as-is in X-Documenso-Secret

@@ -444,6 +444,7 @@ def enrich_batch(prospect_ids: list[int]) -> list[dict[str, Any]]:
         timeout=settings.discovery_fetch_timeout_seconds,
         max_bytes=settings.discovery_fetch_max_bytes,
         respect_robots=settings.discovery_respect_robots,
+        allow_private=settings.discovery_allow_private_addresses,
     ) if with_site else []
     fetched = {p.id: r for p, r in zip(with_site, results)}
 

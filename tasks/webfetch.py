@@ -10,14 +10,16 @@ Every page is fetched at most once per call, with:
 
 Nothing raises: each URL gets a FetchResult whose `error` is a short machine reason
 (`timeout`, `too_large`, `redirect_loop`, `not_html`, `robots_disallowed`, `http_<code>`,
-`connection_error`, `decode_error`, `invalid_url`).
+`connection_error`, `decode_error`, `invalid_url`, `private_address`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import ipaddress
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -119,8 +121,12 @@ def guess_decode(body: bytes) -> tuple[str, str] | None:
 
 class _Fetcher:
     def __init__(self, *, concurrency, per_domain_delay, timeout, max_bytes, user_agent,
-                 respect_robots, max_redirects):
+                 respect_robots, max_redirects, allow_private, max_crawl_delay):
         self.per_domain_delay = per_domain_delay
+        self.allow_private = allow_private
+        self.max_crawl_delay = max_crawl_delay
+        self.crawl_delay: dict[str, float] = {}  # host -> robots.txt Crawl-delay for us
+        self.host_checked: dict[str, str | None] = {}  # host -> None (public) or an error reason
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.user_agent = user_agent
@@ -139,12 +145,13 @@ class _Fetcher:
         )
 
     async def _polite(self, host: str) -> None:
-        """Wait until `per_domain_delay` has passed since the last request to `host`."""
-        if self.per_domain_delay <= 0:
+        """Wait until the delay (ours, or the site's Crawl-delay if longer) has passed since the last request."""
+        delay = max(self.per_domain_delay, self.crawl_delay.get(host, 0.0))
+        if delay <= 0:
             return
         lock = self.host_locks.setdefault(host, asyncio.Lock())
         async with lock:
-            wait = self.host_last.get(host, 0.0) + self.per_domain_delay - time.monotonic()
+            wait = self.host_last.get(host, 0.0) + delay - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self.host_last[host] = time.monotonic()
@@ -184,12 +191,30 @@ class _Fetcher:
         lock = self.robots_locks.setdefault(origin, asyncio.Lock())
         async with lock:
             if origin not in self.robots:
-                self.robots[origin] = await self._load_robots(origin)
+                self.robots[origin] = rules = await self._load_robots(origin)
+                if not isinstance(rules, str):
+                    wanted = rules.crawl_delay(self.user_agent)
+                    if wanted:
+                        self.crawl_delay[urlsplit(origin).hostname or ""] = min(float(wanted), self.max_crawl_delay)
         rules = self.robots[origin]
         if isinstance(rules, str):
             raise _Stop(rules)
         if not rules.can_fetch(self.user_agent, url):
             raise _Stop("robots_disallowed")
+
+    async def _check_public(self, host: str, port: int) -> None:
+        """Refuse hosts that resolve to loopback, private, link-local or reserved addresses (SSRF)."""
+        if host not in self.host_checked:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError):
+                self.host_checked[host] = "connection_error"
+            else:
+                addresses = {ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos}
+                self.host_checked[host] = None if addresses and all(a.is_global for a in addresses) \
+                    else "private_address"
+        if self.host_checked[host]:
+            raise _Stop(self.host_checked[host])
 
     async def _load_robots(self, origin: str) -> RobotFileParser | str:
         parser = RobotFileParser()
@@ -239,6 +264,8 @@ class _Fetcher:
                 raise _Stop("redirect_loop")
             seen.add(current)
             result.final_url = current
+            if not self.allow_private:
+                await self._check_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
             if self.respect_robots:
                 await self._robots_allows(current)
 
@@ -290,11 +317,18 @@ def fetch_pages(
     user_agent: str = DEFAULT_USER_AGENT,
     respect_robots: bool = True,
     max_redirects: int = 5,
+    allow_private: bool = True,
+    max_crawl_delay: float = 30.0,
 ) -> list[FetchResult]:
-    """Fetch `urls` politely; one FetchResult per URL, in the same order. Never raises for a bad page."""
+    """Fetch `urls` politely; one FetchResult per URL, in the same order. Never raises for a bad page.
+
+    `allow_private=False` refuses hosts that resolve to non-public addresses (`private_address`): use it
+    for URLs from untrusted lists. A robots.txt Crawl-delay longer than `per_domain_delay` is obeyed,
+    up to `max_crawl_delay` seconds.
+    """
     options = dict(concurrency=concurrency, per_domain_delay=per_domain_delay, timeout=timeout,
                    max_bytes=max_bytes, user_agent=user_agent, respect_robots=respect_robots,
-                   max_redirects=max_redirects)
+                   max_redirects=max_redirects, allow_private=allow_private, max_crawl_delay=max_crawl_delay)
     coro_factory = lambda: _fetch_all(list(urls), **options)  # noqa: E731
     try:
         asyncio.get_running_loop()

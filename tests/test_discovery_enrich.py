@@ -117,7 +117,7 @@ def _add(**fields) -> int:
 
 
 def test_enrichment_flow_records_every_outcome_and_continues(server, configure):
-    configure(discovery_fetch_delay_seconds=0, discovery_fetch_timeout_seconds=1,
+    configure(discovery_fetch_delay_seconds=0, discovery_fetch_timeout_seconds=1, discovery_allow_private_addresses=True,
               discovery_fetch_max_bytes=50_000, discovery_enrich_chunk_size=3)
     server.expect_request("/robots.txt").respond_with_data("User-agent: *\nDisallow: /private\n")
     server.expect_request("/metrics").respond_with_data(GOOD_PAGE, content_type="text/html; charset=utf-8")
@@ -180,7 +180,7 @@ def test_enrichment_flow_records_every_outcome_and_continues(server, configure):
 
 
 def test_enrichment_does_not_take_an_address_already_used(server, configure):
-    configure(discovery_fetch_delay_seconds=0)
+    configure(discovery_fetch_delay_seconds=0, discovery_allow_private_addresses=True)
     server.expect_request("/robots.txt").respond_with_data("", status=404)
     server.expect_request("/p").respond_with_data("<html>mail owner@shop.example</html>", content_type="text/html")
     with session_scope() as session:
@@ -190,3 +190,12 @@ def test_enrichment_does_not_take_an_address_already_used(server, configure):
     with session_scope() as session:
         prospect = session.get(Prospect, pid)
         assert prospect.email is None and prospect.enrichment["emails"] == ["owner@shop.example"]
+
+
+def test_pages_on_private_addresses_are_refused_by_default(server, configure):
+    configure(discovery_fetch_delay_seconds=0)
+    server.expect_request("/internal").respond_with_data("<html>admin</html>", content_type="text/html")
+    pid = _add(email="x@intranet.example", domain="intranet.example", website=server.url_for("/internal"))
+    result = enrich_prospects(prospect_ids=[pid])
+    assert result["failures"] == [{"id": pid, "domain": "intranet.example", "error": "private_address"}]
+    assert server.log == []  # not even robots.txt was requested

@@ -125,3 +125,22 @@ def test_binary_garbage_served_as_html_is_a_decode_error(server):
                                                         content_type="text/html")
     [page] = fetch_pages([server.url_for("/garbage")], per_domain_delay=0)
     assert not page.ok and page.error == "decode_error" and page.text is None
+
+
+def test_private_addresses_refused_when_asked_and_crawl_delay_obeyed(server):
+    arrivals = []
+
+    def stamp(_request):
+        arrivals.append(time.monotonic())
+        return Response("<html>p</html>", content_type="text/html")
+
+    server.expect_request("/robots.txt").respond_with_data("User-agent: PartnerflowBot\nCrawl-delay: 1\n")
+    server.expect_request("/a").respond_with_handler(stamp)
+    server.expect_request("/b").respond_with_handler(stamp)
+    urls = [server.url_for("/a"), server.url_for("/b")]
+    refused = fetch_pages(urls + ["http://localhost:9/x", "http://10.1.2.3/"], per_domain_delay=0,
+                          allow_private=False)
+    assert [r.error for r in refused] == ["private_address"] * 4 and server.log == []
+    results = fetch_pages(urls, per_domain_delay=0)
+    assert all(r.ok for r in results)
+    assert len(arrivals) == 2 and abs(arrivals[1] - arrivals[0]) >= 0.9  # the site asked for 1 s
