@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 from docx import Document
+from docx.oxml.ns import qn
 from sqlmodel import select
 
 from partnerflow.config import get_settings
@@ -106,16 +107,6 @@ def _fill(text: str, fields: dict[str, str], where: str) -> str:
     return FIELD.sub(value, text)
 
 
-def _set_text(paragraph, text: str) -> None:
-    runs = paragraph.runs
-    if not runs:
-        paragraph.add_run(text)
-        return
-    runs[0].text = text
-    for run in runs[1:]:
-        run._r.getparent().remove(run._r)
-
-
 @dataclass
 class Rendered:
     document: bytes
@@ -135,52 +126,72 @@ def render_contract(fields: dict[str, str], *, partner_type: str, tier: str, cou
     doc = Document(io.BytesIO(raw))
     # Resolve every text first so a missing field stops us before any output exists.
     planned = []
-    for paragraph in doc.paragraphs:
-        if paragraph.text.strip() == CLAUSES_MARK:
-            planned.append((paragraph, None))
-        elif FIELD.search(paragraph.text):
-            planned.append((paragraph, _fill(paragraph.text, fields, template_name)))
+    body_element = doc.element.body
+    for p in body_element.iterchildren(qn("w:p")):
+        text = "".join(t.text or "" for t in p.iter(qn("w:t")))
+        if text.strip() == CLAUSES_MARK:
+            planned.append((p, None))
+        elif "{{" in text:
+            planned.append((p, _fill(text, fields, template_name)))
     clause_texts = [(c["title"], _fill(c["text"], fields, f"clause {c['id']}")) for c in clauses]
-    for paragraph, text in planned:
+    heading_proto, body_proto = _prototypes(doc)
+    heading_proto, body_proto = copy.deepcopy(heading_proto), copy.deepcopy(body_proto)
+    for p, text in planned:
         if text is not None:
-            _set_text(paragraph, text)
+            _replace_text(p, text)
             continue
-        anchor = paragraph
+        anchor = p
         for number, (title, body) in enumerate(clause_texts, start=4):
-            heading = copy.deepcopy(_heading_template(doc)._p)
-            anchor._p.addnext(heading)
-            heading_par = _paragraph_after(anchor)
-            _set_text(heading_par, f"{number}. {title}")
-            body_par = heading_par.insert_paragraph_before("")  # placeholder, moved below
-            heading_par._p.addnext(body_par._p)
-            _set_text(body_par, body)
-            body_par.style = doc.styles["Normal"]
-            anchor = body_par
-        paragraph._p.getparent().remove(paragraph._p)
+            for proto, line in ((heading_proto, f"{number}. {title}"), (body_proto, body)):
+                element = _copy_with_text(proto, line)
+                anchor.addnext(element)
+                anchor = element
+        p.getparent().remove(p)
     props = doc.core_properties
     props.title = f"{fields.get('company_name')} Partner Program Agreement"
     props.subject = fields.get("legal_name", "")
     props.version = fields.get("contract_version", "")
     props.keywords = f"partnerflow contract; version {fields.get('contract_version')}; template {template_name} sha256 {template_sha}"
-    doc.add_paragraph(f"Contract version {fields.get('contract_version')} · template {template_name} "
+    footer = _copy_with_text(body_proto, f"Contract version {fields.get('contract_version')} · template {template_name} "
                       f"(SHA-256 {template_sha[:16]}…) · clauses: {', '.join(c['id'] for c in clauses) or 'none'}")
+    list(body_element.iterchildren(qn("w:p")))[-1].addnext(footer)
     out = io.BytesIO()
     doc.save(out)
     data = out.getvalue()
     return Rendered(data, hashlib.sha256(data).hexdigest(), template_name, template_sha, [c["id"] for c in clauses])
 
 
-def _heading_template(doc):
-    for paragraph in doc.paragraphs:
-        if paragraph.style.name.startswith("Heading"):
-            return paragraph
-    return doc.paragraphs[0]
+def _style_id(p_element) -> str:
+    ppr = p_element.pPr
+    return ppr.pStyle.val if ppr is not None and ppr.pStyle is not None else ""
 
 
-def _paragraph_after(paragraph):
-    from docx.text.paragraph import Paragraph
+def _prototypes(doc):
+    """A heading paragraph and a body paragraph of the template, copied for clauses (no style lookups: they are slow)."""
+    heading = body = None
+    for p in doc.element.body.iterchildren(qn("w:p")):
+        style = _style_id(p)
+        if heading is None and style.startswith("Heading"):
+            heading = p
+        elif body is None and style == "" and FIELD.search("".join(t.text or "" for t in p.iter(qn("w:t")))):
+            body = p
+    return heading, body
 
-    return Paragraph(paragraph._p.getnext(), paragraph._parent)
+
+def _copy_with_text(proto, text: str):
+    return _replace_text(copy.deepcopy(proto), text)
+
+
+def _replace_text(element, text: str):
+    """Put `text` in the paragraph's first run and drop the other runs (keeps the first run's formatting)."""
+    runs = element.findall(qn("w:r"))
+    for run in runs[1:]:
+        element.remove(run)
+    texts = runs[0].findall(qn("w:t"))
+    texts[0].text = text
+    for extra in texts[1:]:
+        runs[0].remove(extra)
+    return element
 
 
 def generate_contract(partner_id: int, *, application_id: int | None = None,
