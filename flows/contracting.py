@@ -181,19 +181,23 @@ def contract_application(application_id: int) -> dict[str, Any]:
                 session.execute(update(Application).where(Application.id == application_id,
                                                           Application.status.in_(UNDECIDED))
                                 .values(status=ApplicationStatus.PENDING_REVIEW))
-            answer = _ask(app, findings, policy, settings.approval_timeout_seconds)
+            answer, terms, note = None, None, ""
+            for attempt in range(3):  # terms the reviewer typed that do not validate are asked for again
+                answer = _ask(app, findings, policy, settings.approval_timeout_seconds, note, attempt)
+                if answer is None or answer.decision != "approve":
+                    break
+                try:
+                    terms = terms_from_answer(answer, app.partner_type)
+                    break
+                except (ValueError, ArithmeticError) as exc:
+                    note = f"> **The commission terms were not accepted: {exc}**\n\n"
+                    answer = None
             if answer is None or answer.decision is None:
                 if record_decision(application_id, ApplicationStatus.EXPIRED, actor="timeout",
                                    note="nobody decided in time; not approved"):
                     _notify_team_timeout(app, settings.approval_timeout_seconds)
                 logger.warning("Application %s: no decision; not approved.", application_id)
             elif answer.decision == "approve":
-                try:
-                    terms = terms_from_answer(answer, app.partner_type)
-                except ValueError as exc:  # the reviewer's rate did not validate: fall back to asking nobody
-                    logger.error("Application %s: the reviewer's terms are invalid (%s); using the default.",
-                                 application_id, exc)
-                    terms = default_for(app.partner_type, answer.tier)
                 record_decision(application_id, ApplicationStatus.APPROVED, actor=f"reviewer:{answer.reviewer}",
                                 note=answer.note, decision={"tier": answer.tier, "terms": terms.model_dump(mode="json"),
                                                             "by": answer.reviewer})
@@ -212,11 +216,13 @@ def contract_application(application_id: int) -> dict[str, Any]:
     return result
 
 
-def _ask(app: Application, findings: list[dict[str, Any]], policy: dict[str, Any], timeout: int):
+def _ask(app: Application, findings: list[dict[str, Any]], policy: dict[str, Any], timeout: int, note: str = "",
+         attempt: int = 0):
     from partnerflow.tasks.approval import ask_person
 
-    return ask_person(ApprovalDecision, describe_for_reviewer(app, findings, policy), timeout_seconds=timeout,
-                      key=f"application-{app.id}-approval", approver_field="reviewer",
+    key = f"application-{app.id}-approval" + (f"-terms{attempt}" if attempt else "")
+    return ask_person(ApprovalDecision, note + describe_for_reviewer(app, findings, policy), timeout_seconds=timeout,
+                      key=key, approver_field="reviewer",
                       tier=policy.get("default_tier", "standard"))
 
 

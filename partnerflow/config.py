@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     onboarding_link_days: int = 30
     activation_nudge_days: int = 14
     activation_dormant_days: int = 60
+    partner_landing_url: str = "https://acme.example/"  # where /r/{tracking_code} redirects (with ?ref=code)
     # SaaS e-sign (B2): HTTP timeout, callback age window, reconcile wait, reminder/expiry sweeps.
     esign_timeout_seconds: float = 20.0
     dropbox_sign_test_mode: bool = False  # test_mode=1: requests are not legally binding nor billed

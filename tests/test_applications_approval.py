@@ -116,3 +116,15 @@ def test_nobody_answering_is_not_an_approval_and_the_team_is_told(configure, out
     with session_scope() as session:
         team = session.exec(select(Message).where(Message.kind == "approval_timeout")).one()
         assert team.to_email == "partners-team@acme.example" and team.status == "sent"
+
+
+def test_invalid_terms_from_the_reviewer_are_asked_for_again(outbox):
+    app_id = _apply()
+    run_answering(contract_application, {"application_id": app_id}, [
+        {"decision": "approve", "commission_rate": "lots", "reviewer": "Dana"},
+        {"decision": "approve", "commission_flat_minor": 2500, "reviewer": "Dana"},
+    ], flow_name="contract-application")
+    app, partner, contracts, _, _ = _state(app_id)
+    assert app.status == "approved"
+    assert partner.commission_terms["kind"] == "flat" and partner.commission_terms["flat_minor"] == 2500
+    assert contracts[0].commission_terms == partner.commission_terms

@@ -167,3 +167,16 @@ def _conversion(partner_id: int, when) -> dict:
 @pytest.mark.parametrize("country,kind", [("US", "W-9"), ("DE", "W-8BEN"), ("PR", "W-9"), ("GB", "W-8BEN")])
 def test_tax_form_by_country(country, kind):
     assert ob.tax_form_kind(country) == kind
+
+
+def test_tracking_link_redirects_and_counts_as_activity(configure):
+    configure(partner_landing_url="https://shop.example/start?utm_source=partners")
+    partner_id, contract_id = _signed_contract()
+    code = onboard_partner(contract_id)["tracking_code"]
+    client = TestClient(create_app())
+    response = client.get(f"/r/{code}", follow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["location"] == f"https://shop.example/start?utm_source=partners&ref={code}"
+    with session_scope() as session:
+        assert session.get(Partner, partner_id).last_activity_at is not None
+    assert client.get("/r/unknown-code", follow_redirects=False).status_code == 302

@@ -174,3 +174,27 @@ async def onboarding_submit(token: str, request: Request) -> HTMLResponse:
     with session_scope() as session:
         masked = session.get(Partner, saved.partner_id).payout_details_masked
     return page("Thank you", f"<p>Saved: {escape(saved.tax_form_masked or '')}; payouts to {escape(masked or '')}.</p>")
+
+
+# --- tracking link ----------------------------------------------------------------------------------
+
+@router.get("/r/{code}")
+def tracking_redirect(code: str):
+    """A partner's tracking link: note the activity (at most once a minute per partner) and redirect with ?ref=."""
+    from datetime import timedelta
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    from fastapi.responses import RedirectResponse
+    from sqlalchemy import or_, update
+
+    now = utcnow()
+    with session_scope() as session:
+        known = session.execute(
+            update(Partner).where(Partner.tracking_code == code,
+                                  or_(Partner.last_activity_at.is_(None),
+                                      Partner.last_activity_at < now - timedelta(minutes=1)))
+            .values(last_activity_at=now)).rowcount
+    target = urlsplit(get_settings().partner_landing_url)
+    query = "&".join(q for q in (target.query, urlencode({"ref": code})) if q)
+    del known  # unknown codes still reach the landing page; attribution happens at conversion intake
+    return RedirectResponse(urlunsplit(target._replace(query=query)), status_code=302)
