@@ -1,4 +1,4 @@
-"""E-signature providers: builtin (our signing page), dropbox_sign, docusign."""
+"""E-signature providers: builtin (our signing page), dropbox_sign, docusign, documenso."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ def get_esign_provider(name: str | None = None) -> SignatureProvider:
         from partnerflow.providers.esign.docusign import DocuSignProvider
 
         return DocuSignProvider()
+    if name == "documenso":
+        from partnerflow.providers.esign.documenso import DocumensoProvider
+
+        return DocumensoProvider()
     raise ConfigError(f"PARTNERFLOW_ESIGN_PROVIDER={name!r} is not a known choice; use one of: {', '.join(ESIGN_PROVIDERS)}.")
 
 
