@@ -146,7 +146,8 @@ def compute_period(terms: CommissionTerms, rows: list[Row], *, first_purchase: d
             else:
                 start, end = running_volume, running_volume + volume_here
                 earned = _marginal(terms, start, end)  # in terms.currency
-                exact = amount * (earned / volume_here) if volume_here else Decimal(0)
+                # Earned in the terms' currency; no division (earned/volume*amount would blur exact ties).
+                exact = _convert_exact(earned, terms.currency, r.currency, r.occurred_at, fx)
                 rule = "marginal tiers"
             if r.kind in ("sale", "recurring"):
                 running_volume += volume_here
@@ -331,8 +332,8 @@ def _compute_chunk(session: Session, todo: dict[int, set[str]], now: datetime, s
                 })
             elif r.commission_status == "pending" and r.commission_minor != res.amount_minor:
                 updates.append({"cid": r.commission_id, "amount": res.amount_minor, "rule_": res.rule})
-    if inserts:
-        session.execute(insert(Commission), inserts)
+    if inserts:  # Core executemany: the ORM's bulk path costs more than the insert itself
+        session.connection().execute(Commission.__table__.insert(), inserts)
     if updates:
         session.execute(
             update(Commission.__table__).where(and_(Commission.__table__.c.id == bindparam("cid"),

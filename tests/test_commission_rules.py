@@ -53,6 +53,9 @@ def test_tier_applied_to_the_whole_month_or_to_the_marginal_part():
     assert amounts({"kind": "tiered", "tiers": tiers, "tier_mode": "whole"}, conv) == [16000, 8000]
     # marginal: 80000*10% ; then 20000*10% + 20000*20%
     assert amounts({"kind": "tiered", "tiers": tiers, "tier_mode": "marginal"}, conv) == [8000, 6000]
+    # an exact tie stays a tie: 10*0.1 + 5*0.3 = 2.5 -> 2 (found by hypothesis: dividing blurred it to 3)
+    tie = [{"from_volume_minor": 0, "rate": "0.1"}, {"from_volume_minor": 10, "rate": "0.3"}]
+    assert amounts({"kind": "tiered", "tiers": tie, "tier_mode": "marginal"}, rows(15)) == [2]
 
 
 def test_product_and_category_overrides():
