@@ -394,6 +394,8 @@ def _update(p: Prospect, c: Candidate, domain: str, source: str) -> bool:
             extra[key] = value
     if extra != (p.extra or {}):
         changes["extra"] = extra
+    if "website" in changes:
+        changes["enriched_at"] = None  # a new site: enrich it again on the next run
     if changes and source:
         changes["source"] = source
     for name, value in changes.items():

@@ -61,6 +61,7 @@ def test_reimport_updates_instead_of_duplicating(tmp_path):
     assert len(people) == first["created"] + 1
     priya = people["priya@metricsmondays.example"]
     assert priya.audience_size == 60000 and priya.name == "Priya Raman" and priya.source == "update"
+    assert priya.website == "https://www.metricsmondays.example/newsletter" and priya.enriched_at is None
     assert people["grace@chartcrafters.example"].company == "Chart Crafters"
 
 
