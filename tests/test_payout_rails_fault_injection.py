@@ -137,3 +137,36 @@ def test_paypal_sigkill_then_rerun_pays_every_partner_exactly_once(paypal, kill_
         assert p.status == "paid"
     assert len(paypal.items()) == N_PARTNERS
     assert _batch_status(batch_id) == "paid"
+
+
+@pytest.mark.parametrize("kill_at", ["after_accept:2", "after_accept:6"])
+def test_sepa_sigkill_then_rerun_puts_every_partner_in_the_bank_files_once(configure, tmp_path, kill_at):
+    from lxml import etree
+
+    from partnerflow.providers.payout.sepa import NS, end_to_end_id, validate_pain001
+
+    configure(payout_rail="sepa", sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001",
+              sepa_output_dir=tmp_path / "sepa")
+    partners = [make_partner(i, payout_method="sepa", currency="EUR",
+                             terms={"kind": "percentage", "rate": "0.10", "lock_days": 30, "currency": "EUR"},
+                             payout_details_encrypted=encrypt(json.dumps({"iban": "DE89370400440532013000"})))
+                for i in range(1, N_PARTNERS + 1)]
+    add_conversions([{"partner_id": p, "amount_minor": 10000 + 37 * p, "currency": "EUR", "external_id": f"e{p}"}
+                     for p in partners])
+    compute_commissions(now=after_lock())
+    batch_id = engine.build_batch(after_lock())
+    engine.decide_batch(batch_id, approve=True, actor="test")
+    killed = _run(batch_id, kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert _run(batch_id, None).returncode == 0
+    payouts = _payouts(batch_id)
+    in_files: list[tuple[str, str]] = []
+    for path in sorted((tmp_path / "sepa").glob("pain001-*.xml")):
+        validate_pain001(path.read_bytes())
+        doc = etree.parse(str(path)).getroot()
+        for tx in doc.iterfind(".//p:CdtTrfTxInf", {"p": NS}):
+            in_files.append((tx.findtext("p:PmtId/p:EndToEndId", namespaces={"p": NS}),
+                             tx.findtext("p:Amt/p:InstdAmt", namespaces={"p": NS})))
+    expected = sorted((end_to_end_id(p.idempotency_key), str(Decimal(p.amount_minor).scaleb(-2))) for p in payouts)
+    assert sorted(in_files) == expected  # every payout in exactly one bank file, with its exact amount
+    assert all(p.status == "processing" for p in payouts) and len(payouts) == N_PARTNERS
