@@ -58,7 +58,7 @@ def sent(outbox) -> list[Message]:
 
 def rows(model):
     with session_scope() as session:
-        return list(session.exec(select(model)).all())
+        return list(session.exec(select(model).order_by(model.id)).all())
 
 
 def event(message: Message, kind: str, event_id: str, **extra) -> dict:
