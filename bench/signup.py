@@ -179,6 +179,7 @@ def throughput(contracts: int) -> dict:
         session.add(partner)
         session.flush()
         partner_id = partner.id
+    generate_contract(partner_id)  # warm-up: first imports (audit's Prefect runtime lookup), caches
     started = time.perf_counter()
     for _ in range(contracts):
         generate_contract(partner_id)

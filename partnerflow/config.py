@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     activation_nudge_days: int = 14
     activation_dormant_days: int = 60
     partner_landing_url: str = "https://acme.example/"  # where /r/{tracking_code} redirects (with ?ref=code)
+    # Countersignature (builtin signing only): when set and the approval policy's `countersign` rule matches,
+    # the company signer signs after the partner, and only then is the contract signed.
+    company_signer_name: str = ""
+    company_signer_email: str = ""
     # SaaS e-sign (B2): HTTP timeout, callback age window, reconcile wait, reminder/expiry sweeps.
     esign_timeout_seconds: float = 20.0
     dropbox_sign_test_mode: bool = False  # test_mode=1: requests are not legally binding nor billed

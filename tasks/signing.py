@@ -31,6 +31,28 @@ def signature_key(contract_id: int) -> str:
     return f"contract:{contract_id}:sign"
 
 
+def countersign_key(contract_id: int) -> str:
+    return f"contract:{contract_id}:countersign"
+
+
+def needs_countersign(partner: Partner, provider: str) -> bool:
+    """The approval policy's `countersign` rule, for builtin signing with a company signer configured."""
+    from partnerflow.flows.contracting import load_policy
+
+    settings = get_settings()
+    if provider != "builtin" or not settings.company_signer_email:
+        return False
+    rule = load_policy().get("countersign") or {}
+    return partner.partner_type in (rule.get("partner_types") or []) or partner.tier in (rule.get("tiers") or [])
+
+
+def signing_base(contract: Contract, row: SignatureRequest) -> bytes:
+    """The document a signer signs: the contract, or for the countersignature the partner-signed copy."""
+    if row.idempotency_key == countersign_key(contract.id) and contract.signed_path:
+        return (get_settings().documents_dir / contract.signed_path).read_bytes()
+    return contract_document(contract)
+
+
 def contract_document(contract: Contract) -> bytes:
     path = get_settings().documents_dir / contract.document_path
     if not path.exists():
@@ -41,9 +63,9 @@ def contract_document(contract: Contract) -> bytes:
     return data
 
 
-def _ensure_row(contract_id: int, provider_name: str) -> int:
+def _ensure_row(contract_id: int, provider_name: str, *, countersign: bool = False) -> int:
     settings = get_settings()
-    key = signature_key(contract_id)
+    key = countersign_key(contract_id) if countersign else signature_key(contract_id)
     with session_scope() as session:
         existing = session.exec(select(SignatureRequest).where(SignatureRequest.idempotency_key == key)).first()
         if existing:
@@ -52,9 +74,11 @@ def _ensure_row(contract_id: int, provider_name: str) -> int:
         if contract is None:
             raise SigningError(f"contract {contract_id} does not exist")
         partner = session.get(Partner, contract.partner_id)
+        signer_name, signer_email = ((settings.company_signer_name or settings.company_name, settings.company_signer_email)
+                                     if countersign else (partner.contact_name or partner.legal_name, partner.email))
         row = SignatureRequest(
             contract_id=contract_id, idempotency_key=key, provider=provider_name,
-            signer_name=partner.contact_name or partner.legal_name, signer_email=partner.email,
+            signer_name=signer_name, signer_email=signer_email,
             expires_at=utcnow() + timedelta(days=settings.signing_expiry_days))
         session.add(row)
         try:
@@ -63,7 +87,7 @@ def _ensure_row(contract_id: int, provider_name: str) -> int:
             session.rollback()
             return session.exec(select(SignatureRequest).where(SignatureRequest.idempotency_key == key)).one().id
         audit(session, actor="system", action="signature.requested", subject_type="contract", subject_id=contract_id,
-              details={"signature_request_id": row.id, "provider": provider_name})
+              details={"signature_request_id": row.id, "provider": provider_name, "countersign": countersign})
         return row.id
 
 
@@ -96,6 +120,24 @@ def request_signature(contract_id: int) -> SignatureRequest:
         return session.get(SignatureRequest, row_id)
 
 
+def request_countersignature(contract_id: int) -> SignatureRequest:
+    """The company signer's request (builtin), sent once after the partner signed."""
+    from partnerflow.providers.esign.builtin import BuiltinSigning
+
+    settings = get_settings()
+    row_id = _ensure_row(contract_id, "builtin", countersign=True)
+    with session_scope() as session:
+        row = session.get(SignatureRequest, row_id)
+        if row.status not in OPEN_STATUSES:
+            return row
+        partner = session.get(Partner, session.get(Contract, contract_id).partner_id)
+        legal_name = partner.legal_name
+    BuiltinSigning().send(row_id, document=b"", filename="", title=f"Countersign: {legal_name} partner agreement",
+                          message=f"{legal_name} has signed; please countersign for {settings.company_name}.")
+    with session_scope() as session:
+        return session.get(SignatureRequest, row_id)
+
+
 def _store_signed(contract_id: int, signed_document: bytes, filename: str) -> tuple[str, str]:
     digest = hashlib.sha256(signed_document).hexdigest()
     safe = Path(filename).name or "signed"
@@ -118,6 +160,9 @@ def complete_signature(signature_request_id: int, *, signed_document: bytes, fil
         if row.status not in OPEN_STATUSES:
             return False
         contract_id = row.contract_id
+        is_partner = row.idempotency_key == signature_key(contract_id)
+        contract = session.get(Contract, contract_id)
+        countersign_next = is_partner and needs_countersign(session.get(Partner, contract.partner_id), row.provider)
     relative, digest = _store_signed(contract_id, signed_document, filename)
     now = utcnow()
     with session_scope() as session:
@@ -131,15 +176,21 @@ def complete_signature(signature_request_id: int, *, signed_document: bytes, fil
         if not won:
             session.rollback()
         else:
-            session.execute(update(Contract).where(Contract.id == contract_id)
-                            .values(status=ContractStatus.SIGNED, signed_path=relative, signed_sha256=digest,
-                                    signed_at=now))
+            # Awaiting the countersignature the contract stays "sent"; signed_path holds the partner-signed copy.
+            values = dict(signed_path=relative, signed_sha256=digest)
+            if not countersign_next:
+                values.update(status=ContractStatus.SIGNED, signed_at=now)
+            session.execute(update(Contract).where(Contract.id == contract_id).values(**values))
             contract = session.get(Contract, contract_id)
             partner_id = contract.partner_id
-            audit(session, actor=actor, action="contract.signed", subject_type="contract", subject_id=contract_id,
+            action = "contract.partner_signed" if countersign_next else "contract.signed"
+            audit(session, actor=actor, action=action, subject_type="contract", subject_id=contract_id,
                   details={"signature_request_id": signature_request_id, "signed_sha256": digest,
                            **{k: v for k, v in evidence.items() if isinstance(v, (str, int, float, bool, type(None)))}})
     if not won:  # another caller completed it first; its file (same name if same bytes) stays
         return False
+    if countersign_next:
+        request_countersignature(contract_id)
+        return True
     emit(CONTRACT_SIGNED, "contract", contract_id, {"contract_id": contract_id, "partner_id": partner_id})
     return True

@@ -106,3 +106,33 @@ def test_voided_request_is_refused(outbox):
         stored.status = "voided"
         session.add(stored)
     assert TestClient(create_app()).post(path, data={"signer_name": "Nora Wind", "consent": "yes"}).status_code == 410
+
+
+def test_company_countersigns_after_the_partner_when_policy_requires(configure, outbox):
+    configure(company_signer_name="Casey Counter", company_signer_email="casey@acme.example")
+    partner_id = approved_partner(partner_type="reseller")  # the default policy countersigns resellers
+    contract = generate_contract(partner_id)
+    request_signature(contract.id)
+    client = TestClient(create_app())
+    partner_link = link(outbox, "/sign/")
+    assert client.post(partner_link, data={"signer_name": "Nora Wind", "consent": "yes"}).status_code == 200
+    with session_scope() as session:
+        assert session.get(Contract, contract.id).status == "sent"  # not signed until countersigned
+        rows = session.exec(select(SignatureRequest).order_by(SignatureRequest.id)).all()
+        assert [(r.signer_email, r.status) for r in rows] == [("nora@northwind.example", "signed"),
+                                                              ("casey@acme.example", "sent")]
+        assert not session.exec(select(AuditLog).where(AuditLog.action == "contract.signed")).all()
+    to_company = [m for m in mails(outbox) if m["To"] == "casey@acme.example"]
+    assert len(to_company) == 1
+    import re
+
+    company_link = re.search(r"https?://[^/\s]+(/sign/[A-Za-z0-9_\-]+)", to_company[0].get_body(("plain",)).get_content()).group(1)
+    assert company_link != partner_link
+    assert client.post(company_link, data={"signer_name": "Casey Counter", "consent": "yes"}).status_code == 200
+    with session_scope() as session:
+        done = session.get(Contract, contract.id)
+        assert done.status == "signed"
+        assert len(session.exec(select(AuditLog).where(AuditLog.action == "contract.signed")).all()) == 1
+    signed_doc = Document(io.BytesIO((get_settings().documents_dir / done.signed_path).read_bytes()))
+    cells = [c.text for t in signed_doc.tables for r in t.rows for c in r.cells]
+    assert "Nora Wind" in cells and "Casey Counter" in cells  # both certificates

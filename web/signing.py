@@ -81,7 +81,7 @@ def signing_page(token: str) -> HTMLResponse:
 @router.post("/sign/{token}", response_class=HTMLResponse)
 async def sign(token: str, request: Request) -> HTMLResponse:
     from partnerflow.providers.esign.builtin import signed_copy
-    from partnerflow.tasks.signing import complete_signature, contract_document
+    from partnerflow.tasks.signing import complete_signature, signing_base
 
     form = await request.form()
     row, contract, partner, error = _open_request(token)
@@ -95,13 +95,13 @@ async def sign(token: str, request: Request) -> HTMLResponse:
         errors["consent"] = "Tick the box to consent to signing electronically."
     if errors:
         return page("Sign your partner agreement", _sign_form(token, row, contract, errors, name), 422)
-    document = contract_document(contract)  # refuses a document whose hash changed since it was sent
+    document = signing_base(contract, row)  # refuses a contract whose hash changed since it was sent
     ip, user_agent = _client(request)
     evidence = {"signer_name": name, "signer_email": row.signer_email, "signed_at": utcnow().isoformat(),
                 "ip": ip, "user_agent": user_agent, "consent": CONSENT,
                 "document_sha256": hashlib.sha256(document).hexdigest(), "signature_request_id": row.id}
     done = complete_signature(row.id, signed_document=signed_copy(document, evidence),
-                              filename=f"contract-{contract.id}-signed.docx", evidence=evidence,
+                              filename=f"contract-{contract.id}-signed-{row.id}.docx", evidence=evidence,
                               actor=f"signer:{row.signer_email}")
     if not done:
         return page("Already signed", "<p>This agreement was already signed. Thank you.</p>")
