@@ -464,7 +464,10 @@ def enrich_batch(prospect_ids: list[int]) -> list[dict[str, Any]]:
                             error=result.error, elapsed_ms=result.elapsed_ms, encoding=result.encoding,
                             notes=result.notes)
                 if result.ok:
-                    page.update(enrich.extract(result.text or "", result.final_url or result.url))
+                    try:
+                        page.update(enrich.extract(result.text or "", result.final_url or result.url))
+                    except Exception as exc:  # one odd page must not cost the chunk its results
+                        page["error"] = f"extract_error:{type(exc).__name__}"
             found = _own_email(prospect, page.get("emails") or [], taken)
             if found:
                 prospect.email = found

@@ -199,3 +199,25 @@ def test_pages_on_private_addresses_are_refused_by_default(server, configure):
     result = enrich_prospects(prospect_ids=[pid])
     assert result["failures"] == [{"id": pid, "domain": "intranet.example", "error": "private_address"}]
     assert server.log == []  # not even robots.txt was requested
+
+
+def test_a_page_the_extractor_chokes_on_is_recorded_and_the_rest_scored(server, configure, monkeypatch):
+    from partnerflow.tasks import discovery, enrich
+
+    configure(discovery_fetch_delay_seconds=0, discovery_allow_private_addresses=True)
+    server.expect_request("/robots.txt").respond_with_data("", status=404)
+    server.expect_request("/ok").respond_with_data(GOOD_PAGE, content_type="text/html")
+    server.expect_request("/odd").respond_with_data("<html>odd</html>", content_type="text/html")
+    real = enrich.extract
+
+    def picky(html, url):
+        if url.endswith("/odd"):
+            raise RecursionError("pathological nesting")
+        return real(html, url)
+
+    monkeypatch.setattr(enrich, "extract", picky)
+    ok = _add(email="a@ok.example", domain="ok.example", website=server.url_for("/ok"))
+    odd = _add(email="b@odd.example", domain="odd.example", website=server.url_for("/odd"))
+    rows = {r["id"]: r for r in discovery.enrich_batch([ok, odd])}
+    assert rows[odd]["error"] == "extract_error:RecursionError" and rows[ok]["error"] is None
+    assert rows[ok]["score"] > rows[odd]["score"]
