@@ -268,3 +268,30 @@ def test_deployments_include_hourly_sender():
     found = {d.name: d for d in deployments()}
     assert set(found) == {"send-due-outreach", "load-sequences", "enroll-prospects"}
     assert found["send-due-outreach"].schedules[0].schedule.cron == "5 * * * *"
+
+
+def test_html_is_autoescaped_and_text_part_always_present(outbox):
+    load_sequence_files()
+    with session_scope() as session:
+        session.add(Prospect(email="x@example.com", name="<script>alert(1)</script>", company="A&B"))
+    outreach.enroll(now=MONDAY_NOON)
+    outreach.send_due(now=MONDAY_NOON)
+    [mail] = eml_files(outbox)
+    html = mail.get_body(("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<script>alert(1)</script>" in mail.get_body(("plain",)).get_content()
+
+
+def test_step_condition_false_skips_the_step(seq_root, outbox):
+    spec = seq_root / "partner-recruitment" / "sequence.yaml"
+    spec.write_text(spec.read_text().replace('condition: "prospect.score >= 0"', 'condition: "prospect.score >= 50"'))
+    load_sequence_files(seq_root)
+    with session_scope() as session:
+        session.add(Prospect(email="low@example.com", score=10))
+        session.add(Prospect(email="high@example.com", score=80))
+    outreach.enroll(now=MONDAY_NOON)
+    for days in (0, 3.01, 7.02, 8):
+        outreach.send_due(now=MONDAY_NOON + timedelta(days=days))
+    sent = [m["To"] for m in eml_files(outbox)]
+    assert sent.count("high@example.com") == 3 and sent.count("low@example.com") == 2
+    assert {e.status for e in enrollments()} == {"completed"}
