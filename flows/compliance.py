@@ -345,6 +345,8 @@ def _report(run: ComplianceRun, totals: dict, previous: ComplianceRun | None) ->
     with session_scope() as session:
         active = session.exec(select(Finding).where(Finding.status.in_(FindingStatus.ACTIVE))).all()
     by_kind = Counter((f.kind, f.severity) for f in active)
+    opened = set(totals["opened"])
+    new_by_kind = Counter((f.kind, f.severity) for f in active if f.id in opened)
     lines = [f"# Compliance report — run {run.id} ({run.scope})", "",
              f"- partners checked: **{totals['partners']}**",
              f"- pages: {totals['pages']} ({totals['pages_read']} read, {totals['could_not_check']} could not be checked)",
@@ -352,8 +354,9 @@ def _report(run: ComplianceRun, totals: dict, previous: ComplianceRun | None) ->
              f"- new findings: **{len(totals['opened'])}**, still open: {len(set(totals['updated']))}, "
              f"resolved: {len(totals['resolved'])}, seen again but dismissed: {len(set(totals['suppressed']))}",
              f"- automatic actions: {totals['auto'] or 'none'}; sent for review: partners {totals['review'] or 'none'}", "",
-             "## Open findings by kind and severity", "", "| kind | severity | open |", "|---|---|---|"]
-    lines += [f"| {k} | {s} | {n} |" for (k, s), n in sorted(by_kind.items())] or ["| – | – | 0 |"]
+             "## Open findings by kind and severity", "", "| kind | severity | open | new this run |", "|---|---|---|---|"]
+    lines += [f"| {k} | {s} | {n} | {new_by_kind.get((k, s), 0)} |" for (k, s), n in sorted(by_kind.items())] \
+        or ["| – | – | 0 | 0 |"]
     lines += ["", "## Changes since the last run"]
     if previous is None:
         lines.append("First run.")

@@ -215,5 +215,6 @@ def test_report_artifact_counts_changes_since_last_run():
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["compliance-report"])))
     latest = max(arts, key=lambda a: a.created)
     assert "partners checked: **1**" in latest.data and "Changes since the last run" in latest.data
+    assert "| fraud | high | 1 | 0 |" in latest.data
     assert "had 1 open finding(s); now 1 (+0)" in latest.data
     assert pid
