@@ -35,13 +35,9 @@ def poll_paypal(*, rail=None, limit: int = 1000) -> dict[str, int]:
     for payout_id, key, ref, batch_id in rows:
         try:
             status = rail.status(ref, key)
-        except RetryableError as exc:
+        except (RetryableError, PermanentError) as exc:  # unknown is never read as failed: that could pay twice
             log.warning("PayPal status for payout %s unknown for now: %s", payout_id, exc.reason)
             counts["unknown"] += 1
-            continue
-        except PermanentError as exc:
-            mark_payout_failed(payout_id, exc.reason, actor="paypal")
-            counts["failed"] += 1
             continue
         if status.state == "paid":
             mark_payout_paid(payout_id, ref, actor="paypal")  # the batch id: lookups need it

@@ -178,3 +178,10 @@ def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal
     again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
     assert again["status"] == "paid" and again["paid"] == 2
     assert len(paypal.items()) == 2  # nobody paid twice
+
+
+def test_a_batch_paypal_does_not_know_is_never_read_as_failed(paypal):
+    partner = make_partner(1, method="paypal", currency="USD")
+    payout_id = make_payout(partner, rail="paypal", currency="USD", status="processing", provider_ref="NOSUCHBATCH")
+    assert poll_paypal(rail=PayPalRail()) == {"unknown": 1}
+    assert payout_row(payout_id).status == "processing"  # left for a person, never given back to the balance

@@ -233,3 +233,14 @@ def test_reconcile_flow_and_cli_apply_a_bank_report(sepa, tmp_path):
     assert payout_row(second).status == "paid" and payout_row(second).provider_ref == "REF9"
     bad = CliRunner().invoke(app, ["bank-report", str(tmp_path / "missing.xml")])
     assert bad.exit_code == 1 and "cannot read" in bad.output
+
+
+def test_an_index_entry_left_by_a_crash_before_its_file_does_not_block_the_payment(sepa):
+    index = sepa_dir() / "index"
+    index.mkdir(parents=True)
+    (index / "payout-1").write_text("pain001-PFnever-written.xml")  # died before the rename
+    result = sepa.pay(instruction(1, 100))
+    assert result.provider_ref.startswith("pain001-PF") and "never" not in result.provider_ref
+    [path] = files()
+    assert text(etree.parse(str(path)).getroot(), ".//p:EndToEndId") == ["payout-1"]
+    assert sepa.pay(instruction(1, 100)) == result and len(files()) == 1

@@ -178,7 +178,9 @@ class PayPalRail:
         """Where PayPal's payout batch (and our item in it) stands."""
         response = self._call("GET", f"/v1/payments/payouts/{payout_batch_id}", what="PayPal payout status")
         if response.status_code == 404:
-            raise PermanentError(f"PayPal has no payout batch {payout_batch_id}")
+            # Never read as "failed": a wrong API host (sandbox vs live) would give money back to balances
+            # that PayPal has paid. Unknown, for a person to look at.
+            raise AmbiguousError(f"PayPal has no payout batch {payout_batch_id} (is PARTNERFLOW_PAYPAL_API_HOST right?)")
         if response.status_code != 200:
             raise RetryableError(f"PayPal payout status: HTTP {response.status_code}")
         body = response.json()

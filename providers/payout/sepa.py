@@ -3,8 +3,8 @@
 The file is the effect, so it is written exactly once per payout:
 - each payment's EndToEndId is derived from the payout's idempotency key, and the file's MsgId from
   the batch and its payouts, so a re-run produces the same identifiers;
-- before writing, every file already in the folder is scanned for those EndToEndIds: a payout that
-  is already in a file is reported "processing" with that file, never written into a second one;
+- an index (one entry per EndToEndId) says which file already carries a payment: a payout that is
+  already in a file is reported "processing" with that file, never written into a second one;
 - files are written to a temporary name and renamed (atomic), under a folder lock, so a crash
   leaves either the whole file or none, and two workers cannot write the same payment twice.
 
@@ -39,7 +39,6 @@ from partnerflow.providers.errors import PermanentError, ProviderError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
 
 NS = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
-_E2E_IN_FILE = re.compile(rb"<(?:\w+:)?EndToEndId>([^<]+)</(?:\w+:)?EndToEndId>")
 # EPC's SEPA character set (Latin basic); anything else is transliterated or dropped.
 _NOT_SEPA = re.compile(r"[^A-Za-z0-9/\-?:().,'+ ]")
 
@@ -196,13 +195,27 @@ def _folder_lock(folder: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def files_by_end_to_end_id(folder: Path) -> dict[str, str]:
-    """EndToEndId -> file name, for every pain.001 file already written."""
-    found: dict[str, str] = {}
-    for path in sorted(folder.glob("pain001-*.xml")):
-        for match in _E2E_IN_FILE.finditer(path.read_bytes()):
-            found.setdefault(match.group(1).decode(), path.name)
-    return found
+def written_in(folder: Path, e2e: str) -> str | None:
+    """The file that already carries this payment, if any.
+
+    An index entry (index/<EndToEndId> -> file name) is written BEFORE its file is renamed into
+    place, and only counts once that file exists: a crash in between leaves an entry for a file
+    that is not there, which is ignored, so the payment is written (once) on the next run.
+    """
+    try:
+        name = (folder / "index" / e2e).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return name if (folder / name).exists() else None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def write_file(batch_ref: str, payments: list[SepaPayment], *, now: datetime | None = None) -> dict[str, str]:
@@ -217,8 +230,8 @@ def write_file(batch_ref: str, payments: list[SepaPayment], *, now: datetime | N
     debtor_bic = check_bic(settings.sepa_debtor_bic)
     folder = sepa_dir()
     with _folder_lock(folder):
-        existing = files_by_end_to_end_id(folder)
-        new = [p for p in payments if p.end_to_end_id not in existing]
+        existing = {p.end_to_end_id: written_in(folder, p.end_to_end_id) for p in payments}
+        new = [p for p in payments if existing[p.end_to_end_id] is None]
         if new:
             msg_id = message_id(batch_ref, [p.end_to_end_id for p in new])
             xml = build_pain001(new, msg_id=msg_id, created_at=now or datetime.now(timezone.utc),
@@ -226,13 +239,11 @@ def write_file(batch_ref: str, payments: list[SepaPayment], *, now: datetime | N
                                 debtor_bic=debtor_bic)
             validate_pain001(xml)
             name = f"pain001-{msg_id}.xml"
-            tmp = folder / f".{name}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(xml)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, folder / name)
-            existing.update({p.end_to_end_id: name for p in new})
+            (folder / "index").mkdir(exist_ok=True)
+            for p in new:  # index first, file last: see written_in()
+                _write_atomically(folder / "index" / p.end_to_end_id, name.encode())
+                existing[p.end_to_end_id] = name
+            _write_atomically(folder / name, xml)
     return {p.end_to_end_id: existing[p.end_to_end_id] for p in payments}
 
 
@@ -345,5 +356,5 @@ class SepaRail:
 
     def lookup(self, idempotency_key: str) -> RailResult | None:
         e2e = end_to_end_id(idempotency_key)
-        name = files_by_end_to_end_id(sepa_dir()).get(e2e)
+        name = written_in(sepa_dir(), e2e)
         return RailResult(status="processing", provider_ref=f"{name}#{e2e}") if name else None
