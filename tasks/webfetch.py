@@ -206,7 +206,10 @@ class _Fetcher:
         """Refuse hosts that resolve to loopback, private, link-local or reserved addresses (SSRF)."""
         if host not in self.host_checked:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                infos = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), self.timeout)
+            except asyncio.TimeoutError:
+                self.host_checked[host] = "timeout"
             except (OSError, UnicodeError):
                 self.host_checked[host] = "connection_error"
             else:
