@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from partnerflow.models.types import UTCDateTime, utcnow
@@ -36,6 +36,9 @@ class Conversion(SQLModel, table=True):
 
 
 class Commission(SQLModel, table=True):
+    # A partner's open balance (status payable, no payout yet) is read and attached by this index.
+    __table_args__ = (Index("ix_commission_partner_status_payout", "partner_id", "status", "payout_id"),)
+
     id: int | None = Field(default=None, primary_key=True)
     conversion_id: int = Field(foreign_key="conversion.id", index=True, unique=True)
     partner_id: int = Field(foreign_key="partner.id", index=True)
