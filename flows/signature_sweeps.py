@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from sqlalchemy import update
 from sqlmodel import select
 
@@ -184,12 +185,38 @@ def finish_stored_completions(now: datetime | None = None) -> int:
     return done
 
 
+@task(name="poll-unsigned", retries=2, retry_delay_seconds=30)
+def poll_unsigned(now: datetime | None = None, limit: int = 200) -> int:
+    """Ask the SaaS provider about requests unsigned `esign_poll_after_hours` after sending, in case
+    every callback was lost (wrong URL, provider gave up); a signed one is completed as if called back."""
+    from partnerflow.providers.esign.saas import complete_from_provider
+
+    cutoff = (now or utcnow()) - timedelta(hours=get_settings().esign_poll_after_hours)
+    with session_scope() as session:
+        rows = session.exec(select(SignatureRequest)
+                            .where(SignatureRequest.status == "sent",
+                                   SignatureRequest.provider.in_(("dropbox_sign", "docusign", "documenso")),
+                                   SignatureRequest.provider_request_id.is_not(None),
+                                   SignatureRequest.created_at <= cutoff)
+                            .order_by(SignatureRequest.id).limit(limit)).all()
+    completed = 0
+    for row in rows:
+        try:
+            provider = _provider(row.provider)
+            if provider.is_signed(row.provider_request_id):
+                outcome = complete_from_provider(provider, None, row.provider_request_id, None, {"source": "poll"})
+                completed += outcome == "completed"
+        except ProviderError as exc:
+            get_run_logger().warning("polling %s request %s: %s", row.provider, row.id, exc.reason)
+    return completed
+
+
 @flow(name="signature-sweeps")
 def signature_sweeps() -> dict[str, int]:
-    """Hourly: finish stored signed callbacks, void for withdrawn applications, expire overdue requests,
-    remind the rest."""
+    """Hourly: finish stored signed callbacks and poll quiet SaaS requests, void for withdrawn
+    applications, expire overdue requests, remind the rest."""
     try:
-        completed = finish_stored_completions()
+        completed = finish_stored_completions() + poll_unsigned()
         voided = void_withdrawn()
         expired = expire_signature_requests()
         reminded = send_signing_reminders()
@@ -198,4 +225,17 @@ def signature_sweeps() -> dict[str, int]:
         raise
     summary = {"completed": completed, "voided": voided, "expired": expired, "reminded": reminded}
     get_run_logger().info("signature sweeps: %s", summary)
+    settings = get_settings()
+    create_markdown_artifact(
+        key="signature-sweeps",
+        description="What the last signature sweep did",
+        markdown="\n".join([
+            "# Signature sweep",
+            "| what | count |", "|---|---|",
+            f"| completed from stored callbacks or polling | {completed} |",
+            f"| voided (application withdrawn) | {voided} |",
+            f"| expired after {settings.signing_expiry_days} days | {expired} |",
+            f"| reminders sent (every {settings.signing_reminder_days} days, at most "
+            f"{settings.signing_max_reminders}) | {reminded} |",
+        ]))
     return summary

@@ -34,7 +34,7 @@ def dso(fake, configure):
     fake.received.clear()
     fake.faults._queue.clear()
     configure(documenso_api_key=fake.api_key, documenso_api_host=fake.url,
-              documenso_webhook_secret=fake.webhook_secret, esign_timeout_seconds=1)
+              documenso_webhook_secret=fake.webhook_secret, esign_timeout_seconds=3)
     return DocumensoProvider()
 
 
@@ -96,7 +96,7 @@ def test_failed_send_step_removes_the_draft_and_the_retry_starts_clean(dso, fake
 
 def test_timeout_on_send_step_is_reconciled_by_external_id(dso, fake):
     row = contract_out_for_signature("documenso")
-    fake.faults.stall_next(2.5, after_effect=True, path_contains="/send")
+    fake.faults.stall_next(4, after_effect=True, path_contains="/send")
     with pytest.raises(AmbiguousError):
         send(dso, row)
     document_id = send(dso, row)

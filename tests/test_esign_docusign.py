@@ -32,7 +32,7 @@ def ds(fake, configure):
     fake.received.clear()
     fake.faults._queue.clear()
     configure(esign_provider="docusign", docusign_access_token=fake.token, docusign_account_id=fake.account_id,
-              docusign_api_host=fake.url, docusign_connect_hmac_key=fake.hmac_key, esign_timeout_seconds=1)
+              docusign_api_host=fake.url, docusign_connect_hmac_key=fake.hmac_key, esign_timeout_seconds=3)
     return DocuSignProvider()
 
 
@@ -106,7 +106,7 @@ def test_expired_token_is_permanent(ds, configure):
 
 def test_timeout_after_create_is_found_by_custom_field_not_sent_twice(ds, fake):
     row = contract_out_for_signature("docusign")
-    fake.faults.stall_next(2.5, after_effect=True, path_contains="/envelopes")
+    fake.faults.stall_next(4, after_effect=True, path_contains="/envelopes")
     with pytest.raises(AmbiguousError):
         send(ds, row)
     envelope_id = send(ds, row)

@@ -32,7 +32,7 @@ def dbs(fake, configure):
     fake.received.clear()
     fake.faults._queue.clear()
     configure(esign_provider="dropbox_sign", dropbox_sign_api_key=fake.api_key, dropbox_sign_api_host=fake.url,
-              esign_timeout_seconds=1)
+              esign_timeout_seconds=3)
     return DropboxSignProvider()
 
 
@@ -118,7 +118,7 @@ def test_wrong_api_key_is_permanent(dbs, fake, configure):
 
 def test_timeout_after_the_provider_created_it_is_found_not_sent_twice(dbs, fake):
     row = contract_out_for_signature("dropbox_sign")
-    fake.faults.stall_next(2.5, after_effect=True, path_contains="/send")
+    fake.faults.stall_next(4, after_effect=True, path_contains="/send")
     with pytest.raises(AmbiguousError):
         send(dbs, row)
     assert len(fake.requests) == 1 and reload(row).provider_request_id is None
@@ -210,7 +210,7 @@ def test_all_signed_before_files_are_ready_is_finished_by_downloadable(dbs, fake
 
 def test_callback_for_a_send_whose_answer_was_lost_finds_the_row_by_reference(dbs, fake, client):
     row = contract_out_for_signature("dropbox_sign")
-    fake.faults.stall_next(2.5, after_effect=True, path_contains="/send")
+    fake.faults.stall_next(4, after_effect=True, path_contains="/send")
     with pytest.raises(AmbiguousError):
         send(dbs, row)
     provider_id = next(iter(fake.requests))

@@ -40,7 +40,7 @@ def settings(configure, dropbox, docusign):
                      dropbox_sign_api_key=dropbox.api_key, dropbox_sign_api_host=dropbox.url,
                      docusign_access_token=docusign.token, docusign_account_id=docusign.account_id,
                      docusign_api_host=docusign.url, docusign_connect_hmac_key=docusign.hmac_key,
-                     esign_timeout_seconds=2)
+                     esign_timeout_seconds=5)
 
 
 def sent_through(provider_name: str, **kwargs) -> SignatureRequest:
@@ -233,3 +233,21 @@ def test_signed_at_the_provider_after_expiry_is_flagged_not_silently_signed(sett
     assert reload(row).status == "expired" and contract_of(row).status == "expired"
     [flag] = actions("signature.signed_after_close")
     assert flag.details["status"] == "expired"
+
+
+def test_polling_completes_requests_whose_callbacks_never_came(settings, dropbox, docusign, configure):
+    from partnerflow.flows.signature_sweeps import poll_unsigned
+
+    configure(esign_poll_after_hours=24)
+    start = utcnow()
+    signed_quietly = sent_through("dropbox_sign", created_at=start)
+    still_open = sent_through("docusign", email="bo@example.com", created_at=start)
+    dropbox.sign(signed_quietly.provider_request_id)
+
+    assert poll_unsigned.fn() == 0  # too early to ask
+    assert dropbox.calls("GET", f"/v3/signature_request/{signed_quietly.provider_request_id}") == 0
+    with time_machine.travel(start + timedelta(hours=25), tick=False):
+        assert poll_unsigned.fn() == 1
+        assert poll_unsigned.fn() == 0
+    assert reload(signed_quietly).status == "signed" and contract_of(signed_quietly).status == "signed"
+    assert reload(still_open).status == "sent"

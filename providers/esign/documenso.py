@@ -140,6 +140,9 @@ class DocumensoProvider:
         """Deleting a pending document cancels it for the recipients (Documenso takes no reason)."""
         self._call("DELETE", f"{self._base}/{provider_request_id}")
 
+    def is_signed(self, provider_request_id: str) -> bool:
+        return self._call("GET", f"{self._base}/{provider_request_id}").json().get("status") == "COMPLETED"
+
     def download(self, provider_request_id: str) -> bytes:
         body = self._call("GET", f"{self._base}/{provider_request_id}/download").json()
         url = body.get("downloadUrl")

@@ -88,6 +88,9 @@ class DocuSignProvider:
         self._call("PUT", f"/{provider_request_id}",
                    json={"status": "voided", "voidedReason": (reason or "voided")[:200]})
 
+    def is_signed(self, provider_request_id: str) -> bool:
+        return self._call("GET", f"/{provider_request_id}").json().get("status") == "completed"
+
     def download(self, provider_request_id: str) -> bytes:
         response = self._call("GET", f"/{provider_request_id}/documents/combined")
         if not response.content.startswith(b"%PDF"):

@@ -88,6 +88,10 @@ class DropboxSignProvider:
         """Cancel an incomplete request (Dropbox Sign takes no reason; ours goes to the audit log)."""
         self._call("POST", f"/signature_request/cancel/{provider_request_id}")
 
+    def is_signed(self, provider_request_id: str) -> bool:
+        response = self._call("GET", f"/signature_request/{provider_request_id}")
+        return bool((response.json().get("signature_request") or {}).get("is_complete"))
+
     def download(self, provider_request_id: str) -> bytes:
         try:
             response = self._call("GET", f"/signature_request/files/{provider_request_id}",

@@ -50,6 +50,7 @@ class SaasProvider(Protocol):
     def find(self, reference: str) -> str | None: ...
     def void(self, provider_request_id: str, reason: str) -> None: ...
     def download(self, provider_request_id: str) -> bytes: ...
+    def is_signed(self, provider_request_id: str) -> bool: ...
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -231,7 +232,9 @@ def store_event(provider: str, event_id: str, event_type: str, payload: dict) ->
         return row.id
 
 
-def mark_processed(webhook_event_id: int) -> None:
+def mark_processed(webhook_event_id: int | None) -> None:
+    if webhook_event_id is None:  # completion found by polling, not by a callback
+        return
     with session_scope() as session:
         row = session.get(WebhookEvent, webhook_event_id)
         row.processed_at = utcnow()
@@ -253,7 +256,7 @@ def find_signature_request(provider: str, provider_request_id: str, reference: s
     return None
 
 
-def complete_from_provider(provider: SaasProvider, webhook_event_id: int, provider_request_id: str,
+def complete_from_provider(provider: SaasProvider, webhook_event_id: int | None, provider_request_id: str,
                            reference: str | None, evidence: dict) -> str:
     """Download the signed PDF and complete our signature request; returns what happened (for logs/tests)."""
     from partnerflow.tasks.signing import complete_signature

@@ -147,6 +147,13 @@ class FakeDocumenso:
             chunk = docs[(page - 1) * perPage: page * perPage]
             return {"documents": [d.as_json() for d in chunk], "totalPages": max(1, -(-len(docs) // perPage))}
 
+        @app.get(base + "/{document_id}")
+        async def get_document(document_id: int):
+            doc = fake.documents.get(document_id)
+            if doc is None or doc.status == "DELETED":
+                return error(404, "Document not found")
+            return doc.as_json()
+
         @app.delete(base + "/{document_id}")
         async def delete(document_id: int):
             doc = fake.documents.get(document_id)

@@ -148,6 +148,13 @@ class FakeDocuSign:
             return {"resultSetSize": str(len(found)), "totalSetSize": str(len(found)),
                     "envelopes": [{"envelopeId": e.id, "status": e.status} for e in found]}
 
+        @app.get(prefix + "/{envelope_id}")
+        async def get_envelope(account_id: str, envelope_id: str):
+            envelope = fake.envelopes.get(envelope_id)
+            if not envelope:
+                return fake._error(404, "ENVELOPE_DOES_NOT_EXIST", "The envelope specified does not exist.")
+            return {"envelopeId": envelope.id, "status": envelope.status, "statusChangedDateTime": _now()}
+
         @app.put(prefix + "/{envelope_id}")
         async def update(account_id: str, envelope_id: str, request: Request):
             envelope = fake.envelopes.get(envelope_id)

@@ -179,6 +179,13 @@ class FakeDropboxSign:
                     "list_info": {"page": page, "num_pages": max(1, -(-len(found) // page_size)),
                                   "num_results": len(found), "page_size": page_size}}
 
+        @app.get("/v3/signature_request/{request_id}")
+        async def get_request(request_id: str):
+            sr = fake.requests.get(request_id)
+            if not sr:
+                return fake._error(404, "not_found", "Not found")
+            return {"signature_request": sr.as_json()}
+
         @app.post("/v3/signature_request/cancel/{request_id}")
         async def cancel(request_id: str):
             sr = fake.requests.get(request_id)
