@@ -144,22 +144,25 @@ class _Fetcher:
             limits=httpx.Limits(max_connections=max(1, concurrency)),
         )
 
-    async def _polite(self, host: str) -> None:
-        """Wait until the delay (ours, or the site's Crawl-delay if longer) has passed since the last request."""
+    async def _slot(self, host: str) -> None:
+        """Take a concurrency slot once the delay (ours, or the site's longer Crawl-delay) has passed.
+
+        Waiting for a host's turn does not hold a slot, so a slow-to-visit host never blocks the others.
+        """
         delay = max(self.per_domain_delay, self.crawl_delay.get(host, 0.0))
         if delay <= 0:
+            await self.semaphore.acquire()
             return
-        lock = self.host_locks.setdefault(host, asyncio.Lock())
-        async with lock:
+        async with self.host_locks.setdefault(host, asyncio.Lock()):
             wait = self.host_last.get(host, 0.0) + delay - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            await self.semaphore.acquire()
             self.host_last[host] = time.monotonic()
 
     async def _get(self, url: str, max_bytes: int, accept=None) -> tuple[httpx.Response, bytes]:
         """One GET with a total deadline and a size cap; `accept(response)` may refuse the body early."""
-        host = urlsplit(url).hostname or ""
-        await self._polite(host)
+        await self._slot(urlsplit(url).hostname or "")
 
         async def run():
             async with self.client.stream("GET", url) as response:
@@ -184,6 +187,8 @@ class _Fetcher:
             raise _Stop("decode_error") from None
         except (httpx.TransportError, httpx.InvalidURL, httpx.UnsupportedProtocol):
             raise _Stop("connection_error") from None
+        finally:
+            self.semaphore.release()
 
     async def _robots_allows(self, url: str) -> None:
         parts = urlsplit(url)
@@ -240,17 +245,16 @@ class _Fetcher:
     async def fetch(self, url: str) -> FetchResult:
         result = FetchResult(url=url)
         started = time.monotonic()
-        async with self.semaphore:
-            try:
-                await self._fetch(url, result)
-                result.ok = True
-            except _Stop as stop:
-                result.error = stop.reason
-                result.status_code = stop.status_code or result.status_code
-                result.text = None
-            except Exception as exc:  # never let one hostile page stop the others
-                result.error = f"connection_error:{type(exc).__name__}"
-                result.text = None
+        try:
+            await self._fetch(url, result)
+            result.ok = True
+        except _Stop as stop:
+            result.error = stop.reason
+            result.status_code = stop.status_code or result.status_code
+            result.text = None
+        except Exception as exc:  # never let one hostile page stop the others
+            result.error = f"connection_error:{type(exc).__name__}"
+            result.text = None
         result.elapsed_ms = int((time.monotonic() - started) * 1000)
         return result
 

@@ -144,3 +144,16 @@ def test_private_addresses_refused_when_asked_and_crawl_delay_obeyed(server):
     results = fetch_pages(urls, per_domain_delay=0)
     assert all(r.ok for r in results)
     assert len(arrivals) == 2 and abs(arrivals[1] - arrivals[0]) >= 0.9  # the site asked for 1 s
+
+
+def test_a_slow_to_visit_host_does_not_hold_up_other_hosts(server):
+    # Eight pages on 127.0.0.1 spaced 0.5 s apart and one page on "localhost" (another host), with
+    # two slots: the other host's page is fetched right away, not after the queue of the first.
+    server.expect_request("/robots.txt").respond_with_data("", status=404)
+    for i in range(8):
+        server.expect_request(f"/q{i}").respond_with_data("<html>q</html>", content_type="text/html")
+    other = server.url_for("/q0").replace("127.0.0.1", "localhost")
+    results = fetch_pages([server.url_for(f"/q{i}") for i in range(8)] + [other],
+                          per_domain_delay=0.5, concurrency=2)
+    assert all(r.ok for r in results)
+    assert results[-1].elapsed_ms < 1500
