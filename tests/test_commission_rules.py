@@ -198,3 +198,18 @@ def test_dry_run_shows_both_sides_and_changes_nothing():
     assert snapshot() == before
     assert dry_run({"partners": {str(p): {"kind": "flat", "flat_minor": 100}}},
                    T0 - timedelta(days=9), T0 + timedelta(days=1))[0]["proposed_minor"] == 200
+
+
+def test_partial_refund_deducts_its_share_and_unattributed_refunds_are_ignored():
+    p = make_partner(1)
+    sale, orphan = add_conversions([{"partner_id": p, "amount_minor": 10001, "external_id": "s"},
+                                    {"partner_id": None, "amount_minor": 5000, "external_id": "o"}])
+    add_conversions([{"partner_id": p, "kind": "refund", "reverses_id": sale, "amount_minor": 2500,
+                      "external_id": "r1"},
+                     {"kind": "refund", "reverses_id": orphan, "amount_minor": 5000, "external_id": "r2"}])
+    compute_commissions(now=after_lock())
+    compute_commissions(now=after_lock())  # a second run changes nothing
+    with session_scope() as s:
+        got = sorted(s.execute(select(Commission.amount_minor, Commission.status)).all())
+    # 100.01 * 10% = 10.001 -> 1000; refund of 25.00/100.01 of it = 249.98 -> -250
+    assert got == [(-250, "payable"), (1000, "payable")]

@@ -209,3 +209,21 @@ def test_partner_rows_untouched_by_batch():
     engine.build_batch(after_lock())
     with session_scope() as s:
         assert s.get(Partner, a).model_dump() == before
+
+
+def test_open_compliance_finding_and_missing_payout_details_hold_the_payout(configure):
+    from partnerflow.models.compliance import Finding
+
+    a, b = make_partner(1), make_partner(2)
+    add_conversions([{"partner_id": a, "amount_minor": 20000, "external_id": "a"},
+                     {"partner_id": b, "amount_minor": 20000, "external_id": "b"}])
+    with session_scope() as s:
+        s.add(Finding(partner_id=a, kind="sanctions", rule="sanctions.match", severity="critical",
+                      title="possible SDN match", blocking=True, fingerprint="f1", active_fingerprint="f1"))
+    compute_commissions(now=after_lock())
+    batch_id = engine.build_batch(after_lock(), rail_name="stripe")  # a rail that needs payout details
+    with session_scope() as s:
+        held = {h["partner_id"]: h["held"] for h in s.get(PayoutBatch, batch_id).summary["held"]}
+        assert s.execute(select(func.count()).select_from(Payout)).scalar() == 0
+    assert "missing payout details" in held[a] and any("possible SDN match" in r for r in held[a])
+    assert held[b] == ["missing payout details"]
