@@ -22,9 +22,11 @@ The matcher (documented threshold: MATCH_THRESHOLD = 88 out of 100)
         similarities (catches a typo plus a missing middle name: "Vladmir Putin").
     A country differing from every country the list gives for the entry lowers the score by
     COUNTRY_MISMATCH_PENALTY and says so; a sanctions hit is a reason for a person to look, not proof.
-    For speed, candidates are only entries sharing first-three-letter token prefixes with the
-    name (at least two when both names have two or more tokens), so a typo in the first three
-    letters of every token is missed.
+    For speed, only candidates are scored: listed names with at least two tokens resembling two of
+    the name's tokens (one for single-word names), where "resembling" means the same first three
+    letters or the same sound skeleton (first letter + next two consonants after folding w/v, ph/f,
+    c/k, y/j/i, z/s: "Wladimir" = "Vladimir", "Poutine" = "Putin"). A token misspelt both in its
+    first three letters and in its skeleton ("Alrashid" for "Al Rashid") is missed.
 """
 
 from __future__ import annotations
@@ -98,8 +100,28 @@ def normalize_tokens(name: str) -> list[str]:
     return sorted(tokens)
 
 
+_FOLD = [("ph", "f"), ("w", "v"), ("ck", "k"), ("c", "k"), ("q", "k"), ("z", "s"), ("y", "i"), ("j", "i"),
+         ("dh", "d"), ("kh", "h"), ("th", "t"), ("gh", "g")]
+
+
+@functools.lru_cache(maxsize=200_000)
+def _skeleton(token: str) -> str:
+    """A coarse sound key: the first letter and the next two consonants, spelling variants folded
+    ("Wladimir" = "Vladimir", "Muhammad" = "Mohamed", "Poutine" = "Putin")."""
+    for a, b in _FOLD:
+        token = token.replace(a, b)
+    rest = "".join(ch for ch in token[1:] if ch not in "aeiou")
+    return token[0] + rest[:2] if rest else token[:3]
+
+
+def _token_keys(token: str) -> tuple[str, ...]:
+    """A token's blocking keys: its first three letters and its sound skeleton."""
+    prefix, skeleton = token[:3], "~" + _skeleton(token)
+    return (prefix, skeleton)
+
+
 def _blocking_keys(tokens: list[str]) -> set[str]:
-    return {t[:3] for t in tokens if len(t) >= 2}
+    return {key for t in tokens if len(t) >= 2 for key in _token_keys(t)}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -158,6 +180,18 @@ class SdnList:
                 for key in _blocking_keys(tokens):
                     self.index[key].append(n)
         self.single = [len(name.tokens) < 2 for name in self.names]  # listed names of one token
+        self._similar: dict[str, tuple[int, ...]] = {}
+
+    def similar_to(self, token: str):
+        """Names with a token of the same prefix or skeleton as `token` (cached: names share tokens)."""
+        found = self._similar.get(token)
+        if found is None:
+            a, b = (self.index.get(k, ()) for k in _token_keys(token))
+            found = tuple(set(a).union(b)) if a and b else tuple(a or b)
+            if len(self._similar) > 50_000:
+                self._similar.clear()
+            self._similar[token] = found
+        return found
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -202,14 +236,14 @@ def screen(name: str, country: str | None, sdn_list: SdnList, *, threshold: floa
         return []
     q_key = " ".join(q_tokens)
     q_set = frozenset(q_tokens)
-    keys = _blocking_keys(q_tokens)
-    postings = [sdn_list.index.get(key, ()) for key in keys]
-    if len(keys) >= 2:
-        # Candidates share at least two token prefixes; single-token listed names need only one.
-        counts = Counter(chain.from_iterable(postings))
+    # Per query token, the listed names having a token with the same prefix or the same skeleton.
+    per_token = [sdn_list.similar_to(tok) for tok in dict.fromkeys(t for t in q_tokens if len(t) >= 2)]
+    if len(per_token) >= 2:
+        # Candidates resemble at least two of the name's tokens; single-token listed names need one.
+        counts = Counter(chain.from_iterable(per_token))
         candidates = [n for n, shared in counts.items() if shared >= 2 or sdn_list.single[n]]
     else:
-        candidates = list(set(chain.from_iterable(postings)))
+        candidates = list(set(chain.from_iterable(per_token)))
     partner_country = normalize_country(country)
     best_by_entry: dict[int, SanctionsMatch] = {}
     for n in candidates:

@@ -36,6 +36,8 @@ def test_list_parses_with_date_checksum_aliases_and_countries(sdn):
     ("Vladimir Putin", "RU", 1001),  # word order and the LAST, First comma
     ("PUTIN VLADIMIR", None, 1001),  # case
     ("Vladmir Putin", None, 1001),  # a typo and a missing middle name
+    ("Wladimir Putin", None, 1001),  # a transliteration variant in the first letter
+    ("Vladimir Poutine", None, 1001),  # French spelling
     ("Jurgen Muller-Ludenscheidt", "DE", 1002),  # diacritics
     ("Juergen Mueller", None, 1002),  # transliterated alias from the remarks
     ("Sean OBrien", "IE", 1003),  # punctuation
