@@ -151,3 +151,10 @@ def test_void_deletes_the_pending_document(dso, fake):
     document_id = send(dso, row)
     dso.void(document_id, "withdrawn")
     assert fake.documents[int(document_id)].status == "DELETED"
+
+
+def test_rejected_document_closes_the_request(dso, fake, client):
+    row = contract_out_for_signature("documenso")
+    document_id = send(dso, row)
+    assert post(client, *fake.webhook(document_id, "DOCUMENT_REJECTED")).status_code == 200
+    assert reload(row).status == "voided"

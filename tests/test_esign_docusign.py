@@ -228,3 +228,11 @@ def test_second_hmac_key_header_is_accepted_during_key_rotation(ds, fake, client
     assert post(client, body, rotated).status_code == 200
     assert [e.event_type for e in stored_events()] == ["envelope-delivered"]
     assert reload(row).status == "sent"
+
+
+def test_declined_envelope_closes_the_request(ds, fake, client):
+    row = contract_out_for_signature("docusign")
+    envelope_id = send(ds, row)
+    assert post(client, *fake.connect_notification(envelope_id, "envelope-declined")).status_code == 200
+    assert reload(row).status == "voided"
+    assert fake.calls("GET", "/documents/combined") == 0

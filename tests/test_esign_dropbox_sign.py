@@ -305,3 +305,18 @@ def test_two_workers_sending_the_same_request_create_it_once(dbs, fake):
     assert "another worker" in busy[0].reason or "unknown outcome" in busy[0].reason
     assert fake.calls("POST", "/v3/signature_request/send") == 1
     assert send(dbs, row) == ids[0]  # the loser's retry finds the recorded request
+
+
+def test_declined_callback_closes_the_request_so_no_reminders_follow(dbs, fake, client):
+    from partnerflow.models import Contract
+
+    row = contract_out_for_signature("dropbox_sign")
+    provider_id = send(dbs, row)
+    fake.decline(provider_id, "commission too low")
+    response = client.post("/webhooks/dropbox-sign", data=fake.callback(provider_id, "signature_request_declined"))
+    assert response.text == HELLO
+    assert reload(row).status == "voided"
+    with session_scope() as session:
+        assert session.get(Contract, row.contract_id).status == "voided"
+        [trail] = session.exec(select(AuditLog).where(AuditLog.action == "signature.declined")).all()
+    assert trail.details["reason"] == "commission too low"

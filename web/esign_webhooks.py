@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from partnerflow.config import ConfigError
 from partnerflow.providers.errors import ProviderError, RetryableError
 from partnerflow.providers.esign.saas import (WebhookRejected, check_timestamp, complete_from_provider,
-                                              mark_processed, store_event)
+                                              decline_from_provider, mark_processed, store_event)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -55,7 +55,7 @@ def handle_dropbox_sign(form_json: str | None) -> str:
     event_id = f"{request_id or 'account'}:{event['event_type']}:{event['event_time']}"
     webhook_id = store_event(provider.name, event_id, event["event_type"], payload)
     try:
-        return act(provider, webhook_id, dropbox_sign.completion(payload))
+        return act(provider, webhook_id, dropbox_sign.completion(payload), dropbox_sign.declined(payload))
     except RetryableError as exc:
         if event["event_type"] == "signature_request_all_signed" and "HTTP 409" in exc.reason:
             # The PDF is still being rendered; `signature_request_downloadable` follows and completes it.
@@ -72,7 +72,7 @@ def handle_docusign(body: bytes, headers: dict[str, str]) -> str:
     check_timestamp(docusign.generated_at(payload))
     event_id = f"{payload['data']['envelopeId']}:{payload['event']}:{payload['generatedDateTime']}"
     webhook_id = store_event(provider.name, event_id, payload["event"], payload)
-    return act(provider, webhook_id, docusign.completion(payload))
+    return act(provider, webhook_id, docusign.completion(payload), docusign.declined(payload))
 
 
 def _documenso_provider():
@@ -93,16 +93,17 @@ def handle_documenso(body: bytes, headers: dict[str, str]) -> str:
     check_timestamp(documenso.created_at(payload))
     event_id = f"{payload['payload']['id']}:{payload['event']}:{payload['createdAt']}"
     webhook_id = store_event(provider.name, event_id, payload["event"], payload)
-    return act(provider, webhook_id, documenso.completion(payload))
+    return act(provider, webhook_id, documenso.completion(payload), documenso.declined(payload))
 
 
-def act(provider, webhook_id: int, completion: tuple | None) -> str:
-    """Complete the signature request a stored event reports as signed; other events are only kept."""
-    if completion is None:
-        mark_processed(webhook_id)
-        return "stored"
-    provider_request_id, reference, evidence = completion
-    return complete_from_provider(provider, webhook_id, provider_request_id, reference, evidence)
+def act(provider, webhook_id: int, completion: tuple | None, declined: tuple | None = None) -> str:
+    """Complete (or close, when declined) the request a stored event is about; other events are only kept."""
+    if completion is not None:
+        return complete_from_provider(provider, webhook_id, *completion)
+    if declined is not None:
+        return decline_from_provider(provider.name, webhook_id, *declined)
+    mark_processed(webhook_id)
+    return "stored"
 
 
 def _failure(provider: str, exc: Exception):

@@ -183,3 +183,11 @@ def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]
     document = payload["payload"]
     return (str(document["id"]), document.get("externalId"),
             {"event_type": payload["event"], "created_at": payload["createdAt"]})
+
+
+def declined(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
+    """(document id, our reference, details) when the signer rejected the document."""
+    if payload["event"] != "DOCUMENT_REJECTED":
+        return None
+    document = payload["payload"]
+    return (str(document["id"]), document.get("externalId"), {"reason": "rejected", "created_at": payload["createdAt"]})

@@ -135,3 +135,11 @@ def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]
     reference = next((f.get("value") for f in fields if f.get("name") == REFERENCE_FIELD), None)
     return (payload["data"]["envelopeId"], reference,
             {"event_type": payload["event"], "generated_at": payload["generatedDateTime"]})
+
+
+def declined(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
+    """(envelope id, our reference, details) when the signer declined."""
+    if payload["event"] not in ("envelope-declined", "recipient-declined"):
+        return None
+    target = completion({**payload, "event": COMPLETION_EVENTS[0]})
+    return (target[0], target[1], {"reason": "declined", "generated_at": payload["generatedDateTime"]})

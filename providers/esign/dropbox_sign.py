@@ -139,3 +139,14 @@ def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]
         return None
     return (request["signature_request_id"], (request.get("metadata") or {}).get(REFERENCE_FIELD),
             {"event_type": event["event_type"], "event_time": event["event_time"]})
+
+
+def declined(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
+    """(provider request id, our reference, details) when the signer declined."""
+    event = payload["event"]
+    request = payload.get("signature_request") or {}
+    if event["event_type"] != "signature_request_declined" or not request.get("signature_request_id"):
+        return None
+    reasons = [s.get("decline_reason") for s in request.get("signatures") or [] if s.get("decline_reason")]
+    return (request["signature_request_id"], (request.get("metadata") or {}).get(REFERENCE_FIELD),
+            {"reason": "; ".join(reasons) or "declined", "event_time": event["event_time"]})

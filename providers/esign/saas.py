@@ -289,5 +289,27 @@ def complete_from_provider(provider: SaasProvider, webhook_event_id: int | None,
     return "completed" if won else "already signed"
 
 
+def decline_from_provider(provider_name: str, webhook_event_id: int | None, provider_request_id: str,
+                          reference: str | None, details: dict) -> str:
+    """The signer declined at the provider: close our request (no reminders to someone who said no)."""
+    row = find_signature_request(provider_name, provider_request_id, reference)
+    if row is None:
+        mark_processed(webhook_event_id)
+        return "unknown request"
+    with session_scope() as session:
+        closed = session.execute(update(SignatureRequest)
+                                 .where(SignatureRequest.id == row.id, SignatureRequest.status.in_(("pending", "sent")))
+                                 .values(status="voided")).rowcount == 1
+        if closed:
+            session.execute(update(Contract).where(Contract.id == row.contract_id,
+                                                   Contract.status.in_(("generated", "sent")))
+                            .values(status="voided"))
+            audit(session, actor=provider_name, action="signature.declined", subject_type="signature_request",
+                  subject_id=row.id, details={"contract_id": row.contract_id,
+                                              "provider_request_id": provider_request_id, **details})
+    mark_processed(webhook_event_id)
+    return "declined" if closed else f"request is {row.status}"
+
+
 def http_client(settings_timeout: float) -> httpx.Client:
     return httpx.Client(timeout=httpx.Timeout(settings_timeout, connect=min(5.0, settings_timeout)))

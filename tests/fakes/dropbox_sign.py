@@ -36,7 +36,8 @@ class FakeRequest:
     files: list[tuple[str, bytes]]
     test_mode: bool
     created_at: int = field(default_factory=lambda: int(time.time()))
-    status: str = "awaiting_signature"  # awaiting_signature | signed | cancelled
+    status: str = "awaiting_signature"  # awaiting_signature | signed | declined | cancelled
+    decline_reason: str | None = None
 
     def as_json(self) -> dict:
         return {
@@ -53,7 +54,8 @@ class FakeRequest:
             "files_url": f"https://api.hellosign.com/v3/signature_request/files/{self.id}",
             "signatures": [
                 {"signature_id": f"sig-{self.id}-{i}", "signer_email_address": s["email_address"],
-                 "signer_name": s["name"], "status_code": "signed" if self.status == "signed" else "awaiting_signature"}
+                 "signer_name": s["name"], "decline_reason": self.decline_reason,
+                 "status_code": {"signed": "signed", "declined": "declined"}.get(self.status, "awaiting_signature")}
                 for i, s in enumerate(self.signers)
             ],
         }
@@ -86,6 +88,10 @@ class FakeDropboxSign:
 
     def sign(self, request_id: str) -> None:
         self.requests[request_id].status = "signed"
+
+    def decline(self, request_id: str, reason: str) -> None:
+        self.requests[request_id].status = "declined"
+        self.requests[request_id].decline_reason = reason
 
     def callback(self, request_id: str, event_type: str = "signature_request_all_signed", *,
                  event_time: int | None = None, key: str | None = None) -> dict[str, str]:
