@@ -234,12 +234,14 @@ def _load_claimed(session: Session, enrollment_ids: list[int], token: str) -> li
     return out
 
 
-def _sent_today(session: Session, sender: str, now: datetime) -> int:
+def _sent_today(session: Session, sender: str, now: datetime, cap: int) -> int:
+    """Outreach messages from `sender` since UTC midnight, counted only up to `cap` (all we need to know)."""
     midnight = datetime.combine(now.date(), time(0), tzinfo=timezone.utc)
-    return session.exec(select(func.count(Message.id)).where(
+    today = (select(Message.id).where(
         Message.kind == KIND, Message.sender_email == sender, Message.created_at >= midnight,
         Message.status.in_([MessageStatus.PENDING, MessageStatus.SENDING, MessageStatus.SENT,
-                            MessageStatus.BOUNCED]))).one()
+                            MessageStatus.BOUNCED])).limit(max(cap, 0)).subquery())
+    return session.exec(select(func.count()).select_from(today)).one()
 
 
 def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = None,
@@ -318,7 +320,7 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
                 stats["step_skipped"] += 1
                 continue
             if sender not in cap_left:
-                cap_left[sender] = settings.daily_send_cap - _sent_today(session, sender, now)
+                cap_left[sender] = settings.daily_send_cap - _sent_today(session, sender, now, settings.daily_send_cap)
             is_new = prior is None
             if is_new and cap_left[sender] <= 0:
                 tomorrow = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=timezone.utc)
