@@ -152,3 +152,13 @@ def test_unconfigured_webhook_secret_refuses_everything(configure):
     raw, headers = signed_event("transfer.created", {"id": "tr_1", "object": "transfer"})
     response = TestClient(create_app()).post("/webhooks/stripe", content=raw, headers=headers)
     assert response.status_code == 404 and stored() == []
+
+
+def test_a_transfer_for_a_payout_we_gave_up_on_is_flagged_not_settled(client):
+    partner = make_partner()
+    payout_id = make_payout(partner, rail="stripe", status="failed")
+    raw, headers = signed_event("transfer.created", transfer(payout_id, key=payout_row(payout_id).idempotency_key))
+    assert post(client, raw, headers).json() == {"status": "needs review"}
+    assert payout_row(payout_id).status == "failed"
+    [flag] = audits("payout.transfer_after_failure")
+    assert flag.subject_id == str(payout_id) and flag.details["transfer"] == "tr_000000000001"

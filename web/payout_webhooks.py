@@ -99,8 +99,17 @@ def handle_stripe_event(event: dict) -> str:
                                                              "amount_reversed": obj.get("amount_reversed")})
                     outcome = "partially reversed"
             elif event["type"] == "transfer.created":
-                mark_payout_paid(payout.id, obj["id"], actor="stripe")
-                outcome = "paid"
+                if payout.status == "failed":
+                    # Money moved for a payout we gave up on (its commissions went back to the balance):
+                    # never settle that silently; a person reconciles it.
+                    with session_scope() as session:
+                        audit(session, actor="stripe", action="payout.transfer_after_failure", subject_type="payout",
+                              subject_id=payout.id, details={"transfer": obj["id"], "amount": obj.get("amount")})
+                    log.error("stripe transfer %s exists for failed payout %s", obj["id"], payout.id)
+                    outcome = "needs review"
+                else:
+                    mark_payout_paid(payout.id, obj["id"], actor="stripe")
+                    outcome = "paid"
     elif event["type"] in ("payout.paid", "payout.failed"):
         # The partner's own Stripe balance reaching (or failing to reach) their bank: our transfer stands.
         with session_scope() as session:
