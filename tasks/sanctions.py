@@ -382,3 +382,22 @@ def load_sanctions_list(source: str | None = None, *, alt: str | None = None, ad
     _cache.clear()  # keep only the newest list in memory
     _cache[cache_key] = sdn
     return sdn
+
+
+def screen_configured(name: str, country: str | None) -> dict:
+    """Screen one name against PARTNERFLOW_SANCTIONS_LIST, as a JSON-able record (for application screening).
+
+    result is "match", "clear", "not_configured" or "unavailable" (the list could not be read: treat as
+    not screened, never as clear).
+    """
+    from partnerflow.config import get_settings
+
+    if not get_settings().sanctions_list:
+        return {"result": "not_configured", "matches": []}
+    try:
+        sdn = load_sanctions_list()
+    except SanctionsListError as exc:
+        return {"result": "unavailable", "error": str(exc), "matches": []}
+    matches = screen(name, country, sdn)
+    return {"result": "match" if matches else "clear", "list_date": sdn.list_date, "list_checksum": sdn.checksum,
+            "threshold": MATCH_THRESHOLD, "matches": [m.as_dict() for m in matches[:10]]}

@@ -89,3 +89,15 @@ def test_list_from_url_uses_last_modified(httpserver):
         body, headers={"Last-Modified": "Tue, 03 Nov 2026 10:00:00 GMT"}, content_type="text/csv")
     sdn = load_sanctions_list(httpserver.url_for("/sdn.csv"))
     assert sdn.list_date == "2026-11-03" and len(sdn) == 9
+
+
+def test_screen_configured_for_application_screening(configure, tmp_path):
+    from partnerflow.tasks.sanctions import screen_configured
+
+    assert screen_configured("Vladimir Putin", "RU")["result"] == "not_configured"
+    configure(sanctions_list=str(tmp_path / "missing.csv"))
+    assert screen_configured("Vladimir Putin", "RU")["result"] == "unavailable"
+    configure(sanctions_list=str(DATA / "sdn_sample.csv"))
+    hit = screen_configured("Vladimir Putin", "RU")
+    assert hit["result"] == "match" and hit["matches"][0]["ent_num"] == 1001 and len(hit["list_checksum"]) == 64
+    assert screen_configured("Ann Blogger", "US")["result"] == "clear"
