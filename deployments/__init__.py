@@ -7,11 +7,11 @@ installed package rather than a file path relative to wherever `up` was started.
 
 from __future__ import annotations
 
-from partnerflow.deployments import compliance, contracting, discovery, outreach, payouts, signatures
+from partnerflow.deployments import compliance, contracting, discovery, outreach, payout_rails, payouts, signatures
 
 
 def all_deployments() -> list:
     found = []
-    for module in (discovery, outreach, contracting, signatures, payouts, compliance):
+    for module in (discovery, outreach, contracting, signatures, payouts, payout_rails, compliance):
         found.extend(module.deployments())
     return found

@@ -26,7 +26,7 @@ def db_upgrade(revision: str = "head") -> None:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from partnerflow.cli import compliance, contracting, discovery, outreach, payouts, stack  # noqa: F401
+    from partnerflow.cli import compliance, contracting, discovery, outreach, payout_rails, payouts, stack  # noqa: F401
 
 
 def main() -> None:
