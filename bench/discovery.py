@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import csv
 import os
 import random
@@ -39,30 +40,43 @@ PAGE = """<!doctype html><html lang="en"><head><title>{name} | analytics blog</t
 
 
 def setup(database_url: str | None) -> None:
+    # The tests' conftest has the helpers we need; importing it resets PARTNERFLOW_* variables,
+    # so it is imported first and our environment set afterwards.
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import _add_unmigrated_columns, _fresh_postgres_database
+
     work = Path(tempfile.mkdtemp(prefix="pf-bench-discovery-"))
     os.environ.update({"PARTNERFLOW_VAR_DIR": str(work / "var"), "PARTNERFLOW_SECRET_KEY": "bench-secret",
                        "PREFECT_HOME": str(work / "prefect"), "DO_NOT_TRACK": "1",
                        "PREFECT_LOGGING_LEVEL": "WARNING", "PARTNERFLOW_DISCOVERY_FETCH_DELAY_SECONDS": "0",
                        "PARTNERFLOW_DISCOVERY_ALLOW_PRIVATE_ADDRESSES": "true"})  # the page server is local
-    if database_url:
-        sys.path.insert(0, str(ROOT / "tests"))
-        os.environ["PARTNERFLOW_DATABASE_URL"] = database_url
-        from conftest import _fresh_postgres_database  # a throwaway database on that server
-
-        os.environ["PARTNERFLOW_DATABASE_URL"] = _fresh_postgres_database(database_url)[0]
+    if database_url:  # a throwaway database on that server, dropped at the end
+        os.environ["PARTNERFLOW_DATABASE_URL"], admin_url = _fresh_postgres_database(database_url)
+        atexit.register(_drop_database, admin_url, os.environ["PARTNERFLOW_DATABASE_URL"].rsplit("/", 1)[1])
     else:
         os.environ.pop("PARTNERFLOW_DATABASE_URL", None)
     from sqlmodel import SQLModel
 
     from partnerflow import dbtools
+    from partnerflow.config import reset_settings
     from partnerflow.models import get_engine
 
+    reset_settings()
     dbtools.upgrade()
     SQLModel.metadata.create_all(get_engine())
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import _add_unmigrated_columns  # columns not yet in a migration (work in progress)
+    _add_unmigrated_columns(get_engine())  # columns not yet in a migration (work in progress)
 
-    _add_unmigrated_columns(get_engine())
+
+def _drop_database(admin_url: str, name: str) -> None:
+    import sqlalchemy as sa
+
+    from partnerflow.models import get_engine
+
+    get_engine().dispose()
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def write_csv(path: Path, rows: int) -> None:

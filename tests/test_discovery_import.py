@@ -48,6 +48,8 @@ def test_reimport_updates_instead_of_duplicating(tmp_path):
     first = import_prospects(str(SAMPLE), source="fair-2026")
     again = import_prospects(str(SAMPLE), source="fair-2026")
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, first["created"])
+    all_ids = sorted(p.id for p in _prospects().values())
+    assert sorted(first["prospect_ids"]) == sorted(again["prospect_ids"]) == all_ids and len(all_ids) == 12
     changed = tmp_path / "changed.csv"
     changed.write_text(
         "URL,Email,Followers,Name\n"
