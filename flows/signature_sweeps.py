@@ -24,14 +24,6 @@ from partnerflow.providers.esign import get_esign_provider
 OPEN = ("pending", "sent")
 
 
-def _provider(name: str):
-    if name == "documenso":  # not (yet) in get_esign_provider's list
-        from partnerflow.providers.esign.documenso import DocumensoProvider
-
-        return DocumensoProvider()
-    return get_esign_provider(name)
-
-
 def expires_at(row: SignatureRequest) -> datetime:
     return row.expires_at or row.created_at + timedelta(days=get_settings().signing_expiry_days)
 
@@ -48,7 +40,7 @@ def _close(row_id: int, status: str, actor: str, action: str, details: dict) -> 
             return False
     if row.provider_request_id:
         try:
-            _provider(row.provider).void(row.provider_request_id, details.get("reason") or action)
+            get_esign_provider(row.provider).void(row.provider_request_id, details.get("reason") or action)
         except RetryableError:
             return False  # next sweep tries again
         except PermanentError as exc:
@@ -177,7 +169,7 @@ def finish_stored_completions(now: datetime | None = None) -> int:
         if target is None:
             continue
         try:
-            outcome = complete_from_provider(_provider(event.provider), event.id, *target)
+            outcome = complete_from_provider(get_esign_provider(event.provider), event.id, *target)
         except ProviderError as exc:
             get_run_logger().warning("stored %s event %s not completed yet: %s", event.provider, event.id, exc.reason)
             continue
@@ -202,7 +194,7 @@ def poll_unsigned(now: datetime | None = None, limit: int = 200) -> int:
     completed = 0
     for row in rows:
         try:
-            provider = _provider(row.provider)
+            provider = get_esign_provider(row.provider)
             if provider.is_signed(row.provider_request_id):
                 outcome = complete_from_provider(provider, None, row.provider_request_id, None, {"source": "poll"})
                 completed += outcome == "completed"
