@@ -101,10 +101,20 @@ def request_signature(contract_id: int) -> SignatureRequest:
         row = session.get(SignatureRequest, row_id)
         contract = session.get(Contract, contract_id)
         if row.status not in OPEN_STATUSES:
-            return row
+            # Partner signed but the countersignature request was never sent (crash in between): send it now.
+            pending_countersign = (row.status == "signed" and contract.status != ContractStatus.SIGNED
+                                   and needs_countersign(session.get(Partner, contract.partner_id), row.provider))
+            if not pending_countersign:
+                return row
+        else:
+            pending_countersign = False
         document = contract_document(contract)
         filename = Path(contract.document_path).name
         provider_name = row.provider
+    if pending_countersign:
+        request_countersignature(contract_id)
+        with session_scope() as session:
+            return session.get(SignatureRequest, row_id)
     provider = get_esign_provider(provider_name)  # the provider the row was created for
     provider.send(row_id, document=document, filename=filename,
                   title=f"{settings.company_name} partner agreement",

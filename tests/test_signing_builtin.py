@@ -136,3 +136,33 @@ def test_company_countersigns_after_the_partner_when_policy_requires(configure, 
     signed_doc = Document(io.BytesIO((get_settings().documents_dir / done.signed_path).read_bytes()))
     cells = [c.text for t in signed_doc.tables for r in t.rows for c in r.cells]
     assert "Nora Wind" in cells and "Casey Counter" in cells  # both certificates
+
+
+def test_a_lost_countersignature_request_is_sent_when_signing_is_requested_again(configure, outbox, monkeypatch):
+    import pytest
+
+    from partnerflow.tasks import signing
+
+    configure(company_signer_email="casey@acme.example")
+    partner_id = approved_partner(partner_type="reseller")
+    contract = generate_contract(partner_id)
+    row = request_signature(contract.id)
+
+    real, crashed = signing.request_countersignature, []
+
+    def crash_once(contract_id):
+        if not crashed:
+            crashed.append(contract_id)
+            raise RuntimeError("worker died")
+        return real(contract_id)
+
+    monkeypatch.setattr(signing, "request_countersignature", crash_once)
+    with pytest.raises(RuntimeError):
+        complete_signature(row.id, signed_document=b"partner-signed", filename="p.docx",
+                           evidence={"signer_name": "Nora Wind"}, actor="test")
+    assert not [m for m in mails(outbox) if m["To"] == "casey@acme.example"]
+    request_signature(contract.id)  # e.g. the contracting flow re-run
+    request_signature(contract.id)
+    assert len([m for m in mails(outbox) if m["To"] == "casey@acme.example"]) == 1
+    with session_scope() as session:
+        assert session.get(Contract, contract.id).status == "sent"
