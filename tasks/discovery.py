@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rapidfuzz import fuzz, process
 from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from partnerflow.config import get_settings
@@ -332,7 +333,7 @@ def upsert(candidates: list[Candidate], source: str) -> dict[str, Any]:
             if (d := dedup_domain(website or domain, email)):
                 partner_domain.setdefault(d, pid)
         prospects = session.exec(select(Prospect)).all()
-        by_email = {p.email: p for p in prospects if p.email}
+        by_email = {normalise_email(p.email) or p.email: p for p in prospects if p.email}
         by_domain: dict[str, Prospect] = {}
         for p in prospects:
             if p.domain:
@@ -414,7 +415,14 @@ def import_file(path: str | Path, source: str | None = None) -> dict[str, Any]:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     parsed = parse_file(raw)
     candidates = dedupe_in_file(parsed)
-    result = upsert(candidates, source or path.name)
+    for attempt in range(3):
+        try:
+            result = upsert(candidates, source or path.name)
+            break
+        except IntegrityError:
+            # Another import added one of these prospects meanwhile: read again and match it.
+            if attempt == 2:
+                raise
     return {
         "file": str(path),
         "encoding": parsed.encoding,

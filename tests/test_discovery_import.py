@@ -147,3 +147,25 @@ def test_header_matching_is_loose():
                                          ("12 500", 12500), ("900", 900), ("1.234.567", 1234567)])
 def test_audience_numbers(text, value):
     assert parse_audience(text) == value
+
+
+def test_an_import_racing_another_one_matches_its_rows_instead_of_failing(tmp_path, monkeypatch):
+    from partnerflow.tasks import discovery
+
+    path = tmp_path / "list.csv"
+    path.write_text("email,name\nrace@winner.example,From this file\n", encoding="utf-8")
+    real_insert = discovery.insert
+    inserts = []
+
+    def racing_insert(table):
+        if not inserts:  # the other import commits the same address after we looked, before we insert
+            with session_scope() as session:
+                session.add(Prospect(email="race@winner.example", name="From the other import"))
+        inserts.append(table)
+        return real_insert(table)
+
+    monkeypatch.setattr(discovery, "insert", racing_insert)
+    report = import_file(path)
+    assert len(inserts) == 1  # the second attempt found the row and updated it instead
+    assert (report["created"], report["updated"]) == (0, 1)
+    assert [p.name for p in _prospects().values()] == ["From this file"]
