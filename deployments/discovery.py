@@ -1,4 +1,4 @@
-"""Deployments: discovery (manual import from CSV, manual enrichment and scoring)."""
+"""Deployments: discovery (manual import from CSV, enrichment and scoring, rescoring)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
     from prefect.deployments.runner import EntrypointType
 
-    from partnerflow.flows.discovery import enrich_prospects, import_prospects
+    from partnerflow.flows.discovery import enrich_prospects, import_prospects, rescore_prospects
 
     return [
         import_prospects.to_deployment(
@@ -20,6 +20,11 @@ def deployments() -> list:
             name="enrich-prospects",
             description="Fetch each new prospect's own page (politely), extract contacts and signals, "
                         "and score the fit with reasons.",
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        ),
+        rescore_prospects.to_deployment(
+            name="rescore-prospects",
+            description="Score prospects again after editing the scoring policy (no page is fetched).",
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     ]

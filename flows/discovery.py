@@ -105,3 +105,17 @@ def enrich_prospects(prospect_ids: list[int] | None = None, limit: int = 500) ->
     return {"enriched": len(rows) - len(failures) - no_site, "failed": len(failures), "no_website": no_site,
             "failures": failures,
             "top": [{"id": r["id"], "score": r["score"], "domain": r["domain"]} for r in top]}
+
+
+@task(name="rescore-prospects")
+def _rescore(prospect_ids: list[int] | None) -> dict[str, int]:
+    return discovery.rescore(prospect_ids)
+
+
+@flow(name="rescore-prospects")
+def rescore_prospects(prospect_ids: list[int] | None = None) -> dict[str, int]:
+    """Score prospects again with the current scoring policy, from their stored enrichment."""
+    stats = _rescore(prospect_ids)
+    create_markdown_artifact(f"# Prospects rescored\n\n{stats['prospects']} scored, {stats['changed']} changed.",
+                             key="prospects-rescore")
+    return stats

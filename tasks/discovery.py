@@ -523,3 +523,29 @@ def prospects_to_enrich(prospect_ids: list[int] | None, limit: int) -> list[int]
         else:
             query = query.where(Prospect.enriched_at.is_(None), Prospect.status == "new")
         return list(session.exec(query.limit(limit)).all())
+
+
+def rescore(prospect_ids: list[int] | None = None, chunk: int = 1000) -> dict[str, int]:
+    """Score prospects again from what is stored (after a policy edit); no page is fetched."""
+    from partnerflow.tasks import scoring
+
+    policy = scoring.load_policy()
+    changed = seen = 0
+    last_id = 0
+    while True:
+        with session_scope() as session:
+            query = select(Prospect).where(Prospect.id > last_id).order_by(Prospect.id).limit(chunk)
+            if prospect_ids is not None:
+                query = query.where(Prospect.id.in_(prospect_ids))
+            batch = session.exec(query).all()
+            for prospect in batch:
+                new = scoring.score({"topics": prospect.topics, "audience_size": prospect.audience_size,
+                                     "email": prospect.email}, prospect.enrichment or {}, policy)
+                if new != (prospect.score, prospect.score_reasons):
+                    prospect.score, prospect.score_reasons = new
+                    session.add(prospect)
+                    changed += 1
+        if not batch:
+            return {"prospects": seen, "changed": changed}
+        seen += len(batch)
+        last_id = batch[-1].id

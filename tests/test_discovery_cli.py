@@ -39,12 +39,14 @@ def test_enrich_without_websites_scores_from_the_import(tmp_path, configure):
     assert row["reasons"] == ["+15 topic analytics (analytics)", "+10 topic saas (saas)",
                               "+14 audience 30,000 (at least 25,000)", "+8 contact email known"]
     assert row["score"] == 47
+    rescored = runner.invoke(app, ["prospects", "rescore"])
+    assert rescored.exit_code == 0 and "1 prospects scored, 0 changed" in rescored.output
 
 
 def test_deployments_are_manual_module_path_entrypoints():
     from partnerflow.deployments.discovery import deployments
 
     found = {d.name: d for d in deployments()}
-    assert set(found) == {"import-prospects", "enrich-prospects"}
+    assert set(found) == {"import-prospects", "enrich-prospects", "rescore-prospects"}
     assert found["import-prospects"].entrypoint == "partnerflow.flows.discovery.import_prospects"
     assert all(not d.schedules and not d.triggers for d in found.values())

@@ -221,3 +221,22 @@ def test_a_page_the_extractor_chokes_on_is_recorded_and_the_rest_scored(server, 
     rows = {r["id"]: r for r in discovery.enrich_batch([ok, odd])}
     assert rows[odd]["error"] == "extract_error:RecursionError" and rows[ok]["error"] is None
     assert rows[ok]["score"] > rows[odd]["score"]
+
+
+def test_rescoring_after_a_policy_edit_uses_the_stored_enrichment(configure, tmp_path):
+    from partnerflow.flows.discovery import rescore_prospects
+
+    page = extract(GOOD_PAGE, "https://metricsmondays.example/")
+    keep = _add(email="priya@metricsmondays.example", domain="metricsmondays.example", enrichment=page,
+                score=1, score_reasons=["old"])
+    plain = _add(email="jo@plain.example", domain="plain.example", topics=["fitness"])
+    policy_file = tmp_path / "scoring.yaml"
+    policy_file.write_text("topics:\n  analytics: {points: 30, keywords: [kpi]}\n"
+                           "signals: {affiliate_links: 20}\n")
+    configure(discovery_scoring_policy=str(policy_file))
+    assert rescore_prospects() == {"prospects": 2, "changed": 1}
+    with session_scope() as session:
+        assert session.get(Prospect, keep).score_reasons == [
+            "+30 topic analytics (kpi)", "+20 page already carries affiliate links"]
+        assert session.get(Prospect, keep).score == 50
+        assert session.get(Prospect, plain).score == 0

@@ -1,4 +1,4 @@
-"""CLI commands: discovery — `partnerflow prospects import FILE` and `partnerflow prospects enrich`.
+"""CLI commands: discovery — `partnerflow prospects import FILE`, `... enrich`, `... rescore`.
 
 They run the same code as the flows, in this process, without a Prefect server.
 """
@@ -77,3 +77,13 @@ def enrich_cmd(
     for row in sorted(rows, key=lambda r: (-r["score"], r["id"])):
         status = f"  [{row['error']}]" if row["error"] else ""
         typer.echo(f"  {row['score']:>3}  #{row['id']} {row['name']} ({row['domain']}){status}")
+
+
+@prospects_app.command("rescore")
+def rescore_cmd(prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all.")) -> None:
+    """Score prospects again with the current scoring policy (after editing it); nothing is fetched."""
+    from partnerflow.tasks.discovery import rescore
+
+    _prepare()
+    stats = rescore(prospect or None)
+    typer.echo(f"{stats['prospects']} prospects scored, {stats['changed']} changed")
