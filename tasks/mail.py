@@ -120,13 +120,14 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
                             partner_id=partner_id, prospect_id=prospect_id)
     if message.status in (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.BOUNCED):
         return message
-    # Nobody on the suppression list (bounced, complained, unsubscribed) is mailed by any flow.
-    from partnerflow.tasks.suppression import is_suppressed
+    # Commercial mail never goes to anyone on the suppression list; mail the person asked for
+    # (signing link, remittance) is stopped only by a hard bounce. See tasks/suppression.blocks.
+    from partnerflow.tasks.suppression import blocks
 
     with session_scope() as session:
-        suppressed = is_suppressed(session, to_email)
-    if suppressed and claim(message.id, (MessageStatus.PENDING,)):
-        return _set_status(message.id, MessageStatus.FAILED, "suppressed: address is on the suppression list")
+        reason = blocks(session, to_email, kind)
+    if reason and claim(message.id, (MessageStatus.PENDING,)):
+        return _set_status(message.id, MessageStatus.FAILED, f"suppressed ({reason}): address is on the suppression list")
     provider = get_email_provider()
     # A row left in `sending` by a crash may be re-sent only when the provider is idempotent
     # per key; otherwise it waits for reconciliation (provider webhooks) instead.

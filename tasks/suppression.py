@@ -25,6 +25,20 @@ def is_suppressed(session: Session, email: str) -> bool:
     return session.exec(select(Suppression.id).where(Suppression.email == normalise_email(email))).first() is not None
 
 
+# Mail a person asked for by their own action (their signing link, their remittance) still goes to
+# someone who unsubscribed from marketing; only an address that hard-bounced is never mailed.
+COMMERCIAL_KINDS = frozenset({"outreach", "activation_nudge"})
+BLOCKS_EVERY_KIND = frozenset({"bounce"})
+
+
+def blocks(session: Session, email: str, kind: str) -> str | None:
+    """The suppression reason that stops mail of `kind` to `email`, or None."""
+    reason = session.exec(select(Suppression.reason).where(Suppression.email == normalise_email(email))).first()
+    if reason is None:
+        return None
+    return reason if kind in COMMERCIAL_KINDS or str(reason) in BLOCKS_EVERY_KIND else None
+
+
 def suppressed_among(session: Session, emails: Iterable[str]) -> set[str]:
     """The normalised addresses of `emails` that are suppressed (one query per 500)."""
     wanted = sorted({normalise_email(e) for e in emails})

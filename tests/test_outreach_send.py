@@ -158,7 +158,7 @@ def test_each_stop_condition_stops_the_sequence(how, outbox):
     assert first.stop_reason == expected
 
 
-def test_suppression_applies_across_sequences_and_to_one_off_mail(seq_root, outbox):
+def test_suppression_applies_across_sequences_and_to_commercial_one_off_mail(seq_root, outbox):
     other = seq_root / "partner-recruitment"
     other.rename(seq_root / "reseller-invite")
     shutil.copytree(default_root() / "partner-recruitment", seq_root / "partner-recruitment")
@@ -171,13 +171,22 @@ def test_suppression_applies_across_sequences_and_to_one_off_mail(seq_root, outb
     assert outreach.enroll("reseller-invite", now=MONDAY_NOON)["suppressed"] == 1
     outreach.send_due(now=MONDAY_NOON)
     assert [m["To"] for m in eml_files(outbox)] == ["p0@example.com", "p0@example.com"]
-    # ...and a one-off mail from any other flow is refused too.
+    # ...a commercial mail from any other flow is refused too...
     from partnerflow.tasks.mail import deliver
 
-    msg = deliver("notice:1", kind="notice", to_email="p1@example.com", template="test_notice",
-                  context={"name": "x", "partner_name": "x", "body": "x"})
-    assert msg.status == MessageStatus.FAILED and "suppressed" in msg.error
+    ctx = {"name": "x", "partner_name": "x", "body": "x"}
+    nudge = deliver("nudge:1", kind="activation_nudge", to_email="p1@example.com", template="test_notice", context=ctx)
+    assert nudge.status == MessageStatus.FAILED and "suppressed" in nudge.error
     assert len(eml_files(outbox)) == 2
+    # ...while mail the person asked for (a signing link, a remittance) still reaches them,
+    notice = deliver("notice:1", kind="notice", to_email="p1@example.com", template="test_notice", context=ctx)
+    assert notice.status == MessageStatus.SENT and len(eml_files(outbox)) == 3
+    # and an address that hard-bounced gets nothing at all.
+    with session_scope() as session:
+        suppress(session, "p0@example.com", "bounce", source="test")
+    bounced = deliver("notice:2", kind="notice", to_email="p0@example.com", template="test_notice", context=ctx)
+    assert bounced.status == MessageStatus.FAILED and "bounce" in bounced.error
+    assert len(eml_files(outbox)) == 3
 
 
 def test_business_hours_in_recipient_timezone(outbox):
