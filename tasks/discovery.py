@@ -187,8 +187,13 @@ def parse_file(raw: bytes) -> ParsedFile:
     text, encoding = decode_file(raw)
     if not text.strip():
         raise ImportFileError("the file is empty")
-    delimiter = sniff_delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+    # Excel writes a "sep=;" line first when it exports with a non-default delimiter.
+    hint = re.match(r"sep=(.)\r?\n", text, re.I)
+    delimiter = hint.group(1) if hint else sniff_delimiter(text)
+    stream = io.StringIO(text, newline="")
+    if hint:
+        stream.readline()
+    reader = csv.reader(stream, delimiter=delimiter, skipinitialspace=True)
     headers: list[str] | None = None
     header_line = 0
     while headers is None:
@@ -199,7 +204,7 @@ def parse_file(raw: bytes) -> ParsedFile:
         except csv.Error as exc:
             raise ImportFileError(f"line {reader.line_num}: the header cannot be read ({exc})") from None
         if any(cell.strip() for cell in row):
-            headers, header_line = [h.strip() for h in row], reader.line_num
+            headers, header_line = [h.strip() for h in row], reader.line_num + (1 if hint else 0)
     mapping = map_headers(headers)
     if not {"email", "website"} & set(mapping.values()):
         raise ImportFileError(
@@ -208,7 +213,7 @@ def parse_file(raw: bytes) -> ParsedFile:
                         {h: mapping.get(i, "") for i, h in enumerate(headers)})
 
     while True:
-        line = reader.line_num + 1
+        line = reader.line_num + 1 + (1 if hint else 0)
         try:
             row = next(reader)
         except StopIteration:

@@ -169,3 +169,12 @@ def test_an_import_racing_another_one_matches_its_rows_instead_of_failing(tmp_pa
     assert len(inserts) == 1  # the second attempt found the row and updated it instead
     assert (report["created"], report["updated"]) == (0, 1)
     assert [p.name for p in _prospects().values()] == ["From this file"]
+
+
+def test_excel_sep_hint_line(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("sep=;\r\nE-mail;Website;Notes\r\nann@a.example;a.example;x, y, z\r\nbad;;\r\n".encode("cp1252"))
+    report = import_file(path)
+    assert report["delimiter"] == ";" and report["created"] == 1
+    assert report["errors"] == [{"line": 4, "reason": "invalid email 'bad'"}]
+    assert _prospects()["ann@a.example"].extra == {"Notes": "x, y, z"}
