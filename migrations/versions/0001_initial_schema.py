@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 09:37:33.184425
+Create Date: 2026-11-23
 """
 from alembic import op
 import sqlalchemy as sa
@@ -34,15 +34,64 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_audit_log_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_log_subject_id'), ['subject_id'], unique=False)
 
+    op.create_table('compliance_run',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('scope', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('started_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('summary', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_table('conversion_source',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('api_key_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('api_key_hash'),
+    sa.UniqueConstraint('name')
+    )
+    op.create_table('fx_rate',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('base', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('quote', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('rate', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('day', 'base', 'quote', name='uq_fx_rate_day_pair')
+    )
+    with op.batch_alter_table('fx_rate', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_fx_rate_day'), ['day'], unique=False)
+
+    op.create_table('ledger_transfer',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('idempotency_key', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('payout_id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('idempotency_key')
+    )
+    with op.batch_alter_table('ledger_transfer', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ledger_transfer_partner_id'), ['partner_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_ledger_transfer_payout_id'), ['payout_id'], unique=False)
+
     op.create_table('payout_batch',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('period_end', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('summary', sa.JSON(), nullable=False),
     sa.Column('approved_by', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('decision_note', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('key')
     )
     with op.batch_alter_table('payout_batch', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payout_batch_status'), ['status'], unique=False)
@@ -62,6 +111,9 @@ def upgrade() -> None:
     sa.Column('score', sa.Integer(), nullable=False),
     sa.Column('score_reasons', sa.JSON(), nullable=False),
     sa.Column('enrichment', sa.JSON(), nullable=False),
+    sa.Column('audience_size', sa.BigInteger(), nullable=True),
+    sa.Column('extra', sa.JSON(), nullable=False),
+    sa.Column('enriched_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
@@ -71,6 +123,39 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_prospect_email'), ['email'], unique=True)
         batch_op.create_index(batch_op.f('ix_prospect_status'), ['status'], unique=False)
 
+    op.create_table('sanctions_list_version',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('checksum', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('source', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('list_date', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.Column('loaded_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('checksum')
+    )
+    op.create_table('sequence',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('definition_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('definition', sa.JSON(), nullable=False),
+    sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name', 'version', name='uq_sequence_name_version')
+    )
+    with op.batch_alter_table('sequence', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sequence_definition_hash'), ['definition_hash'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sequence_name'), ['name'], unique=False)
+
+    op.create_table('suppression',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('email', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('source', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('email')
+    )
     op.create_table('webhook_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('provider', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -82,6 +167,34 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('provider', 'event_id', name='uq_webhook_event_provider_event')
     )
+    op.create_table('enrollment',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('prospect_id', sa.Integer(), nullable=False),
+    sa.Column('sequence_id', sa.Integer(), nullable=False),
+    sa.Column('sequence_name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('email', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('current_step', sa.Integer(), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('stop_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('next_due_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('claim_token', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('claimed_until', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['prospect_id'], ['prospect.id'], ),
+    sa.ForeignKeyConstraint(['sequence_id'], ['sequence.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('prospect_id', 'sequence_name', name='uq_enrollment_prospect_sequence')
+    )
+    with op.batch_alter_table('enrollment', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_enrollment_claim_token'), ['claim_token'], unique=False)
+        batch_op.create_index(batch_op.f('ix_enrollment_email'), ['email'], unique=False)
+        batch_op.create_index(batch_op.f('ix_enrollment_next_due_at'), ['next_due_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_enrollment_prospect_id'), ['prospect_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_enrollment_sequence_id'), ['sequence_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_enrollment_sequence_name'), ['sequence_name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_enrollment_status'), ['status'], unique=False)
+
     op.create_table('partner',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -159,7 +272,10 @@ def upgrade() -> None:
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('customer_ref', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('customer_email', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('clicked_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('product', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('category', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('reverses_id', sa.Integer(), nullable=True),
     sa.Column('occurred_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
@@ -171,6 +287,40 @@ def upgrade() -> None:
     with op.batch_alter_table('conversion', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_conversion_occurred_at'), ['occurred_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_conversion_partner_id'), ['partner_id'], unique=False)
+
+    op.create_table('finding',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('rule', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('severity', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('title', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('url', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('evidence', sa.JSON(), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('status_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('owner', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('blocking', sa.Boolean(), nullable=False),
+    sa.Column('fingerprint', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('active_fingerprint', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('detail_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('decided_by', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('notified_message_id', sa.Integer(), nullable=True),
+    sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('closed_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['partner_id'], ['partner.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('active_fingerprint')
+    )
+    with op.batch_alter_table('finding', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_finding_fingerprint'), ['fingerprint'], unique=False)
+        batch_op.create_index(batch_op.f('ix_finding_kind'), ['kind'], unique=False)
+        batch_op.create_index(batch_op.f('ix_finding_partner_id'), ['partner_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_finding_severity'), ['severity'], unique=False)
+        batch_op.create_index(batch_op.f('ix_finding_status'), ['status'], unique=False)
 
     op.create_table('message',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -187,18 +337,61 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('sent_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('enrollment_id', sa.Integer(), nullable=True),
+    sa.Column('step', sa.Integer(), nullable=True),
+    sa.Column('sender_email', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('delivered_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('opened_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('clicked_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['enrollment_id'], ['enrollment.id'], ),
     sa.ForeignKeyConstraint(['partner_id'], ['partner.id'], ),
     sa.ForeignKeyConstraint(['prospect_id'], ['prospect.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('idempotency_key')
     )
     with op.batch_alter_table('message', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_message_enrollment_id'), ['enrollment_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_kind'), ['kind'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_partner_id'), ['partner_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_prospect_id'), ['prospect_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_provider_message_id'), ['provider_message_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_message_sender_email'), ['sender_email'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_to_email'), ['to_email'], unique=False)
+
+    op.create_table('onboarding',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('tax_form_kind', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('tax_form_encrypted', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('tax_form_masked', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('expires_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('completed_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('nudged_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('dormant_since', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['partner_id'], ['partner.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('partner_id')
+    )
+    with op.batch_alter_table('onboarding', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_onboarding_token_hash'), ['token_hash'], unique=False)
+
+    op.create_table('partner_page',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('url', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('last_checked_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_result', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['partner_id'], ['partner.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('partner_id', 'url', name='uq_partner_page_partner_url')
+    )
+    with op.batch_alter_table('partner_page', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_partner_page_partner_id'), ['partner_id'], unique=False)
 
     op.create_table('payout',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -210,6 +403,10 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('provider_ref', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('claim_token', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('claimed_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('fx_rates', sa.JSON(), nullable=False),
     sa.Column('error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('created_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('paid_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
@@ -220,8 +417,28 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('payout', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payout_batch_id'), ['batch_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payout_claim_token'), ['claim_token'], unique=False)
         batch_op.create_index(batch_op.f('ix_payout_partner_id'), ['partner_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_payout_status'), ['status'], unique=False)
+
+    op.create_table('sanctions_screening',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('subject_key', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('country', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('list_checksum', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('list_date', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('result', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('matches', sa.JSON(), nullable=False),
+    sa.Column('screened_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['partner_id'], ['partner.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('partner_id', 'list_checksum', 'subject_key', name='uq_sanctions_screening_partner_list_subject')
+    )
+    with op.batch_alter_table('sanctions_screening', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sanctions_screening_list_checksum'), ['list_checksum'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sanctions_screening_partner_id'), ['partner_id'], unique=False)
 
     op.create_table('commission',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -230,6 +447,7 @@ def upgrade() -> None:
     sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('rule', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('period', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('payable_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('payout_id', sa.Integer(), nullable=True),
@@ -242,7 +460,9 @@ def upgrade() -> None:
     with op.batch_alter_table('commission', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_commission_conversion_id'), ['conversion_id'], unique=True)
         batch_op.create_index(batch_op.f('ix_commission_partner_id'), ['partner_id'], unique=False)
+        batch_op.create_index('ix_commission_partner_status_payout', ['partner_id', 'status', 'payout_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_commission_payout_id'), ['payout_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_commission_period'), ['period'], unique=False)
         batch_op.create_index(batch_op.f('ix_commission_status'), ['status'], unique=False)
 
     op.create_table('contract',
@@ -296,11 +516,18 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_signature_request_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_signature_request_token_hash'), ['token_hash'], unique=False)
 
+    op.create_table('signature_send_attempt',
+    sa.Column('signature_request_id', sa.Integer(), nullable=False),
+    sa.Column('attempted_at', partnerflow.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['signature_request_id'], ['signature_request.id'], ),
+    sa.PrimaryKeyConstraint('signature_request_id')
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table('signature_send_attempt')
     with op.batch_alter_table('signature_request', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_signature_request_token_hash'))
         batch_op.drop_index(batch_op.f('ix_signature_request_status'))
@@ -315,26 +542,52 @@ def downgrade() -> None:
     op.drop_table('contract')
     with op.batch_alter_table('commission', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_commission_status'))
+        batch_op.drop_index(batch_op.f('ix_commission_period'))
         batch_op.drop_index(batch_op.f('ix_commission_payout_id'))
+        batch_op.drop_index('ix_commission_partner_status_payout')
         batch_op.drop_index(batch_op.f('ix_commission_partner_id'))
         batch_op.drop_index(batch_op.f('ix_commission_conversion_id'))
 
     op.drop_table('commission')
+    with op.batch_alter_table('sanctions_screening', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sanctions_screening_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_sanctions_screening_list_checksum'))
+
+    op.drop_table('sanctions_screening')
     with op.batch_alter_table('payout', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_payout_status'))
         batch_op.drop_index(batch_op.f('ix_payout_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_payout_claim_token'))
         batch_op.drop_index(batch_op.f('ix_payout_batch_id'))
 
     op.drop_table('payout')
+    with op.batch_alter_table('partner_page', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_partner_page_partner_id'))
+
+    op.drop_table('partner_page')
+    with op.batch_alter_table('onboarding', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_onboarding_token_hash'))
+
+    op.drop_table('onboarding')
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_message_to_email'))
         batch_op.drop_index(batch_op.f('ix_message_status'))
+        batch_op.drop_index(batch_op.f('ix_message_sender_email'))
         batch_op.drop_index(batch_op.f('ix_message_provider_message_id'))
         batch_op.drop_index(batch_op.f('ix_message_prospect_id'))
         batch_op.drop_index(batch_op.f('ix_message_partner_id'))
         batch_op.drop_index(batch_op.f('ix_message_kind'))
+        batch_op.drop_index(batch_op.f('ix_message_enrollment_id'))
 
     op.drop_table('message')
+    with op.batch_alter_table('finding', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_finding_status'))
+        batch_op.drop_index(batch_op.f('ix_finding_severity'))
+        batch_op.drop_index(batch_op.f('ix_finding_partner_id'))
+        batch_op.drop_index(batch_op.f('ix_finding_kind'))
+        batch_op.drop_index(batch_op.f('ix_finding_fingerprint'))
+
+    op.drop_table('finding')
     with op.batch_alter_table('conversion', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_conversion_partner_id'))
         batch_op.drop_index(batch_op.f('ix_conversion_occurred_at'))
@@ -353,7 +606,24 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_partner_domain'))
 
     op.drop_table('partner')
+    with op.batch_alter_table('enrollment', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_enrollment_status'))
+        batch_op.drop_index(batch_op.f('ix_enrollment_sequence_name'))
+        batch_op.drop_index(batch_op.f('ix_enrollment_sequence_id'))
+        batch_op.drop_index(batch_op.f('ix_enrollment_prospect_id'))
+        batch_op.drop_index(batch_op.f('ix_enrollment_next_due_at'))
+        batch_op.drop_index(batch_op.f('ix_enrollment_email'))
+        batch_op.drop_index(batch_op.f('ix_enrollment_claim_token'))
+
+    op.drop_table('enrollment')
     op.drop_table('webhook_event')
+    op.drop_table('suppression')
+    with op.batch_alter_table('sequence', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sequence_name'))
+        batch_op.drop_index(batch_op.f('ix_sequence_definition_hash'))
+
+    op.drop_table('sequence')
+    op.drop_table('sanctions_list_version')
     with op.batch_alter_table('prospect', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_prospect_status'))
         batch_op.drop_index(batch_op.f('ix_prospect_email'))
@@ -364,6 +634,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_payout_batch_status'))
 
     op.drop_table('payout_batch')
+    with op.batch_alter_table('ledger_transfer', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ledger_transfer_payout_id'))
+        batch_op.drop_index(batch_op.f('ix_ledger_transfer_partner_id'))
+
+    op.drop_table('ledger_transfer')
+    with op.batch_alter_table('fx_rate', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_fx_rate_day'))
+
+    op.drop_table('fx_rate')
+    op.drop_table('conversion_source')
+    op.drop_table('compliance_run')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_log_subject_id'))
         batch_op.drop_index(batch_op.f('ix_audit_log_at'))
