@@ -6,6 +6,7 @@ subprocess); here they are Prefect tasks, one per step over the whole batch.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -43,9 +44,18 @@ def build(period_end: datetime) -> int:
     return engine.build_batch(period_end)
 
 
-@task(name="pay-payout-batch", retries=3, retry_delay_seconds=30)
-def execute(batch_id: int) -> dict[str, int]:
-    return engine.execute_batch(batch_id)
+@task(name="pay-payout-batch")
+def execute(batch_id: int, passes: int = 3, wait_seconds: int = 30) -> dict[str, int]:
+    """Each pass tries every open payout once; payouts told to retry (429, 5xx, timeouts) get another pass."""
+    total: dict[str, int] = {}
+    for n in range(passes):
+        counts = engine.execute_batch(batch_id)
+        for key, value in counts.items():
+            total[key] = total.get(key, 0) + value
+        if not (counts.get("retry") or counts.get("ambiguous")) or n == passes - 1:
+            break
+        time.sleep(wait_seconds)
+    return total
 
 
 @task(name="reconcile-payout-batch")

@@ -321,7 +321,7 @@ def _instruction(session, payout: Payout) -> PayoutInstruction:
                              description=f"{get_settings().company_name} commissions, payout {payout.id}")
 
 
-def _claim(batch_id: int, lease_seconds: int) -> tuple[str, list[int]]:
+def _claim(batch_id: int, lease_seconds: int, after_id: int = 0) -> tuple[str, list[int]]:
     """Claim up to CLAIM_CHUNK payouts of the batch: pending ones, or ones left `sending` past the lease."""
     token = uuid.uuid4().hex
     now = utcnow()
@@ -331,6 +331,7 @@ def _claim(batch_id: int, lease_seconds: int) -> tuple[str, list[int]]:
             select(Payout.id).where(Payout.batch_id == batch_id, or_(
                 Payout.status == "pending",
                 and_(Payout.status == "sending", or_(Payout.claimed_at.is_(None), Payout.claimed_at <= stale))))
+            .where(Payout.id > after_id)
             .order_by(Payout.id).limit(CLAIM_CHUNK)).all()
         if not candidates:
             return token, []
@@ -355,10 +356,12 @@ def execute_batch(batch_id: int, *, rail: PayoutRail | None = None, lease_second
         if batch is None or batch.status not in ("approved", "paid", "partially_paid"):
             raise ValueError(f"payout batch {batch_id} is not approved (status {getattr(batch, 'status', None)})")
     counts: dict[str, int] = defaultdict(int)
+    after_id = 0  # one pass in id order: a payout that must wait (retry, ambiguous) is tried on the next run
     while True:
-        _token, ids = _claim(batch_id, lease)
+        _token, ids = _claim(batch_id, lease, after_id)
         if not ids:
             break
+        after_id = max(ids)
         for outcome in _pay_chunk(ids, rail):
             counts[outcome] += 1
     finish_batch(batch_id)

@@ -227,3 +227,48 @@ def test_open_compliance_finding_and_missing_payout_details_hold_the_payout(conf
         assert s.execute(select(func.count()).select_from(Payout)).scalar() == 0
     assert "missing payout details" in held[a] and any("possible SDN match" in r for r in held[a])
     assert held[b] == ["missing payout details"]
+
+
+def _approved(n: int = 3) -> tuple[int, list[int]]:
+    ps = [make_partner(i) for i in range(1, n + 1)]
+    add_conversions([{"partner_id": p, "amount_minor": 20000, "external_id": f"s{p}"} for p in ps])
+    compute_commissions(now=after_lock())
+    batch_id = engine.build_batch(after_lock())
+    engine.decide_batch(batch_id, approve=True, actor="test")
+    return batch_id, ps
+
+
+def test_rail_errors_timeout_after_accept_retry_later_and_permanent_failure(outbox):
+    from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
+    from partnerflow.providers.payout.ledger import LedgerRail
+
+    batch_id, (a, b, c) = _approved()
+
+    class Flaky(LedgerRail):
+        def pay(self, instruction):
+            if instruction.partner_id == a:  # the provider books it, then the answer times out
+                super().pay(instruction)
+                raise AmbiguousError("read timeout")
+            if instruction.partner_id == b:
+                raise RetryableError("429 Too Many Requests", retry_after=1)
+            raise PermanentError("account closed")
+
+    assert engine.execute_batch(batch_id, rail=Flaky()) == {"ambiguous": 1, "retry": 1, "failed": 1}
+    assert _ledger() == {a: [2000]}
+    assert _balance(c) == 2000  # the failed payout's commissions are back in the balance
+    # The next run asks the provider about a (found: recorded, not paid again) and pays b.
+    assert engine.execute_batch(batch_id, rail=LedgerRail()) == {"paid": 2}
+    assert _ledger() == {a: [2000], b: [2000]}
+    with session_scope() as s:
+        assert s.get(PayoutBatch, batch_id).status == "partially_paid"
+        assert s.execute(select(func.count()).select_from(Message).where(Message.kind == "payout_failed")).scalar() == 1
+
+
+def test_nobody_answering_the_approval_expires_the_batch_and_pays_nothing(configure):
+    configure(payout_approval_above_minor=0, payout_approval_timeout_seconds=2)
+    a = make_partner(1)
+    add_conversions([{"partner_id": a, "amount_minor": 20000, "external_id": "a"}])
+    compute_commissions(now=after_lock())
+    result = run_payout_batch(period_end=after_lock().isoformat())
+    assert result["status"] == "expired"
+    assert _ledger() == {} and _balance(a) == 2000
