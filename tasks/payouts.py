@@ -228,9 +228,10 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
             amount, _ = _balance(session, attached[payout.id], payout.currency, period_end, rates)
             amounts[payout.id] = amount
             total_by_currency[payout.currency] += amount
-        for chunk in _chunks(list(amounts.items()), 500):
-            for payout_id, amount in chunk:
-                session.execute(update(Payout).where(Payout.id == payout_id).values(amount_minor=amount))
+        if amounts:
+            t = Payout.__table__
+            session.execute(update(t).where(t.c.id == bindparam("p_id")).values(amount_minor=bindparam("p_amount")),
+                            [{"p_id": pid, "p_amount": amount} for pid, amount in amounts.items()])
         batch.summary = {
             "period_end": period_end.isoformat(), "rail": rail_name, "payouts": len(amounts),
             "totals": dict(total_by_currency), "held": [r for r in summary_rows if r["held"]],
