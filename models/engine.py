@@ -19,6 +19,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets served flow runs (separate processes) read while one writes.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # In WAL mode NORMAL survives a killed process (only a power loss can drop the last commits).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

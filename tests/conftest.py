@@ -61,13 +61,11 @@ from partnerflow.config import get_settings, reset_settings  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def schema():
-    """Build the schema with the migrations; tables not yet migrated are created so work in progress runs."""
+    """Build the schema with the migrations only, so every test also proves them."""
     from partnerflow import dbtools
     from partnerflow.models import get_engine
 
     dbtools.upgrade()
-    SQLModel.metadata.create_all(get_engine())
-    _add_unmigrated_columns(get_engine())
     yield
     get_engine().dispose()
     if _PG_ADMIN_URL:
@@ -78,20 +76,6 @@ def schema():
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-def _add_unmigrated_columns(engine) -> None:
-    """Columns added to already-migrated tables (work in progress) are added here until migrated."""
-    import sqlalchemy as sa
-
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,6 +1,6 @@
 """Shared plumbing for the fake payout providers (Stripe, PayPal).
 
-`ServedApp` runs an ASGI app on 127.0.0.1:<free port> in a daemon thread. `FaultPlan` holds the
+`ServedApp` (fakes.local_server.LocalServer) runs an ASGI app on 127.0.0.1:<free port> in a daemon thread. `FaultPlan` holds the
 faults a test injects into the next matching requests:
 
 - `status(429, retry_after=2)` / `status(503)`: answered at the edge, BEFORE the request takes effect
@@ -12,38 +12,10 @@ faults a test injects into the next matching requests:
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from dataclasses import dataclass, field
 
-import uvicorn
-
-
-class ServedApp:
-    def __init__(self, app):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._sock = sock
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="error", lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-
-    def start(self) -> "ServedApp":
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake provider did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
-        self._sock.close()
+from fakes.local_server import LocalServer as ServedApp  # noqa: F401  (one threaded-server helper for every fake)
 
 
 @dataclass
