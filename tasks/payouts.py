@@ -381,8 +381,9 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[str]:
     paid: list[tuple[int, str]] = []
     outcomes: list[str] = []
     try:
+        answered = _call_batch(rail, [(pid, i) for pid, recovering, i in instructions if not recovering])
         for payout_id, recovering, instruction in instructions:
-            outcome, detail = _call(rail, instruction, recovering)
+            outcome, detail = answered.get(payout_id) or _call(rail, instruction, recovering)
             outcomes.append(outcome)
             if outcome == "paid":
                 paid.append((payout_id, detail))
@@ -401,6 +402,27 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[str]:
             mark_payouts_paid(paid, actor=rail.name)
             _fault("after_record")
     return outcomes
+
+
+def _call_batch(rail: PayoutRail, items: list[tuple[int, PayoutInstruction]]) -> dict[int, tuple[str, str]]:
+    """Rails that take a whole batch at once (SEPA: one bank file) get every fresh payout in one call."""
+    pay_batch = getattr(rail, "pay_batch", None)
+    if pay_batch is None or not items:
+        return {}
+    _fault("before_call")
+    results = pay_batch([instruction for _, instruction in items])
+    _fault("after_accept")
+    answered: dict[int, tuple[str, str]] = {}
+    for (payout_id, _), result in zip(items, results, strict=True):
+        if isinstance(result, AmbiguousError):
+            answered[payout_id] = ("ambiguous", result.reason)
+        elif isinstance(result, RetryableError):
+            answered[payout_id] = ("retry", result.reason)
+        elif isinstance(result, PermanentError):
+            answered[payout_id] = ("failed", result.reason)
+        else:
+            answered[payout_id] = (result.status, result.provider_ref)
+    return answered
 
 
 def _call(rail: PayoutRail, instruction: PayoutInstruction, recovering: bool) -> tuple[str, str]:

@@ -244,3 +244,29 @@ def test_an_index_entry_left_by_a_crash_before_its_file_does_not_block_the_payme
     [path] = files()
     assert text(etree.parse(str(path)).getroot(), ".//p:EndToEndId") == ["payout-1"]
     assert sepa.pay(instruction(1, 100)) == result and len(files()) == 1
+
+
+def test_the_batch_engine_puts_a_claimed_chunk_in_one_bank_file(configure, tmp_path):
+    """The engine hands SEPA every fresh payout of a chunk at once: one file for the bank, not one per payout."""
+    import json
+
+    from partnerflow.secrets import encrypt
+    from partnerflow.tasks import payouts as engine
+    from partnerflow.tasks.commission_rules import compute_commissions
+    from payout_helpers import add_conversions, after_lock, make_partner
+
+    configure(payout_rail="sepa", sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001",
+              sepa_output_dir=tmp_path / "sepa")
+    partners = [make_partner(i, payout_method="sepa", currency="EUR",
+                             terms={"kind": "percentage", "rate": "0.10", "lock_days": 30, "currency": "EUR"},
+                             payout_details_encrypted=encrypt(json.dumps({"iban": "DE89370400440532013000"})))
+                for i in range(1, 5)]
+    add_conversions([{"partner_id": p, "amount_minor": 100000, "currency": "EUR", "external_id": f"c{p}"}
+                     for p in partners])
+    compute_commissions(now=after_lock())
+    batch_id = engine.build_batch(after_lock())
+    engine.decide_batch(batch_id, approve=True, actor="test")
+    engine.execute_batch(batch_id)
+    files = list((tmp_path / "sepa").glob("pain001-*.xml"))
+    assert len(files) == 1
+    assert files[0].read_text().count("<CdtTrfTxInf>") == 4

@@ -139,7 +139,8 @@ def test_paypal_sigkill_then_rerun_pays_every_partner_exactly_once(paypal, kill_
     assert _batch_status(batch_id) == "paid"
 
 
-@pytest.mark.parametrize("kill_at", ["after_accept:2", "after_accept:6"])
+# SEPA is paid a claimed chunk at a time (one bank file per chunk): kill inside the second chunk.
+@pytest.mark.parametrize("kill_at", ["before_call:2", "after_accept:2"])
 def test_sepa_sigkill_then_rerun_puts_every_partner_in_the_bank_files_once(configure, tmp_path, kill_at):
     from lxml import etree
 
