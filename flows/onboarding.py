@@ -24,6 +24,20 @@ from partnerflow.models.onboarding import Onboarding
 from partnerflow.tasks import onboarding as ob
 
 
+def _register_website(partner_id: int) -> None:
+    """The partner's own site is the first page the compliance checks watch (more via the CLI)."""
+    from partnerflow.tasks.compliance_pages import register_pages
+
+    with session_scope() as session:
+        website = (session.get(Partner, partner_id).website or "").strip()
+    if website:
+        url = website if website.startswith(("http://", "https://")) else f"https://{website}"
+        try:
+            register_pages(partner_id, [url])
+        except ValueError:
+            get_run_logger().warning("partner %s: website %r is not a page we can check", partner_id, website)
+
+
 @task(name="provision-partner")
 def provision(contract_id: int) -> dict[str, Any]:
     from partnerflow.tasks.mail import deliver
@@ -35,6 +49,7 @@ def provision(contract_id: int) -> dict[str, Any]:
         partner_id = contract.partner_id
     activated = ob.activate(partner_id, contract_id)
     tracking, coupon = ob.provision_codes(partner_id)
+    _register_website(partner_id)
     row = ob.ensure_onboarding(partner_id)
     with session_scope() as session:
         partner = session.get(Partner, partner_id)

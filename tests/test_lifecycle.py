@@ -20,6 +20,7 @@ from partnerflow.models import (
     Stage, session_scope,
 )
 from partnerflow.models.commissions import FxRate, LedgerTransfer
+from partnerflow.models.compliance import PartnerPage
 from partnerflow.web.app import create_app
 from support import run_answering
 
@@ -101,6 +102,9 @@ def test_partner_goes_from_csv_to_paid_payout_exactly_once(tmp_path, outbox):
     with session_scope() as session:
         partner = session.exec(select(Partner).where(Partner.email == APPLICANT["email"])).one()
     assert partner.stage == Stage.ACTIVE and partner.tracking_code and partner.coupon_code
+    with session_scope() as session:  # the partner's site is watched by the compliance checks from now on
+        pages = session.exec(select(PartnerPage.url).where(PartnerPage.partner_id == partner.id)).all()
+    assert pages == ["https://growthloop.example"]
     onboarding = web.post(link(outbox, "/onboarding/"), data={
         "tax_name": APPLICANT["legal_name"], "tax_address": "1 Podcast Way, Austin TX", "tin": "12-3456789",
         "certify": "yes", "payout_method": "paypal", "paypal_email": "payouts@growthloop.example"})
