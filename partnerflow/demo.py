@@ -267,7 +267,7 @@ def _flush_run_logs() -> None:
     """Send buffered run logs to the server before it stops (they show in the UI)."""
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()
+    APILogHandler().flush()
 
 
 def _print_summary(stack, settings, summary: dict) -> None:
