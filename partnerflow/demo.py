@@ -84,6 +84,21 @@ def _demo_conversions(tracking_code: str, coupon_code: str, folder: Path) -> Pat
     return path
 
 
+def _fresh_postgres_database(url: str, name: str) -> str:
+    """Recreate database `name` on the server `url` names, so every demo starts empty."""
+    import sqlalchemy as sa
+
+    from partnerflow.config import Settings
+
+    admin_url = Settings(database_url=url).resolved_database_url
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
 def _prepare_environment(var_dir: Path, web_port: int) -> None:
     if var_dir.exists():
         shutil.rmtree(var_dir)
@@ -98,9 +113,14 @@ def _prepare_environment(var_dir: Path, web_port: int) -> None:
         "PARTNERFLOW_OUTREACH_BUSINESS_HOURS_START": "0",
         "PARTNERFLOW_OUTREACH_BUSINESS_HOURS_END": "24",
     })
-    for name in ("PARTNERFLOW_DATABASE_URL", "PARTNERFLOW_EMAIL_PROVIDER", "PARTNERFLOW_ESIGN_PROVIDER",
-                 "PARTNERFLOW_PAYOUT_RAIL", "PARTNERFLOW_OUTBOX_DIR"):
-        os.environ.pop(name, None)  # the demo runs on the embedded defaults
+    for name in ("PARTNERFLOW_EMAIL_PROVIDER", "PARTNERFLOW_ESIGN_PROVIDER", "PARTNERFLOW_PAYOUT_RAIL",
+                 "PARTNERFLOW_OUTBOX_DIR"):
+        os.environ.pop(name, None)  # the demo runs on the embedded providers
+    url = os.environ.get("PARTNERFLOW_DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql")):
+        os.environ["PARTNERFLOW_DATABASE_URL"] = _fresh_postgres_database(url, "partnerflow_demo")
+    else:
+        os.environ.pop("PARTNERFLOW_DATABASE_URL", None)  # SQLite under var/demo
     from partnerflow.config import reset_settings
 
     reset_settings()
@@ -286,4 +306,6 @@ def _print_summary(stack, settings, summary: dict) -> None:
     say(f"  Prefect UI            {stack.prefect_url}  (runs, approval forms, artifacts; while the stack runs)")
     say(f"  outbox (sent mail)    {settings.resolved_outbox_dir.resolve()}")
     say(f"  signed contract       {summary['signed_contract']}")
-    say(f"  database              {settings.resolved_database_url}")
+    from sqlalchemy.engine import make_url
+
+    say(f"  database              {make_url(settings.resolved_database_url).render_as_string(hide_password=True)}")
