@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/partnerflow demo
 
 up: $(STAMP)
+	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/partnerflow up
 
 test: $(STAMP)
