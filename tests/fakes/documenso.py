@@ -17,7 +17,7 @@ from itertools import count
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from fakes.local_server import Faults, LocalServer
+from fakes.local_server import FakeProvider
 
 FAKE_PDF = b"%PDF-1.7\n% fake documenso signed document\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
@@ -37,31 +37,14 @@ class FakeDocument:
                 "userId": 1, "teamId": None, "createdAt": "2026-01-01T00:00:00.000Z"}
 
 
-class FakeDocumenso:
+class FakeDocumenso(FakeProvider):
     def __init__(self, api_key: str = "api_documenso_test", webhook_secret: str = "documenso-shared-secret"):
+        super().__init__()
         self.api_key = api_key
         self.webhook_secret = webhook_secret
         self.documents: dict[int, FakeDocument] = {}
-        self.received: list[tuple[str, str]] = []
-        self.faults = Faults()
         self._ids = count(101)
         self.app = self._build()
-        self._server: LocalServer | None = None
-
-    def start(self) -> "FakeDocumenso":
-        self._server = LocalServer(self.app).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    def calls(self, method: str, path_part: str) -> int:
-        return sum(1 for m, p in self.received if m == method and path_part in p)
 
     def live(self) -> list[FakeDocument]:
         return [d for d in self.documents.values() if d.status != "DELETED"]

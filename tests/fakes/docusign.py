@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from fakes.local_server import Faults, LocalServer
+from fakes.local_server import FakeProvider
 
 FAKE_PDF = b"%PDF-1.4\n% fake docusign combined document\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
@@ -41,32 +41,19 @@ class FakeEnvelope:
         return {f["name"]: f.get("value", "") for f in fields}
 
 
-class FakeDocuSign:
+class FakeDocuSign(FakeProvider):
     def __init__(self, token: str = "ds-test-token", account_id: str = "acc-123", hmac_key: str = "connect-key"):
+        super().__init__()
         self.token = token
         self.account_id = account_id
         self.hmac_key = hmac_key
         self.envelopes: dict[str, FakeEnvelope] = {}
-        self.received: list[tuple[str, str]] = []
-        self.faults = Faults()
         self.app = self._build()
-        self._server: LocalServer | None = None
-
-    def start(self) -> "FakeDocuSign":
-        self._server = LocalServer(self.app).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.stop()
 
     @property
     def url(self) -> str:
         """The api host setting: base URL ending in /restapi."""
         return self._server.url + "/restapi"
-
-    def calls(self, method: str, path_part: str) -> int:
-        return sum(1 for m, p in self.received if m == method and path_part in p)
 
     def complete(self, envelope_id: str) -> None:
         self.envelopes[envelope_id].status = "completed"

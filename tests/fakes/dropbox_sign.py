@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from fakes.local_server import Faults, LocalServer
+from fakes.local_server import FakeProvider
 
 FAKE_PDF = b"%PDF-1.4\n% fake signed document\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 
@@ -61,30 +61,14 @@ class FakeRequest:
         }
 
 
-class FakeDropboxSign:
+class FakeDropboxSign(FakeProvider):
     def __init__(self, api_key: str = "dbs-test-key"):
+        super().__init__()
         self.api_key = api_key
         self.requests: dict[str, FakeRequest] = {}
-        self.received: list[tuple[str, str]] = []  # (method, path) of every call
-        self.faults = Faults()
         self.app = self._build()
-        self._server: LocalServer | None = None
 
     # --- test helpers -------------------------------------------------------------------
-    def start(self) -> "FakeDropboxSign":
-        self._server = LocalServer(self.app).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.stop()
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    def calls(self, method: str, path_prefix: str) -> int:
-        return sum(1 for m, p in self.received if m == method and p.startswith(path_prefix))
 
     def sign(self, request_id: str) -> None:
         self.requests[request_id].status = "signed"

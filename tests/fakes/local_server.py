@@ -63,3 +63,31 @@ class Faults:
                 if fault["path"] in path:
                     return self._queue.pop(i)
         return None
+
+
+class FakeProvider:
+    """What every fake SaaS API shares: its app served on a free port, the calls it received, its faults.
+
+    Subclasses set `self.app` (via `_build()`) in their __init__ after calling super().__init__().
+    """
+
+    def __init__(self):
+        self.received: list[tuple[str, str]] = []  # (method, path) of every call
+        self.faults = Faults()
+        self._server: LocalServer | None = None
+
+    def start(self):
+        self._server = LocalServer(self.app).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.stop()
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def calls(self, method: str, path_part: str) -> int:
+        """How many `method` requests had `path_part` in their path."""
+        return sum(1 for m, p in self.received if m == method and path_part in p)
