@@ -87,10 +87,10 @@ async def floor_fetch(urls: list[str], concurrency: int) -> int:
 def bench_pages(n: int, concurrency: int) -> None:
     from partnerflow.flows.compliance import analyse_page
     from partnerflow.models import Partner
-    from partnerflow.tasks.brand_rules import compile_rules
-    from partnerflow.tasks.compliance_policy import load_policy
-    from partnerflow.tasks.compliance_pages import fetch_and_analyse
-    from partnerflow.tasks.webfetch import fetch_pages
+    from partnerflow.tasks.compliance.brand_rules import compile_rules
+    from partnerflow.tasks.compliance.policy import load_policy
+    from partnerflow.tasks.compliance.pages import fetch_and_analyse
+    from partnerflow.tasks.shared.webfetch import fetch_pages
 
     queue = mp.get_context("spawn").Queue()
     proc = mp.get_context("spawn").Process(target=serve, args=(queue,), daemon=True)
@@ -164,7 +164,7 @@ _LIST = None
 
 
 def _screen_chunk(chunk: list[str]) -> int:
-    from partnerflow.tasks.sanctions import screen
+    from partnerflow.tasks.compliance.sanctions import screen
 
     return sum(1 for q in chunk if screen(q, None, _LIST))
 
@@ -184,7 +184,7 @@ def screen_all(sdn, queries: list[str], workers: int) -> tuple[float, int]:
 
 
 def bench_sanctions(entries: int, names: int, workers: int, growth: list[int]) -> None:
-    from partnerflow.tasks.sanctions import SdnEntry, SdnList
+    from partnerflow.tasks.compliance.sanctions import SdnEntry, SdnList
 
     def build(listed):
         t = time.perf_counter()

@@ -58,7 +58,7 @@ def setup(database_url: str | None) -> None:
     from sqlmodel import SQLModel
 
     from partnerflow import dbtools
-    from partnerflow.config import reset_settings
+    from partnerflow.settings import reset_settings
     from partnerflow.models import get_engine
 
     reset_settings()
@@ -115,7 +115,7 @@ def floor_import(path: Path) -> float:
 
 
 def bench_import(rows: int) -> None:
-    from partnerflow.tasks.discovery import import_file
+    from partnerflow.tasks.discovery.imports import import_file
 
     path = Path(tempfile.mkdtemp()) / "prospects.csv"
     write_csv(path, rows)
@@ -173,9 +173,9 @@ async def floor_fetch(urls: list[str], concurrency: int) -> None:
 def bench_enrich(pages: int, chunk: int) -> None:
     from sqlalchemy import delete, insert
 
-    from partnerflow.config import get_settings
+    from partnerflow.settings import get_settings
     from partnerflow.models import Prospect, get_engine, utcnow
-    from partnerflow.tasks.discovery import enrich_batch
+    from partnerflow.tasks.discovery.imports import enrich_batch
 
     server, base = start_server(pages)
     urls = [f"{base}/blogger{i}" for i in range(pages)]
@@ -192,7 +192,7 @@ def bench_enrich(pages: int, chunk: int) -> None:
              "country": "US", "topics": ["analytics"], "source": "bench", "status": "new", "score": 0,
              "score_reasons": [], "enrichment": {}, "extra": {}, "created_at": now, "updated_at": now}
             for i, u in enumerate(urls)])
-    from partnerflow.tasks.discovery import prospects_to_enrich
+    from partnerflow.tasks.discovery.imports import prospects_to_enrich
 
     ids = prospects_to_enrich(None, pages)
     started = time.perf_counter()

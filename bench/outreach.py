@@ -40,7 +40,7 @@ def run_one(size: int) -> dict:
     })
     os.environ.pop("PARTNERFLOW_DATABASE_URL", None)
     sys.path.insert(0, str(ROOT / "tests"))
-    from fakes.sendgrid import FakeSendGrid
+    from partnerflow.testing.sendgrid import FakeSendGrid
 
     server = FakeSendGrid(record=False).start()
     os.environ["PARTNERFLOW_SENDGRID_API_HOST"] = server.url
@@ -70,8 +70,8 @@ def run_one(size: int) -> dict:
         from prefect import get_client
 
         from partnerflow.flows.outreach import send_due_outreach
-        from partnerflow.tasks.outreach import enroll
-        from partnerflow.tasks.outreach_sequences import load_sequence_files
+        from partnerflow.tasks.outreach.steps import enroll
+        from partnerflow.tasks.outreach.sequences import load_sequence_files
 
         load_sequence_files()
         enroll("partner-recruitment")
@@ -96,11 +96,11 @@ def measure_floor(size: int, url: str) -> float:
     """Render the same step for the same prospects with Jinja2 and POST the same batches with httpx."""
     import httpx
 
-    from partnerflow.config import get_settings
+    from partnerflow.settings import get_settings
     from partnerflow.providers.email import OutgoingEmail
     from partnerflow.providers.email.sendgrid import SendGridProvider
-    from partnerflow.tasks.outreach import unsubscribe_url
-    from partnerflow.tasks.outreach_sequences import base_context, default_root, read_sequence_dir, render_step
+    from partnerflow.tasks.outreach.steps import unsubscribe_url
+    from partnerflow.tasks.outreach.sequences import base_context, default_root, read_sequence_dir, render_step
 
     definition = read_sequence_dir(default_root() / "partner-recruitment")
     provider = SendGridProvider(get_settings())  # only to build identical request bodies

@@ -34,8 +34,8 @@ def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
     from sqlmodel import SQLModel
 
     from partnerflow.models import Contract, Conversion, Partner, get_engine, session_scope
-    from partnerflow.tasks import payouts as engine
-    from partnerflow.tasks.commission_rules import compute_commissions
+    from partnerflow.tasks.payouts import batches as engine
+    from partnerflow.tasks.payouts.commissions import compute_commissions
 
     SQLModel.metadata.create_all(get_engine())
     rnd = random.Random(42)
@@ -92,7 +92,7 @@ def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
     wall = time.perf_counter() - w0
 
     from partnerflow.models import Commission, Payout
-    from partnerflow.models.commissions import LedgerTransfer
+    from partnerflow.models.payouts import LedgerTransfer
 
     with session_scope() as s:
         ledger = s.execute(select(func.count(), func.sum(LedgerTransfer.amount_minor))).one()

@@ -143,7 +143,7 @@ def _phase(stack, kind: str, count: int, offset: int, log: Path) -> list[float]:
 def latency(signups: int) -> dict:
     from sqlmodel import SQLModel
 
-    from partnerflow.config import get_settings
+    from partnerflow.settings import get_settings
     from partnerflow.models import get_engine
     from partnerflow.stack import free_port, running_stack
 
@@ -164,7 +164,7 @@ def throughput(contracts: int) -> dict:
     from sqlmodel import SQLModel
 
     from partnerflow.models import Partner, get_engine, session_scope
-    from partnerflow.tasks.contracts import generate_contract, library, template_bytes
+    from partnerflow.tasks.contracting.documents import generate_contract, library, template_bytes
 
     SQLModel.metadata.create_all(get_engine())
     raw = template_bytes(library()["template"])
@@ -185,8 +185,8 @@ def throughput(contracts: int) -> dict:
         generate_contract(partner_id)
     real = contracts / (time.perf_counter() - started)
     # The document alone (no database row, no file): what the clause library and merge cost over the floor.
-    from partnerflow.tasks.contracts import merge_fields, render_contract
-    from partnerflow.terms import terms_for_partner
+    from partnerflow.tasks.contracting.documents import merge_fields, render_contract
+    from partnerflow.tasks.shared.terms import terms_for_partner
 
     with session_scope() as session:
         partner = session.get(Partner, partner_id)

@@ -8,7 +8,7 @@ def deployments() -> list:
     from prefect.deployments.runner import EntrypointType
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    from partnerflow import events
+    from partnerflow.tasks.shared import events
     from partnerflow.flows.compliance import check_compliance, rescreen_sanctions, review_findings
 
     return [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from partnerflow.events import CONTRACT_SIGNED, PARTNER_APPLIED
+from partnerflow.tasks.shared.events import CONTRACT_SIGNED, PARTNER_APPLIED
 
 
 def deployments() -> list:

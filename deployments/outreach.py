@@ -18,7 +18,7 @@ def deployments() -> list:
         ),
         load_sequences.to_deployment(
             name="load-sequences",
-            description="Load templates/sequences/*; a changed file becomes a new version.",
+            description="Load templates/outreach/sequences/*; a changed file becomes a new version.",
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),
         enroll_prospects.to_deployment(

@@ -7,7 +7,7 @@ def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
     from prefect.deployments.runner import EntrypointType
 
-    from partnerflow.flows.commissions import compute_commissions, dry_run_rules, import_conversions
+    from partnerflow.flows.payouts_commissions import compute_commissions, dry_run_rules, import_conversions
     from partnerflow.flows.payouts import run_payout_batch
 
     module = EntrypointType.MODULE_PATH

@@ -18,22 +18,22 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 from sqlmodel import select
 
-from partnerflow import events
-from partnerflow.config import get_settings
+from partnerflow.tasks.shared import events
+from partnerflow.settings import get_settings
 from partnerflow.models import Partner, Stage, session_scope
 from partnerflow.models.audit import current_flow_run_id
 from partnerflow.models.compliance import (
     ComplianceRun, Finding, FindingKind, FindingStatus, PartnerPage, SanctionsListVersion, SanctionsScreening,
 )
 from partnerflow.models.types import utcnow
-from partnerflow.tasks import compliance_findings as store
-from partnerflow.tasks.brand_rules import check_brand_rules, compile_rules
-from partnerflow.tasks.compliance_findings import Detected, RecordOutcome
-from partnerflow.tasks.compliance_pages import fetch_and_analyse
-from partnerflow.tasks.compliance_policy import load_policy
-from partnerflow.tasks.disclosure import check_disclosure, page_text
-from partnerflow.tasks.fraud import fraud_signals
-from partnerflow.tasks.sanctions import SanctionsListError, load_sanctions_list, normalize_tokens, screen
+from partnerflow.tasks.compliance import findings as store
+from partnerflow.tasks.compliance.brand_rules import check_brand_rules, compile_rules
+from partnerflow.tasks.compliance.findings import Detected, RecordOutcome
+from partnerflow.tasks.compliance.pages import fetch_and_analyse
+from partnerflow.tasks.compliance.policy import load_policy
+from partnerflow.tasks.compliance.disclosure import check_disclosure, page_text
+from partnerflow.tasks.compliance.fraud import fraud_signals
+from partnerflow.tasks.compliance.sanctions import SanctionsListError, load_sanctions_list, normalize_tokens, screen
 
 BATCH = 500
 CHECKED_STAGES = (Stage.ACTIVE, Stage.DORMANT)
@@ -199,14 +199,14 @@ def screen_partners(partner_ids: list[int], force: bool = False) -> dict:
 
 def notify_partner(partner_id: int, finding_ids: list[int], *, actor: str) -> int | None:
     """Mail the partner the templated notice once per set of findings; returns the Message id."""
-    from partnerflow.tasks.mail import deliver
+    from partnerflow.tasks.shared.mail import deliver
 
     with session_scope() as session:
         partner = session.get(Partner, partner_id)
         rows = [session.get(Finding, i) for i in sorted(finding_ids)]
         items = [{"title": f.title, "url": f.url, "reason": (f.evidence or {}).get("reason", "")} for f in rows]
     message = deliver(f"compliance-notice:{partner_id}:{'-'.join(map(str, sorted(finding_ids)))}",
-                      kind="compliance_notice", to_email=partner.email, template="compliance_notice",
+                      kind="compliance_notice", to_email=partner.email, template="compliance/compliance_notice",
                       context={"name": partner.contact_name or partner.legal_name, "findings": items, "fix_days": 14},
                       partner_id=partner_id)
     with session_scope() as session:
@@ -293,7 +293,7 @@ def _evidence_markdown(partner: Partner, rows: list[Finding]) -> str:
 @flow(name="review-compliance-findings")
 def review_findings(partner_id: int) -> dict:
     """Ask a person what to do about this partner's undecided findings of the policy's ask severities."""
-    from partnerflow.tasks.approval import ask_person
+    from partnerflow.tasks.shared.approvals import ask_person
 
     policy = load_policy()
     ask = policy["actions"].get("ask_person", ["high", "critical"])

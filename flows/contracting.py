@@ -17,12 +17,12 @@ from prefect import flow, get_run_logger, task
 from prefect.input import RunInput
 from sqlalchemy import update
 
-from partnerflow.config import get_settings
-from partnerflow.events import APPLICATION_DECIDED, emit
+from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.events import APPLICATION_DECIDED, emit
 from partnerflow.models import Application, ApplicationStatus, Partner, Stage, audit, session_scope, utcnow
 from partnerflow.models.audit import current_flow_run_id
-from partnerflow.tasks.screening import SEVERITY_ORDER, screen_application
-from partnerflow.terms import CommissionTerms, default_for
+from partnerflow.tasks.contracting.screening import SEVERITY_ORDER, screen_application
+from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
 UNDECIDED = (ApplicationStatus.RECEIVED, ApplicationStatus.PENDING_REVIEW, ApplicationStatus.EXPIRED)
 
@@ -49,7 +49,7 @@ def load_policy() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _embedded_policy() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("partnerflow.templates").joinpath("policies/approval.yaml").read_text())
+    return yaml.safe_load(resources.files("partnerflow.templates").joinpath("contracting/approval_policy.yaml").read_text())
 
 
 def decide_by_policy(policy: dict[str, Any], partner_type: str, findings: list[dict[str, Any]]) -> str:
@@ -132,8 +132,8 @@ def record_decision(application_id: int, status: str, *, actor: str, note: str =
 
 @task(name="generate-and-send-contract")
 def contract_and_sign(application_id: int) -> dict[str, Any]:
-    from partnerflow.tasks.contracts import generate_contract
-    from partnerflow.tasks.signing import request_signature
+    from partnerflow.tasks.contracting.documents import generate_contract
+    from partnerflow.tasks.contracting.signing import request_signature
 
     with session_scope() as session:
         app = session.get(Application, application_id)
@@ -146,10 +146,10 @@ def contract_and_sign(application_id: int) -> dict[str, Any]:
 
 
 def _notify_applicant(app: Application, decision: str, note: str) -> None:
-    from partnerflow.tasks.mail import deliver
+    from partnerflow.tasks.shared.mail import deliver
 
     deliver(f"application-decision:{app.id}:{decision}", kind="application_decision", to_email=app.email,
-            template="application_decision", partner_id=app.partner_id,
+            template="contracting/application_decision", partner_id=app.partner_id,
             context={"contact_name": app.contact_name or app.legal_name, "legal_name": app.legal_name,
                      "decision": decision, "note": note})
 
@@ -218,7 +218,7 @@ def contract_application(application_id: int) -> dict[str, Any]:
 
 def _ask(app: Application, findings: list[dict[str, Any]], policy: dict[str, Any], timeout: int, note: str = "",
          attempt: int = 0):
-    from partnerflow.tasks.approval import ask_person
+    from partnerflow.tasks.shared.approvals import ask_person
 
     key = f"application-{app.id}-approval" + (f"-terms{attempt}" if attempt else "")
     return ask_person(ApprovalDecision, note + describe_for_reviewer(app, findings, policy), timeout_seconds=timeout,
@@ -227,10 +227,10 @@ def _ask(app: Application, findings: list[dict[str, Any]], policy: dict[str, Any
 
 
 def _notify_team_timeout(app: Application, timeout: int) -> None:
-    from partnerflow.tasks.mail import deliver
+    from partnerflow.tasks.shared.mail import deliver
 
     hours = timeout / 3600
     deliver(f"approval-timeout:{app.id}:{current_flow_run_id()}", kind="approval_timeout",
-            to_email=get_settings().team_email, template="approval_timeout",
+            to_email=get_settings().team_email, template="contracting/approval_timeout",
             context={"application_id": app.id, "legal_name": app.legal_name, "email": app.email,
                      "timeout": f"{hours:g} hours" if hours >= 1 else f"{timeout} seconds"})

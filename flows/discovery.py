@@ -12,8 +12,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from partnerflow.config import get_settings
-from partnerflow.tasks import discovery
+from partnerflow.settings import get_settings
+from partnerflow.tasks.discovery import imports as discovery
 
 _SHOWN = 200  # rows listed in an artifact; the counts always cover everything
 

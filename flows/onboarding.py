@@ -16,17 +16,17 @@ from prefect.artifacts import create_markdown_artifact
 from sqlalchemy import func, update
 from sqlmodel import select
 
-from partnerflow.config import get_settings
-from partnerflow.events import PARTNER_ACTIVATED, emit
+from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.events import PARTNER_ACTIVATED, emit
 from partnerflow.models import (Application, ApplicationStatus, Contract, ContractStatus, Conversion, Partner, Stage,
                                 audit, session_scope, utcnow)
 from partnerflow.models.onboarding import Onboarding
-from partnerflow.tasks import onboarding as ob
+from partnerflow.tasks.onboarding import activation as ob
 
 
 def _register_website(partner_id: int) -> None:
     """The partner's own site is the first page the compliance checks watch (more via the CLI)."""
-    from partnerflow.tasks.compliance_pages import register_pages
+    from partnerflow.tasks.compliance.pages import register_pages
 
     with session_scope() as session:
         website = (session.get(Partner, partner_id).website or "").strip()
@@ -40,7 +40,7 @@ def _register_website(partner_id: int) -> None:
 
 @task(name="provision-partner")
 def provision(contract_id: int) -> dict[str, Any]:
-    from partnerflow.tasks.mail import deliver
+    from partnerflow.tasks.shared.mail import deliver
 
     with session_scope() as session:
         contract = session.get(Contract, contract_id)
@@ -57,7 +57,7 @@ def provision(contract_id: int) -> dict[str, Any]:
                    "tracking_url": ob.tracking_url(tracking), "coupon_code": coupon,
                    "tax_form_kind": row.tax_form_kind, "onboarding_url": ob.onboarding_url(partner_id)}
         to_email = partner.email
-    deliver(f"welcome:{partner_id}", kind="welcome", to_email=to_email, template="welcome", context=context,
+    deliver(f"welcome:{partner_id}", kind="welcome", to_email=to_email, template="onboarding/welcome", context=context,
             partner_id=partner_id)
     if activated:
         emit(PARTNER_ACTIVATED, "partner", partner_id, {"partner_id": partner_id, "contract_id": contract_id})
@@ -101,7 +101,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 @task(name="check-activation")
 def check_activation(now: datetime | None = None) -> dict[str, int]:
-    from partnerflow.tasks.mail import deliver
+    from partnerflow.tasks.shared.mail import deliver
 
     settings = get_settings()
     now = now or utcnow()
@@ -141,7 +141,7 @@ def check_activation(now: datetime | None = None) -> dict[str, int]:
                     counts["dormant"] += 1
         elif now - quiet_since >= nudge_after and (row is None or row.nudged_at is None or row.nudged_at < quiet_since):
             deliver(f"nudge:{pid}:{quiet_since:%Y%m%d%H%M%S}", kind="activation_nudge", to_email=email,
-                    template="activation_nudge", partner_id=pid,
+                    template="onboarding/activation_nudge", partner_id=pid,
                     context={"contact_name": name, "tracking_url": ob.tracking_url(tracking) if tracking else "",
                              "coupon_code": coupon or ""})
             if row:

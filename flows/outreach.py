@@ -8,13 +8,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from partnerflow.tasks import outreach
-from partnerflow.tasks.outreach_sequences import load_sequence_files
+from partnerflow.tasks.outreach import steps as outreach
+from partnerflow.tasks.outreach.sequences import load_sequence_files
 
 
 @flow(name="load-sequences")
 def load_sequences(root: str | None = None) -> dict:
-    """Load templates/sequences/*/sequence.yaml; a changed file becomes a new version."""
+    """Load templates/outreach/sequences/*/sequence.yaml; a changed file becomes a new version."""
     result = load_sequence_files(root)
     lines = ["| sequence | version | changed |", "|---|---|---|"]
     lines += [f"| {name} | {info['version']} | {'yes' if info['changed'] else 'no'} |" for name, info in result.items()]

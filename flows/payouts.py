@@ -15,11 +15,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.input import RunInput
 from sqlmodel import select
 
-from partnerflow.config import get_settings
+from partnerflow.settings import get_settings
 from partnerflow.models import Payout, PayoutBatch, session_scope, utcnow
-from partnerflow.money import format_money
-from partnerflow.tasks import payouts as engine
-from partnerflow.tasks.approval import ask_person
+from partnerflow.tasks.shared.money import format_money
+from partnerflow.tasks.payouts import batches as engine
+from partnerflow.tasks.shared.approvals import ask_person
 
 
 class PayoutDecision(RunInput):
@@ -136,7 +136,7 @@ def run_payout_batch(period_end: str | None = None, auto_approve_below_minor: in
         paid = session.exec(select(Payout).where(Payout.batch_id == batch_id, Payout.status == "paid")).all()
     result["paid"] = len(paid)
     if result["status"] in ("paid", "partially_paid"):
-        from partnerflow.events import PAYOUT_BATCH_PAID, emit
+        from partnerflow.tasks.shared.events import PAYOUT_BATCH_PAID, emit
 
         try:
             emit(PAYOUT_BATCH_PAID, "payout_batch", batch_id, {"paid": len(paid), "status": result["status"]})

@@ -9,7 +9,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from partnerflow.config import ConfigError, get_settings
+from partnerflow.settings import ConfigError, get_settings
 
 _engine: Engine | None = None
 

@@ -1,4 +1,4 @@
-"""Partners and their applications."""
+"""Partners: the one row per partner every stage shares."""
 
 from __future__ import annotations
 
@@ -59,36 +59,3 @@ class Partner(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     activated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_activity_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-
-
-class ApplicationStatus:
-    RECEIVED = "received"
-    PENDING_REVIEW = "pending_review"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    CHANGES_REQUESTED = "changes_requested"
-    WITHDRAWN = "withdrawn"
-    EXPIRED = "expired"  # nobody decided before the approval timed out
-
-
-class Application(SQLModel, table=True):
-    id: int | None = Field(default=None, primary_key=True)
-    partner_id: int | None = Field(default=None, foreign_key="partner.id", index=True)
-    email: str = Field(index=True)
-    legal_name: str
-    contact_name: str = ""
-    country: str = ""
-    website: str = ""
-    domain: str = Field(default="", index=True)
-    channels: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    partner_type: str = PartnerType.AFFILIATE
-    promotional_methods: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    tax_status: str = ""
-    agreed_to_terms: bool = False
-    status: str = Field(default=ApplicationStatus.RECEIVED, index=True)
-    screening: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    decided_by: str | None = None
-    decision_note: str | None = None
-    flow_run_id: str | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -63,7 +63,7 @@ def _wait(what: str, check, timeout: float = 120.0):
 
 def _demo_conversions(tracking_code: str, coupon_code: str, folder: Path) -> Path:
     """The sample conversions, attributed to the demo partner's real codes."""
-    sample = (resources.files("partnerflow.templates") / "sample" / "conversions.csv").read_text()
+    sample = (resources.files("partnerflow.templates") / "demo" / "conversions.csv").read_text()
     rows = list(csv.DictReader(io.StringIO(sample)))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()))
@@ -88,7 +88,7 @@ def _fresh_postgres_database(url: str, name: str) -> str:
     """Recreate database `name` on the server `url` names, so every demo starts empty."""
     import sqlalchemy as sa
 
-    from partnerflow.config import Settings
+    from partnerflow.settings import Settings
 
     admin_url = Settings(database_url=url).resolved_database_url
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -121,7 +121,7 @@ def _prepare_environment(var_dir: Path, web_port: int) -> None:
         os.environ["PARTNERFLOW_DATABASE_URL"] = _fresh_postgres_database(url, "partnerflow_demo")
     else:
         os.environ.pop("PARTNERFLOW_DATABASE_URL", None)  # SQLite under var/demo
-    from partnerflow.config import reset_settings
+    from partnerflow.settings import reset_settings
 
     reset_settings()
 
@@ -136,7 +136,7 @@ def run_demo(keep_running: bool = False) -> dict:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from partnerflow.cli.stack import prepare
-    from partnerflow.config import get_settings
+    from partnerflow.settings import get_settings
 
     prepare()
     settings = get_settings()
@@ -161,8 +161,8 @@ def run_demo(keep_running: bool = False) -> dict:
 def _lifecycle(stack, settings) -> dict:
     from sqlmodel import select
 
-    from partnerflow.approvals import answer, wait_for_paused_run
-    from partnerflow.flows.commissions import compute_commissions, import_conversions
+    from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
+    from partnerflow.flows.payouts_commissions import compute_commissions, import_conversions
     from partnerflow.flows.discovery import import_prospects
     from partnerflow.flows.outreach import enroll_prospects, load_sequences, send_due_outreach
     from partnerflow.flows.payouts import run_payout_batch
@@ -173,7 +173,7 @@ def _lifecycle(stack, settings) -> dict:
     summary: dict = {}
 
     say("1. Discovery: importing the sample prospects CSV")
-    sample = resources.files("partnerflow.templates") / "sample" / "prospects.csv"
+    sample = resources.files("partnerflow.templates") / "demo" / "prospects.csv"
     imported = import_prospects(str(sample), source="demo-sample")
     say(f"   imported {imported.get('imported')}, rejected rows: "
         + ", ".join(f"line {e['line']} ({e['reason']})" for e in imported.get("errors", [])))
@@ -250,7 +250,7 @@ def _add_sample_exchange_rates() -> None:
     from datetime import date
 
     from partnerflow.models import session_scope
-    from partnerflow.models.commissions import FxRate
+    from partnerflow.models.payouts import FxRate
 
     with session_scope() as session:
         session.add(FxRate(day=date(2026, 1, 1), base="EUR", quote="USD", rate="1.0850"))
@@ -261,7 +261,7 @@ def _run_answering(flow, kwargs: dict, flow_name: str, values: dict):
     """Run `flow` here while a second thread answers its approval form (same Prefect settings context)."""
     import contextvars
 
-    from partnerflow.approvals import answer, wait_for_paused_run
+    from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
 
     done = threading.Event()
 
@@ -291,7 +291,7 @@ def _flush_run_logs() -> None:
 
 
 def _print_summary(stack, settings, summary: dict) -> None:
-    from partnerflow.money import format_money
+    from partnerflow.tasks.shared.money import format_money
 
     status = summary["status"]
     say("")

@@ -10,7 +10,7 @@ import secrets as _stdlib_secrets
 
 from cryptography.fernet import Fernet
 
-from partnerflow.config import get_settings
+from partnerflow.settings import get_settings
 
 
 def master_key() -> bytes:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from partnerflow.config import Settings
+from partnerflow.settings import Settings
 
 
 def free_port() -> int:

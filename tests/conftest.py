@@ -32,7 +32,7 @@ def _fresh_postgres_database(url: str) -> tuple[str, str]:
     """Create pf_test_<random> on the server `url` points at; return (test url, admin url)."""
     import sqlalchemy as sa
 
-    from partnerflow.config import Settings
+    from partnerflow.settings import Settings
 
     admin_url = Settings(database_url=url).resolved_database_url
     name = f"pf_test_{uuid.uuid4().hex[:10]}"
@@ -56,7 +56,7 @@ import pytest  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
-from partnerflow.config import get_settings, reset_settings  # noqa: E402
+from partnerflow.settings import get_settings, reset_settings  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

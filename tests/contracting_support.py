@@ -40,7 +40,7 @@ def link(outbox: Path, path_prefix: str) -> str:
 
 def approved_partner(**overrides) -> int:
     """A partner that applied (no flow run): returns the partner id."""
-    from partnerflow.tasks.applications import submit_application
+    from partnerflow.tasks.contracting.applications import submit_application
 
     app, created = submit_application(application(**overrides))
     assert created

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from partnerflow.approvals import answer, wait_for_paused_run
+from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
 
 
 def run_answering(flow: Callable, kwargs: dict[str, Any], answers: list[dict[str, Any]], *,

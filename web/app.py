@@ -8,7 +8,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from partnerflow import __version__
-from partnerflow.web import applications, conversions, esign_webhooks, payout_webhooks, recruitment, signing
+from partnerflow.web import contracting as applications
+from partnerflow.web import payouts as conversions
+from partnerflow.web import contracting_webhooks as esign_webhooks
+from partnerflow.web import payouts_webhooks as payout_webhooks
+from partnerflow.web import outreach as recruitment
+from partnerflow.web import contracting_signing as signing
 
 
 def create_app() -> FastAPI:

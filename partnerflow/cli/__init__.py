@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from partnerflow.config import ConfigError
+from partnerflow.settings import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Partner programs run as Prefect flows.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -26,7 +26,8 @@ def db_upgrade(revision: str = "head") -> None:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from partnerflow.cli import compliance, contracting, discovery, outreach, payout_rails, payouts, stack  # noqa: F401
+    from partnerflow.cli import compliance, contracting, discovery, outreach, payouts, stack
+    from partnerflow.cli import payouts_reconcile as payout_rails  # noqa: F401
 
 
 def main() -> None:

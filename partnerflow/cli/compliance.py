@@ -34,7 +34,7 @@ def compliance_rescreen(force: bool = typer.Option(False, help="Screen again eve
 @compliance_app.command("add-page")
 def compliance_add_page(partner: int = typer.Option(..., "--partner"), url: str = typer.Argument(...)) -> None:
     """Register a partner's promotional page for disclosure and brand checks."""
-    from partnerflow.tasks.compliance_pages import register_pages
+    from partnerflow.tasks.compliance.pages import register_pages
 
     added = register_pages(partner, [url])
     typer.echo(f"{'added' if added else 'already registered'}: {url}")

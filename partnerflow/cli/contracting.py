@@ -26,7 +26,7 @@ def apply(
     agree: bool = typer.Option(False, "--agree", help="The applicant agrees to the program terms."),
 ) -> None:
     """Submit a partner application (as the web form does); starts contracting."""
-    from partnerflow.tasks.applications import ApplicationInvalid, DuplicateApplication, submit_application
+    from partnerflow.tasks.contracting.applications import ApplicationInvalid, DuplicateApplication, submit_application
 
     try:
         application, created = submit_application(
@@ -54,7 +54,7 @@ def list_applications(status: Optional[str] = typer.Option(None, help="Only this
     from sqlmodel import select
 
     from partnerflow.models import Application, session_scope
-    from partnerflow.tasks.screening import worst
+    from partnerflow.tasks.contracting.screening import worst
 
     with session_scope() as session:
         query = select(Application).order_by(Application.id.desc()).limit(limit)

@@ -20,8 +20,8 @@ def _show(result: dict) -> None:
 @outreach_app.command("load")
 def load(folder: Optional[str] = typer.Option(None, help="Folder of sequences (default: the shipped templates).")) -> None:
     """Load sequence files; a changed file becomes a new version."""
-    from partnerflow.tasks.mail import TemplateError
-    from partnerflow.tasks.outreach_sequences import SequenceError, load_sequence_files
+    from partnerflow.tasks.shared.mail import TemplateError
+    from partnerflow.tasks.outreach.sequences import SequenceError, load_sequence_files
 
     try:
         _show(load_sequence_files(folder))
@@ -35,7 +35,7 @@ def enroll(sequence: str = typer.Option("partner-recruitment"),
            prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all."),
            min_score: Optional[int] = typer.Option(None, help="Only prospects scoring at least this.")) -> None:
     """Enroll prospects into a sequence."""
-    from partnerflow.tasks.outreach import enroll as do_enroll
+    from partnerflow.tasks.outreach.steps import enroll as do_enroll
 
     try:
         _show(do_enroll(sequence, prospect_ids=prospect or None, min_score=min_score))
@@ -59,8 +59,8 @@ def stop(enrollment: Optional[int] = typer.Option(None, help="Enrollment id."),
          by: str = typer.Option("cli", help="Who stops it (audit log).")) -> None:
     """Stop an enrollment by hand."""
     from partnerflow.models import session_scope
-    from partnerflow.tasks.outreach import stop_enrollment
-    from partnerflow.tasks.suppression import suppress as add_suppression
+    from partnerflow.tasks.outreach.steps import stop_enrollment
+    from partnerflow.tasks.shared.suppression import suppress as add_suppression
 
     if (enrollment is None) == (email is None):
         typer.secho("give exactly one of --enrollment or --email", fg=typer.colors.RED, err=True)

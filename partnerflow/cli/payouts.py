@@ -36,7 +36,7 @@ def _show(result) -> None:
 @conversions_app.command("import")
 def conversions_import(file: str, source: str = typer.Option("csv", help="Source name (unique per external id).")) -> None:
     """Import a CSV of conversions; prints created/duplicates/unattributed and bad rows by line."""
-    from partnerflow.tasks.conversions import import_csv
+    from partnerflow.tasks.payouts.conversions import import_csv
 
     report = import_csv(file, source).as_dict()
     _show(report)
@@ -47,7 +47,7 @@ def conversions_import(file: str, source: str = typer.Option("csv", help="Source
 @commissions_app.command("compute")
 def commissions_compute() -> None:
     """Compute commissions for new conversions, apply reversals, release locked ones."""
-    from partnerflow.tasks.commission_rules import compute_commissions
+    from partnerflow.tasks.payouts.commissions import compute_commissions
 
     _show(compute_commissions())
 
@@ -55,8 +55,8 @@ def commissions_compute() -> None:
 @commissions_app.command("dry-run")
 def commissions_dry_run(rules: str, start: str = typer.Option(...), end: str = typer.Option(...)) -> None:
     """Compare proposed rules (file or JSON) with what was computed for [start, end). Changes nothing."""
-    from partnerflow.flows.commissions import _when
-    from partnerflow.tasks.commission_rules import dry_run
+    from partnerflow.flows.payouts_commissions import _when
+    from partnerflow.tasks.payouts.commissions import dry_run
 
     _show(dry_run(rules, _when(start), _when(end)))
 
@@ -74,7 +74,7 @@ def payouts_run(period_end: Optional[str] = typer.Option(None, help="ISO date-ti
 @sources_app.command("add")
 def sources_add(name: str) -> None:
     """Register a conversion source and print its API key (shown this once; only a hash is stored)."""
-    from partnerflow.tasks.conversions import add_source
+    from partnerflow.tasks.payouts.conversions import add_source
 
     try:
         key = add_source(name)
@@ -92,8 +92,8 @@ def fx_add(day: str, base: str, quote: str, rate: str) -> None:
     from decimal import Decimal, InvalidOperation
 
     from partnerflow.models import session_scope
-    from partnerflow.models.commissions import FxRate
-    from partnerflow.money import check_currency
+    from partnerflow.models.payouts import FxRate
+    from partnerflow.tasks.shared.money import check_currency
 
     try:
         value = Decimal(rate)

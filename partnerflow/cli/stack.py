@@ -12,7 +12,7 @@ from partnerflow.cli import app
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Counts per lifecycle stage, messages sent, contracts signed, payouts paid."""
-    from partnerflow.config import check_settings, get_settings
+    from partnerflow.settings import check_settings, get_settings
     from partnerflow.models.engine import check_database
     from partnerflow.status import collect_status
 
@@ -32,7 +32,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 def prepare() -> None:
     """Fail early with one sentence on bad settings; bring the schema up to date."""
     from partnerflow import dbtools
-    from partnerflow.config import check_settings, get_settings
+    from partnerflow.settings import check_settings, get_settings
     from partnerflow.models.engine import check_database
 
     check_settings(get_settings())
@@ -45,7 +45,7 @@ def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server a
     """Start the embedded stack: Prefect server + UI, the web app, and every deployment served."""
     import time
 
-    from partnerflow.config import get_settings
+    from partnerflow.settings import get_settings
     from partnerflow.deployments import all_deployments
     from partnerflow.stack import running_stack
 

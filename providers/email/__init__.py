@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from partnerflow.config import Settings, check_settings, get_settings
+from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.providers.email.base import EmailProvider, OutgoingEmail, SendOutcome
 
 

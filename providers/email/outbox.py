@@ -8,7 +8,7 @@ import os
 from email.message import EmailMessage
 from pathlib import Path
 
-from partnerflow.config import Settings
+from partnerflow.settings import Settings
 from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
 
 

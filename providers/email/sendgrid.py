@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from partnerflow.config import Settings
+from partnerflow.settings import Settings
 from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
 from partnerflow.providers.errors import AmbiguousError, PermanentError, ProviderError, RetryableError
 

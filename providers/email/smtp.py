@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 
-from partnerflow.config import Settings
+from partnerflow.settings import Settings
 from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
 from partnerflow.providers.email.outbox import build_mime
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError

@@ -7,7 +7,7 @@ from partnerflow.providers.esign.base import SignatureProvider
 
 def get_esign_provider(name: str | None = None) -> SignatureProvider:
     """The provider named by PARTNERFLOW_ESIGN_PROVIDER (or `name`); SaaS modules import lazily."""
-    from partnerflow.config import ESIGN_PROVIDERS, ConfigError, get_settings
+    from partnerflow.settings import ESIGN_PROVIDERS, ConfigError, get_settings
 
     name = (name or get_settings().esign_provider).strip().lower()
     if name == "builtin":

@@ -3,7 +3,7 @@
 A provider sends one of our SignatureRequest rows (created, with its idempotency key, before
 the call) and returns the provider's request id. Sending the same row again must not create a
 second request at the provider. Completion arrives later (signing page, verified webhook) and
-goes through `partnerflow.tasks.signing.complete_signature`.
+goes through `partnerflow.tasks.contracting.signing.complete_signature`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import hmac
 
 from sqlalchemy import update
 
-from partnerflow.config import get_settings
+from partnerflow.settings import get_settings
 from partnerflow.models import Contract, Partner, SignatureRequest, audit, session_scope
 from partnerflow.providers.errors import PermanentError
 from partnerflow.secrets import master_key, token_hash
@@ -34,7 +34,7 @@ class BuiltinSigning:
     def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
              message: str = "") -> str:
         """Record the link's hash, then mail the link once (key `sign:{id}`)."""
-        from partnerflow.tasks.mail import deliver
+        from partnerflow.tasks.shared.mail import deliver
 
         with session_scope() as session:
             row = session.get(SignatureRequest, signature_request_id)
@@ -56,7 +56,7 @@ class BuiltinSigning:
                        "expires_on": row.expires_at.strftime("%d %B %Y") if row.expires_at else ""}
             to_email, partner_id = row.signer_email, partner.id
         deliver(f"sign:{signature_request_id}", kind="signing_request", to_email=to_email,
-                template="signing_request", context=context, partner_id=partner_id)
+                template="contracting/signing_request", context=context, partner_id=partner_id)
         return provider_request_id
 
     def void(self, provider_request_id: str, reason: str) -> None:

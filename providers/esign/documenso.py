@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from partnerflow.config import Settings, check_settings, get_settings
+from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.models import SignatureRequest, session_scope
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.saas import Envelope, WebhookRejected, call, http_client, send_once

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from partnerflow.config import Settings, check_settings, get_settings
+from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.models import utcnow
 from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.esign.saas import Envelope, WebhookRejected, call, http_client, send_once

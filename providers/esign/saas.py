@@ -20,9 +20,9 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from partnerflow.config import get_settings
+from partnerflow.settings import get_settings
 from partnerflow.models import Contract, SignatureRequest, WebhookEvent, audit, session_scope, utcnow
-from partnerflow.models.contracts import SignatureSendAttempt
+from partnerflow.models.contracting import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.secrets import token_hash
 
@@ -259,7 +259,7 @@ def find_signature_request(provider: str, provider_request_id: str, reference: s
 def complete_from_provider(provider: SaasProvider, webhook_event_id: int | None, provider_request_id: str,
                            reference: str | None, evidence: dict) -> str:
     """Download the signed PDF and complete our signature request; returns what happened (for logs/tests)."""
-    from partnerflow.tasks.signing import complete_signature
+    from partnerflow.tasks.contracting.signing import complete_signature
 
     row = find_signature_request(provider.name, provider_request_id, reference)
     if row is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from partnerflow.config import ConfigError, get_settings
+from partnerflow.settings import ConfigError, get_settings
 from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
 
 _RAILS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from partnerflow.models.commissions import LedgerTransfer
+from partnerflow.models.payouts import LedgerTransfer
 from partnerflow.models.engine import get_engine
 from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import httpx
 
-from partnerflow.config import get_settings
-from partnerflow.money import exponent
+from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.money import exponent
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
 from partnerflow.providers.payout.http import DEFAULT_BASE_DELAY_SECONDS, send_with_retries

@@ -34,7 +34,7 @@ from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 from unidecode import unidecode
 
-from partnerflow.config import get_settings
+from partnerflow.settings import get_settings
 from partnerflow.providers.errors import PermanentError, ProviderError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
 

@@ -1,0 +1,265 @@
+"""Conversion intake: the JSON endpoint and the CSV import share `ingest()`.
+
+- Unique by (source, external_id): re-sending a conversion changes nothing (counted as duplicate).
+- Attributed by tracking code, else coupon code; a conversion with no partner is kept and reported.
+- Refunds, chargebacks and reversals name the earlier conversion (`reverses`, its external id in
+  the same source).
+- Amounts are decimal strings in major units ("12.34") or integer `amount_minor`; never floats.
+- Bad records are reported by line (CSV) or index (JSON); good ones are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from partnerflow.models import Conversion, Partner, session_scope, utcnow
+from partnerflow.models.payouts import ConversionSource
+from partnerflow.tasks.shared.money import check_currency, to_minor
+from partnerflow.secrets import new_token, token_hash
+
+KINDS = ("sale", "lead", "signup", "recurring", "refund", "chargeback", "reversal")
+REVERSALS = ("refund", "chargeback", "reversal")
+COLUMNS = ("external_id", "kind", "amount", "amount_minor", "currency", "occurred_at", "tracking_code",
+           "coupon_code", "customer_ref", "product", "category", "reverses")
+CHUNK = 1000
+_THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
+
+
+class ConversionError(ValueError):
+    """One record is not acceptable; the message says why."""
+
+
+@dataclass
+class IngestReport:
+    created: int = 0
+    duplicates: int = 0
+    unattributed: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {"line": n, "error": "..."}
+    unattributed_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "duplicates": self.duplicates, "unattributed": self.unattributed,
+                "unattributed_external_ids": self.unattributed_ids[:100], "errors": self.errors}
+
+
+# --- sources and their API keys -----------------------------------------------------------------
+
+def add_source(name: str) -> str:
+    """Register a conversion source; returns its API key (shown once, only its hash is stored)."""
+    name = name.strip()
+    if not name:
+        raise ValueError("a source needs a name")
+    key = "pfk_" + new_token(24)
+    with session_scope() as session:
+        if session.execute(select(ConversionSource).where(ConversionSource.name == name)).scalars().first():
+            raise ValueError(f"source {name!r} exists already")
+        session.add(ConversionSource(name=name, api_key_hash=token_hash(key)))
+    return key
+
+
+def source_for_key(api_key: str | None) -> str | None:
+    if not api_key:
+        return None
+    with session_scope() as session:
+        row = session.execute(select(ConversionSource).where(
+            ConversionSource.api_key_hash == token_hash(api_key.strip()), ConversionSource.active.is_(True))
+        ).scalars().first()
+        return row.name if row else None
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise ConversionError("numbers with a decimal point must be sent as strings (\"12.34\"), not floats")
+    value = str(value).strip()
+    return value or None
+
+
+def _when(value: Any) -> datetime:
+    raw = _text(value)
+    if not raw:
+        raise ConversionError("occurred_at is required (ISO 8601, e.g. 2026-01-31T12:00:00Z)")
+    try:
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConversionError(f"occurred_at {raw!r} is not an ISO 8601 date-time") from None
+    if at.tzinfo is None:  # a bare date or time without offset is taken as UTC
+        at = at.replace(tzinfo=timezone.utc)
+    return at.astimezone(timezone.utc)
+
+
+def parse_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Validate one conversion; returns the values to store (reverses still an external id)."""
+    unknown = set(record) - set(COLUMNS)
+    if unknown:
+        raise ConversionError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    external_id = _text(record.get("external_id"))
+    if not external_id:
+        raise ConversionError("external_id is required")
+    if len(external_id) > 200:
+        raise ConversionError("external_id is longer than 200 characters")
+    kind = (_text(record.get("kind")) or "sale").lower()
+    if kind not in KINDS:
+        raise ConversionError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    try:
+        currency = check_currency(_text(record.get("currency")) or "")
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
+    amount, amount_minor = record.get("amount"), record.get("amount_minor")
+    try:
+        if amount_minor not in (None, "") and amount not in (None, ""):
+            raise ConversionError("give amount or amount_minor, not both")
+        if amount_minor not in (None, ""):
+            if isinstance(amount_minor, float) or isinstance(amount_minor, bool):
+                raise ConversionError("amount_minor must be an integer")
+            minor = int(str(amount_minor).strip())
+        elif amount not in (None, ""):
+            if isinstance(amount, float):
+                raise ConversionError("amount must be a string like \"12.34\", not a float")
+            text = str(amount).strip()
+            # "12,50" would read as 1250: a comma is allowed only as a thousands separator ("1,234.50").
+            if "," in text and not _THOUSANDS.fullmatch(text):
+                raise ConversionError(f"amount {text!r} is ambiguous: use a dot for decimals (12.50)")
+            minor = to_minor(text, currency)
+        else:
+            minor = 0 if kind in ("lead", "signup") or kind in REVERSALS else None
+            if minor is None:
+                raise ConversionError(f"amount is required for a {kind}")
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConversionError):
+            raise
+        raise ConversionError(f"amount: {exc}") from None
+    if minor < 0:
+        raise ConversionError("amount must not be negative (send a refund pointing at the sale instead)")
+    reverses = _text(record.get("reverses"))
+    if kind in REVERSALS and not reverses:
+        raise ConversionError(f"a {kind} must name the conversion it reverses (reverses=<external_id>)")
+    if reverses and kind not in REVERSALS:
+        raise ConversionError(f"only {', '.join(REVERSALS)} may reverse a conversion")
+    return {
+        "external_id": external_id, "kind": kind, "amount_minor": minor, "currency": currency,
+        "occurred_at": _when(record.get("occurred_at")),
+        "tracking_code": _text(record.get("tracking_code")), "coupon_code": _text(record.get("coupon_code")),
+        "customer_ref": _text(record.get("customer_ref")), "product": _text(record.get("product")),
+        "category": _text(record.get("category")), "reverses": reverses,
+    }
+
+
+# --- storing ----------------------------------------------------------------------------------
+
+def ingest(records: Iterable[tuple[int, dict[str, Any]]], source: str) -> IngestReport:
+    """Store (line, record) pairs; each chunk in one transaction. Good records are kept, bad ones reported."""
+    report = IngestReport()
+    chunk: list[tuple[int, dict[str, Any]]] = []
+    for line, record in records:
+        try:
+            if "__error__" in record:
+                raise ConversionError(record["__error__"])
+            chunk.append((line, parse_record(record)))
+        except ConversionError as exc:
+            report.errors.append({"line": line, "error": str(exc)})
+        if len(chunk) >= CHUNK:
+            _store(chunk, source, report)
+            chunk = []
+    if chunk:
+        _store(chunk, source, report)
+    return report
+
+
+def _store(chunk: list[tuple[int, dict[str, Any]]], source: str, report: IngestReport) -> None:
+    with session_scope() as session:
+        ext_ids = {v["external_id"] for _, v in chunk} | {v["reverses"] for _, v in chunk if v["reverses"]}
+        existing = dict(session.execute(select(Conversion.external_id, Conversion.id).where(
+            Conversion.source == source, Conversion.external_id.in_(ext_ids))).all())
+        codes = {v["tracking_code"] for _, v in chunk if v["tracking_code"]}
+        coupons = {v["coupon_code"] for _, v in chunk if v["coupon_code"]}
+        by_code = dict(session.execute(select(Partner.tracking_code, Partner.id)
+                                       .where(Partner.tracking_code.in_(codes))).all()) if codes else {}
+        by_coupon = dict(session.execute(select(Partner.coupon_code, Partner.id)
+                                         .where(Partner.coupon_code.in_(coupons))).all()) if coupons else {}
+        seen: set[str] = set()
+        now = utcnow()
+        for line, v in chunk:
+            ext = v["external_id"]
+            if ext in existing or ext in seen:
+                report.duplicates += 1
+                continue
+            reverses_id = None
+            partner_id = by_code.get(v["tracking_code"]) or by_coupon.get(v["coupon_code"])
+            if v["reverses"]:
+                reverses_id = existing.get(v["reverses"])
+                if reverses_id is None:
+                    report.errors.append({"line": line, "error": f"reverses unknown conversion {v['reverses']!r} "
+                                                                 f"of source {source!r}"})
+                    continue
+                original = session.get(Conversion, reverses_id)
+                partner_id = original.partner_id  # a reversal belongs to whoever earned the original
+            row = {k: v[k] for k in ("external_id", "kind", "amount_minor", "currency", "occurred_at",
+                                     "tracking_code", "coupon_code", "customer_ref", "product", "category")}
+            row.update(source=source, partner_id=partner_id, reverses_id=reverses_id, created_at=now)
+            # Insert one at a time within the chunk so a later reversal can point at an earlier sale.
+            try:
+                with session.begin_nested():
+                    new_id = session.execute(insert(Conversion).values(**row).returning(Conversion.id)).scalar_one()
+            except IntegrityError:  # another request stored it meanwhile
+                report.duplicates += 1
+                continue
+            existing[ext] = new_id
+            seen.add(ext)
+            report.created += 1
+            if partner_id is None:
+                report.unattributed += 1
+                report.unattributed_ids.append(ext)
+
+
+def read_csv(text: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each data row; the header names the columns (see COLUMNS)."""
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    if reader.fieldnames is None:
+        return
+    header = [(name or "").strip().lower() for name in reader.fieldnames]
+    reader.fieldnames = header
+    for record in reader:
+        line = reader.line_num
+        if None in record:  # more cells than the header has columns
+            record.pop(None)
+            yield line, {"__error__": "more cells than the header has columns"}
+            continue
+        cleaned = {k: v for k, v in record.items() if k and v not in (None, "")}
+        if not cleaned:
+            continue
+        yield line, cleaned
+
+
+def import_csv(path: str, source: str = "csv") -> IngestReport:
+    from charset_normalizer import from_bytes
+
+    data = open(path, "rb").read()
+    best = from_bytes(data).best()
+    text = str(best) if best is not None else data.decode("utf-8", errors="replace")
+    return ingest(read_csv(text.lstrip("\ufeff")), source)
+
+
+def unattributed_summary(limit: int = 50) -> list[dict[str, Any]]:
+    with session_scope() as session:
+        rows = session.execute(select(Conversion.source, Conversion.external_id, Conversion.tracking_code,
+                                      Conversion.coupon_code, Conversion.amount_minor, Conversion.currency)
+                               .where(Conversion.partner_id.is_(None)).order_by(Conversion.id).limit(limit)).all()
+    return [dict(zip(("source", "external_id", "tracking_code", "coupon_code", "amount_minor", "currency"), r))
+            for r in rows]
+

@@ -1,0 +1,109 @@
+"""Conversion intake: API key per source, CSV with bad rows by line, idempotency, attribution, reversals."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from partnerflow.models import Conversion, session_scope
+from partnerflow.models.payouts import ConversionSource
+from partnerflow.tasks.payouts.conversions import add_source, import_csv
+from partnerflow.web.app import create_app
+from payout_helpers import make_partner
+
+
+def _count() -> int:
+    with session_scope() as s:
+        return s.execute(select(func.count()).select_from(Conversion)).scalar()
+
+
+def test_api_needs_the_sources_key_and_stores_only_its_hash():
+    key = add_source("shop")
+    with session_scope() as s:
+        row = s.execute(select(ConversionSource)).scalar_one()
+        assert key not in row.api_key_hash and len(row.api_key_hash) == 64
+    client = TestClient(create_app())
+    body = {"external_id": "o1", "amount": "10.00", "currency": "USD", "occurred_at": "2026-01-01T00:00:00Z"}
+    assert client.post("/api/conversions", json=body).status_code == 401
+    assert client.post("/api/conversions", json=body, headers={"X-API-Key": key + "x"}).status_code == 401
+    assert _count() == 0
+    assert client.post("/api/conversions", json=body, headers={"X-API-Key": key}).status_code == 200
+
+
+def test_api_resend_changes_nothing_and_attributes_by_code_or_coupon():
+    p = make_partner(7)
+    key = add_source("shop")
+    client = TestClient(create_app())
+    batch = {"conversions": [
+        {"external_id": "o1", "amount": "10.00", "currency": "usd", "occurred_at": "2026-01-01T00:00:00Z",
+         "tracking_code": "P7"},
+        {"external_id": "o2", "amount": "5", "currency": "USD", "occurred_at": "2026-01-01", "coupon_code": "C7"},
+        {"external_id": "o3", "amount": "7.50", "currency": "USD", "occurred_at": "2026-01-01", "tracking_code": "??"},
+        {"external_id": "o4", "amount": 7.5, "currency": "USD", "occurred_at": "2026-01-01"},
+    ]}
+    r = client.post("/api/conversions", json=batch, headers={"X-API-Key": key})
+    assert r.status_code == 200
+    report = r.json()
+    assert (report["created"], report["duplicates"], report["unattributed"]) == (3, 0, 1)
+    assert report["unattributed_external_ids"] == ["o3"]
+    assert report["errors"] == [{"index": 3, "error": 'amount must be a string like "12.34", not a float'}]
+    changed = dict(batch, conversions=[dict(batch["conversions"][0], amount="99.00")])
+    again = client.post("/api/conversions", json=changed, headers={"X-API-Key": key}).json()
+    assert (again["created"], again["duplicates"]) == (0, 1)
+    with session_scope() as s:
+        rows = {c.external_id: c for c in s.execute(select(Conversion)).scalars()}
+    assert rows["o1"].amount_minor == 1000 and rows["o1"].partner_id == p and rows["o1"].currency == "USD"
+    assert rows["o2"].partner_id == p and rows["o3"].partner_id is None
+
+
+def test_same_external_id_from_another_source_is_another_conversion():
+    k1, k2 = add_source("shop"), add_source("billing")
+    client = TestClient(create_app())
+    body = {"external_id": "o1", "amount": "1.00", "currency": "USD", "occurred_at": "2026-01-01"}
+    client.post("/api/conversions", json=body, headers={"X-API-Key": k1})
+    client.post("/api/conversions", json=body, headers={"X-API-Key": k2})
+    assert _count() == 2
+
+
+def test_api_rejects_a_body_with_nothing_acceptable():
+    key = add_source("shop")
+    client = TestClient(create_app())
+    r = client.post("/api/conversions", json={"external_id": "x", "currency": "USD", "occurred_at": "yesterday"},
+                    headers={"X-API-Key": key})
+    assert r.status_code == 422
+    assert "amount is required" in r.json()["errors"][0]["error"]
+
+
+def test_csv_keeps_good_rows_and_reports_bad_rows_by_line(tmp_path):
+    p = make_partner(1)
+    path = tmp_path / "conv.csv"
+    path.write_text(
+        "External_ID;kind;amount;currency;occurred_at;tracking_code;reverses\n"
+        "a1;sale;12,50;EUR;2026-01-02T10:00:00+01:00;P1;\n"        # line 2: decimal comma is not ours: error
+        "a2;sale;12.50;EUR;2026-01-02T10:00:00+01:00;P1;\n"        # line 3 ok
+        "a3;gift;1.00;EUR;2026-01-02;P1;\n"                        # line 4 bad kind
+        "a4;sale;1.001;EUR;2026-01-02;P1;\n"                       # line 5 too many decimals
+        "a5;refund;12.50;EUR;2026-01-03;;a2\n"                     # line 6 ok, reverses a2
+        "a6;refund;1.00;EUR;2026-01-03;;nope\n"                    # line 7 unknown original
+        "a7;sale;3.00;XX;2026-01-03;P1;\n"                         # line 8 bad currency
+        "a8;sale;3.00;EUR;2026-01-03;;\n"                          # line 9 ok, unattributed
+    )
+    report = import_csv(str(path), "csv")
+    assert (report.created, report.duplicates, report.unattributed) == (3, 0, 1)
+    errors = {e["line"]: e["error"] for e in report.errors}
+    assert sorted(errors) == [2, 4, 5, 7, 8]
+    assert "ambiguous" in errors[2] and "gift" in errors[4] and "more decimals" in errors[5]
+    assert "nope" in errors[7] and "XX" in errors[8]
+    with session_scope() as s:
+        rows = {c.external_id: c for c in s.execute(select(Conversion)).scalars()}
+    assert rows["a2"].amount_minor == 1250 and rows["a2"].occurred_at.hour == 9  # stored in UTC
+    assert rows["a5"].reverses_id == rows["a2"].id and rows["a5"].partner_id == p
+    assert import_csv(str(path), "csv").created == 0  # importing the file again adds nothing
+
+
+def test_sample_csv_imports(tmp_path):
+    from importlib import resources
+
+    path = resources.files("partnerflow.templates").joinpath("demo/conversions.csv")
+    report = import_csv(str(path), "demo")
+    assert report.errors == [] and report.created == 7 and report.unattributed == 7  # no DEMO1 partner here

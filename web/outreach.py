@@ -1,0 +1,246 @@
+"""Web routes for recruitment: unsubscribe (link and RFC 8058 one-click), SendGrid's Event
+Webhook, and SendGrid Inbound Parse (replies stop their enrollment)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import re
+import time
+from email.parser import HeaderParser
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from partnerflow.settings import get_settings
+from partnerflow.models import Message, MessageStatus, WebhookEvent, session_scope, utcnow
+from partnerflow.models.outreach import Enrollment, StopReason
+from partnerflow.tasks.outreach.steps import enrollment_for_token
+from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress
+
+router = APIRouter()
+
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+
+# --- unsubscribe ---
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    company = html.escape(get_settings().company_name)
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body style='font-family:sans-serif;max-width:36em;margin:3em auto'><h1>{html.escape(title)}</h1>"
+        f"{body}<p style='color:#666'>{company}</p></body></html>", status_code=status)
+
+
+def _enrollment_email(token: str) -> str | None:
+    enrollment_id = enrollment_for_token(token)
+    if enrollment_id is None:
+        return None
+    with session_scope() as session:
+        row = session.get(Enrollment, enrollment_id)
+        return row.email if row else None
+
+
+@router.get("/u/{token}", response_class=HTMLResponse)
+def unsubscribe_page(token: str) -> HTMLResponse:
+    """Shows a confirmation button; a GET never unsubscribes (mail scanners follow links)."""
+    email = _enrollment_email(token)
+    if email is None:
+        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+    return _page("Unsubscribe", f"<p>Stop all emails to <b>{html.escape(email)}</b>?</p>"
+                 f"<form method='post'><button type='submit'>Unsubscribe</button></form>")
+
+
+@router.post("/u/{token}", response_class=HTMLResponse)
+async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+    """The form button and RFC 8058 one-click POST (body `List-Unsubscribe=One-Click`); idempotent."""
+    email = _enrollment_email(token)
+    if email is None:
+        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+    body = (await request.body()).decode(errors="replace")
+    source = "one-click" if "List-Unsubscribe=One-Click" in body else "unsubscribe-link"
+    with session_scope() as session:
+        suppress(session, email, StopReason.UNSUBSCRIBE, source=source)
+    return _page("Unsubscribed", f"<p>{html.escape(email)} will not receive any more emails from us.</p>")
+
+
+# --- SendGrid Event Webhook ---
+
+def _public_key(value: str) -> ec.EllipticCurvePublicKey:
+    value = value.strip()
+    if value.startswith("-----BEGIN"):
+        return serialization.load_pem_public_key(value.encode())
+    return serialization.load_der_public_key(base64.b64decode(value))
+
+
+def verify_sendgrid_signature(payload: bytes, signature: str | None, timestamp: str | None,
+                              now: float | None = None) -> None:
+    """Raise HTTPException (4xx) unless the post is signed by SendGrid's key within the time window."""
+    settings = get_settings()
+    if not settings.sendgrid_webhook_public_key:
+        raise HTTPException(403, "event webhook verification key is not configured")
+    if not signature or not timestamp:
+        raise HTTPException(401, "missing signature headers")
+    try:
+        age = (now or time.time()) - int(timestamp)
+    except ValueError:
+        raise HTTPException(400, "malformed timestamp") from None
+    if abs(age) > settings.sendgrid_webhook_max_age_seconds:
+        raise HTTPException(403, "timestamp outside the accepted window (replayed or stale)")
+    try:
+        key = _public_key(settings.sendgrid_webhook_public_key)
+        key.verify(base64.b64decode(signature, validate=True), timestamp.encode() + payload,
+                   ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, TypeError):
+        raise HTTPException(403, "signature does not verify") from None
+
+
+@router.post("/webhooks/sendgrid/events")
+async def sendgrid_events(request: Request) -> JSONResponse:
+    payload = await request.body()
+    verify_sendgrid_signature(payload, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER))
+    try:
+        events = json.loads(payload)
+        if not isinstance(events, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("sg_event_id"), str) and isinstance(e.get("event"), str)
+                for e in events):
+            raise ValueError
+    except ValueError:
+        raise HTTPException(400, "expected a JSON list of events with sg_event_id and event") from None
+    return JSONResponse(apply_sendgrid_events(events))
+
+
+def apply_sendgrid_events(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Store each verified event once (by sg_event_id) and apply it to its message."""
+    counts = {"received": len(events), "new": 0, "duplicate": 0, "unmatched": 0}
+    for event in events:
+        with session_scope() as session:
+            if session.exec(select(WebhookEvent.id).where(WebhookEvent.provider == "sendgrid",
+                                                          WebhookEvent.event_id == event["sg_event_id"])).first():
+                counts["duplicate"] += 1
+                continue
+            stored = WebhookEvent(provider="sendgrid", event_id=event["sg_event_id"], event_type=event["event"],
+                                  payload=event)
+            session.add(stored)
+            try:
+                session.flush()
+            except IntegrityError:  # the same event arrived concurrently
+                session.rollback()
+                counts["duplicate"] += 1
+                continue
+            counts["new"] += 1
+            if not _apply_event(session, event):
+                counts["unmatched"] += 1
+            stored.processed_at = utcnow()
+    return counts
+
+
+def _find_message(session, event: dict[str, Any]) -> Message | None:
+    raw_id = str(event.get("pf_message_id") or "")
+    if raw_id.isdigit():
+        message = session.get(Message, int(raw_id))
+        if message is not None:
+            return message
+    sg_id = str(event.get("sg_message_id") or "").split(".", 1)[0]
+    if sg_id:
+        return session.exec(select(Message).where(Message.provider_message_id == sg_id,
+                                                  Message.to_email == event.get("email"))).first()
+    return None
+
+
+def _apply_event(session, event: dict[str, Any]) -> bool:
+    kind = event["event"]
+    message = _find_message(session, event)
+    email = event.get("email") or (message.to_email if message else None)
+    when = utcnow()
+    if kind in ("spamreport", "unsubscribe", "group_unsubscribe") and email:
+        reason = StopReason.SPAM_REPORT if kind == "spamreport" else StopReason.UNSUBSCRIBE
+        suppress(session, email, reason, source="sendgrid")
+    if message is None:
+        return False
+    table = Message.__table__
+    confirm = (update(table).where(table.c.id == message.id,
+                                   table.c.status.in_([MessageStatus.SENDING, MessageStatus.PENDING]))
+               .values(status=MessageStatus.SENT, sent_at=when, provider="sendgrid"))
+    if kind == "processed":
+        session.execute(confirm)  # reconciles a send whose answer we never saw
+    elif kind == "delivered":
+        session.execute(confirm)
+        session.execute(update(table).where(table.c.id == message.id).values(delivered_at=when))
+    elif kind == "open":
+        session.execute(update(table).where(table.c.id == message.id, table.c.opened_at.is_(None)).values(opened_at=when))
+    elif kind == "click":
+        session.execute(update(table).where(table.c.id == message.id, table.c.clicked_at.is_(None)).values(clicked_at=when))
+    elif kind == "bounce":
+        reason = str(event.get("reason") or event.get("type") or "bounced")[:500]
+        if event.get("type") == "blocked":  # a soft bounce: this message failed, the address is fine
+            session.execute(update(table).where(table.c.id == message.id).values(status=MessageStatus.FAILED, error=reason))
+        else:
+            session.execute(update(table).where(table.c.id == message.id).values(status=MessageStatus.BOUNCED, error=reason))
+            suppress(session, message.to_email, StopReason.BOUNCE, source="sendgrid")
+    elif kind == "dropped":
+        reason = str(event.get("reason") or "dropped")[:500]
+        session.execute(update(table).where(table.c.id == message.id).values(status=MessageStatus.FAILED, error=reason))
+        lowered = reason.lower()
+        if "bounce" in lowered or "invalid" in lowered:
+            suppress(session, message.to_email, StopReason.BOUNCE, source="sendgrid")
+        elif "spam" in lowered:
+            suppress(session, message.to_email, StopReason.SPAM_REPORT, source="sendgrid")
+        elif "unsubscribe" in lowered:
+            suppress(session, message.to_email, StopReason.UNSUBSCRIBE, source="sendgrid")
+    return True
+
+
+# --- SendGrid Inbound Parse: replies ---
+
+OUR_MESSAGE_ID = re.compile(r"<outreach\.enrollment\.(\d+)\.step\.\d+@")
+
+
+@router.post("/webhooks/sendgrid/inbound")
+async def sendgrid_inbound(request: Request) -> JSONResponse:
+    """A reply stops the sender's enrollments (matched by our Message-ID, else by address)."""
+    token = get_settings().sendgrid_inbound_token
+    if token is not None and not hmac.compare_digest(request.query_params.get("token", ""),
+                                                     token.get_secret_value()):
+        raise HTTPException(403, "inbound token does not match")
+    try:
+        form = await request.form()
+    except Exception:
+        raise HTTPException(400, "expected multipart/form-data from Inbound Parse") from None
+    raw_headers = str(form.get("headers") or "")
+    sender = parseaddr(str(form.get("from") or ""))[1].lower()
+    if not sender and not raw_headers:
+        raise HTTPException(400, "inbound mail without a sender")
+    headers = HeaderParser().parsestr(raw_headers) if raw_headers else {}
+    refs = " ".join(str(headers.get(h, "")) for h in ("In-Reply-To", "References"))
+    digest = hashlib.sha256((raw_headers + "\n" + str(form.get("text") or "")).encode()).hexdigest()[:40]
+    addresses = {sender} if sender else set()
+    with session_scope() as session:
+        try:
+            with session.begin_nested():
+                session.add(WebhookEvent(provider="sendgrid_inbound", event_id=digest, event_type="reply",
+                                         payload={"from": sender, "subject": str(form.get("subject") or "")[:300],
+                                                  "references": refs[:1000]}))
+        except IntegrityError:
+            return JSONResponse({"matched": 0, "duplicate": True})
+        for enrollment_id in {int(x) for x in OUR_MESSAGE_ID.findall(refs)}:
+            row = session.get(Enrollment, enrollment_id)
+            if row is not None:
+                addresses.add(row.email)
+        if not addresses and headers:
+            addresses = {a.lower() for _, a in getaddresses([str(headers.get("From", ""))]) if a}
+        stopped = sum(stop_enrollments_for(session, a, StopReason.REPLY, actor="inbound-mail") for a in addresses)
+    return JSONResponse({"matched": stopped, "duplicate": False})
