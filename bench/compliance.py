@@ -88,8 +88,8 @@ def bench_pages(n: int, concurrency: int) -> None:
     from partnerflow.flows.compliance import analyse_page
     from partnerflow.models import Partner
     from partnerflow.tasks.compliance.brand_rules import compile_rules
-    from partnerflow.tasks.compliance.policy import load_policy
     from partnerflow.tasks.compliance.pages import fetch_and_analyse
+    from partnerflow.tasks.compliance.policy import load_policy
     from partnerflow.tasks.shared.webfetch import fetch_pages
 
     queue = mp.get_context("spawn").Queue()

@@ -55,11 +55,11 @@ def setup(database_url: str | None) -> None:
         atexit.register(_drop_database, admin_url, os.environ["PARTNERFLOW_DATABASE_URL"].rsplit("/", 1)[1])
     else:
         os.environ.pop("PARTNERFLOW_DATABASE_URL", None)
+    from partnerflow.models import get_engine
     from sqlmodel import SQLModel
 
     from partnerflow import dbtools
     from partnerflow.settings import reset_settings
-    from partnerflow.models import get_engine
 
     reset_settings()
     dbtools.upgrade()
@@ -69,7 +69,6 @@ def setup(database_url: str | None) -> None:
 
 def _drop_database(admin_url: str, name: str) -> None:
     import sqlalchemy as sa
-
     from partnerflow.models import get_engine
 
     get_engine().dispose()
@@ -93,9 +92,8 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def floor_import(path: Path) -> float:
-    from sqlalchemy import delete, insert
-
     from partnerflow.models import Prospect, get_engine, session_scope, utcnow
+    from sqlalchemy import delete, insert
 
     started = time.perf_counter()
     with path.open(newline="", encoding="utf-8") as fh:
@@ -134,9 +132,10 @@ def bench_import(rows: int) -> None:
 
 
 def start_server(pages: int):
+    import threading
+
     from werkzeug.serving import make_server
     from werkzeug.wrappers import Request, Response
-    import threading
 
     body = " ".join(["<p>We compare dashboards, KPIs and metrics for product teams.</p>"] * 60)
     cache = {}
@@ -171,15 +170,15 @@ async def floor_fetch(urls: list[str], concurrency: int) -> None:
 
 
 def bench_enrich(pages: int, chunk: int) -> None:
+    from partnerflow.models import Prospect, get_engine, utcnow
+    from partnerflow.tasks.discovery.imports import enrich_batch
     from sqlalchemy import delete, insert
 
     from partnerflow.settings import get_settings
-    from partnerflow.models import Prospect, get_engine, utcnow
-    from partnerflow.tasks.discovery.imports import enrich_batch
 
     server, base = start_server(pages)
     urls = [f"{base}/blogger{i}" for i in range(pages)]
-    concurrency = get_settings().discovery_fetch_concurrency
+    concurrency = get_settings().discovery.discovery_fetch_concurrency
     started = time.perf_counter()
     asyncio.run(floor_fetch(urls, concurrency))
     floor = time.perf_counter() - started

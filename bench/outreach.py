@@ -45,17 +45,19 @@ def run_one(size: int) -> dict:
     server = FakeSendGrid(record=False).start()
     os.environ["PARTNERFLOW_SENDGRID_API_HOST"] = server.url
 
+    from partnerflow.models import Prospect, get_engine
     from prefect.testing.utilities import prefect_test_harness
     from sqlalchemy import insert
     from sqlmodel import SQLModel
 
     from partnerflow import dbtools
-    from partnerflow.models import Prospect, get_engine
 
     dbtools.upgrade()
     SQLModel.metadata.create_all(get_engine())
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import _add_unmigrated_columns  # columns not yet in a migration (work in progress)
+    from conftest import (
+        _add_unmigrated_columns,  # columns not yet in a migration (work in progress)
+    )
 
     _add_unmigrated_columns(get_engine())
     with get_engine().begin() as conn:  # streamed in chunks, like a real import
@@ -67,11 +69,10 @@ def run_one(size: int) -> dict:
                 for i in range(start, min(size, start + 5000))])
 
     with prefect_test_harness(server_startup_timeout=120):
-        from prefect import get_client
-
         from partnerflow.flows.outreach import send_due_outreach
-        from partnerflow.tasks.outreach.steps import enroll
         from partnerflow.tasks.outreach.sequences import load_sequence_files
+        from partnerflow.tasks.outreach.steps import enroll
+        from prefect import get_client
 
         load_sequence_files()
         enroll("partner-recruitment")
@@ -95,15 +96,20 @@ def run_one(size: int) -> dict:
 def measure_floor(size: int, url: str) -> float:
     """Render the same step for the same prospects with Jinja2 and POST the same batches with httpx."""
     import httpx
-
-    from partnerflow.settings import get_settings
     from partnerflow.providers.email import OutgoingEmail
     from partnerflow.providers.email.sendgrid import SendGridProvider
+    from partnerflow.tasks.outreach.sequences import (
+        base_context,
+        default_root,
+        read_sequence_dir,
+        render_step,
+    )
     from partnerflow.tasks.outreach.steps import unsubscribe_url
-    from partnerflow.tasks.outreach.sequences import base_context, default_root, read_sequence_dir, render_step
+
+    from partnerflow.settings import get_settings
 
     definition = read_sequence_dir(default_root() / "partner-recruitment")
-    provider = SendGridProvider(get_settings())  # only to build identical request bodies
+    provider = SendGridProvider(get_settings().mail)  # only to build identical request bodies
     started = time.perf_counter()
     with httpx.Client(base_url=url, headers={"Authorization": "Bearer SG.bench"}, timeout=30) as client:
         for start in range(0, size, 1000):

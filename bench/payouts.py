@@ -30,12 +30,17 @@ PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
     """Runs inside a fresh process whose PARTNERFLOW_* environment points at a fresh database."""
-    from sqlalchemy import func, insert, select, text
-    from sqlmodel import SQLModel
-
-    from partnerflow.models import Contract, Conversion, Partner, get_engine, session_scope
+    from partnerflow.models import (
+        Contract,
+        Conversion,
+        Partner,
+        get_engine,
+        session_scope,
+    )
     from partnerflow.tasks.payouts import batches as engine
     from partnerflow.tasks.payouts.commissions import compute_commissions
+    from sqlalchemy import func, insert, select, text
+    from sqlmodel import SQLModel
 
     SQLModel.metadata.create_all(get_engine())
     rnd = random.Random(42)

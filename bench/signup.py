@@ -90,9 +90,8 @@ def _completed_runs(api: str, deployment_id: str) -> int:
 
 
 def _sent_requests() -> int:
-    from sqlmodel import func, select
-
     from partnerflow.models import SignatureRequest, session_scope
+    from sqlmodel import func, select
 
     with session_scope() as session:
         return session.exec(select(func.count()).select_from(SignatureRequest)
@@ -141,10 +140,10 @@ def _phase(stack, kind: str, count: int, offset: int, log: Path) -> list[float]:
 
 
 def latency(signups: int) -> dict:
+    from partnerflow.models import get_engine
     from sqlmodel import SQLModel
 
     from partnerflow.settings import get_settings
-    from partnerflow.models import get_engine
     from partnerflow.stack import free_port, running_stack
 
     settings = get_settings()
@@ -161,10 +160,13 @@ def latency(signups: int) -> dict:
 
 def throughput(contracts: int) -> dict:
     from docx import Document
-    from sqlmodel import SQLModel
-
     from partnerflow.models import Partner, get_engine, session_scope
-    from partnerflow.tasks.contracting.documents import generate_contract, library, template_bytes
+    from partnerflow.tasks.contracting.documents import (
+        generate_contract,
+        library,
+        template_bytes,
+    )
+    from sqlmodel import SQLModel
 
     SQLModel.metadata.create_all(get_engine())
     raw = template_bytes(library()["template"])

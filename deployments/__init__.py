@@ -7,9 +7,15 @@ installed package rather than a file path relative to wherever `up` was started.
 
 from __future__ import annotations
 
-from partnerflow.deployments import compliance, contracting, discovery, outreach, payouts
-from partnerflow.deployments import payouts_reconcile as payout_rails
+from partnerflow.deployments import (
+    compliance,
+    contracting,
+    discovery,
+    outreach,
+    payouts,
+)
 from partnerflow.deployments import contracting_sweeps as signatures
+from partnerflow.deployments import payouts_reconcile as payout_rails
 
 
 def all_deployments() -> list:

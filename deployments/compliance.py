@@ -5,11 +5,14 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
+    from partnerflow.flows.compliance import (
+        check_compliance,
+        rescreen_sanctions,
+        review_findings,
+    )
+    from partnerflow.tasks.shared import events
     from prefect.deployments.runner import EntrypointType
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
-
-    from partnerflow.tasks.shared import events
-    from partnerflow.flows.compliance import check_compliance, rescreen_sanctions, review_findings
 
     return [
         check_compliance.to_deployment(

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
-    from prefect.deployments.runner import EntrypointType
-
     from partnerflow.flows.contracting_sweeps import signature_sweeps
+    from prefect.deployments.runner import EntrypointType
 
     return [
         signature_sweeps.to_deployment(

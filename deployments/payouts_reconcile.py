@@ -5,9 +5,8 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
-    from prefect.deployments.runner import EntrypointType
-
     from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
+    from prefect.deployments.runner import EntrypointType
 
     module = EntrypointType.MODULE_PATH
     return [

@@ -13,27 +13,38 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
+from partnerflow.models import Partner, Stage, session_scope
+from partnerflow.models.audit import current_flow_run_id
+from partnerflow.models.compliance import (
+    ComplianceRun,
+    Finding,
+    FindingKind,
+    FindingStatus,
+    PartnerPage,
+    SanctionsListVersion,
+    SanctionsScreening,
+)
+from partnerflow.models.types import utcnow
+from partnerflow.tasks.compliance import findings as store
+from partnerflow.tasks.compliance.brand_rules import check_brand_rules, compile_rules
+from partnerflow.tasks.compliance.disclosure import check_disclosure, page_text
+from partnerflow.tasks.compliance.findings import Detected, RecordOutcome
+from partnerflow.tasks.compliance.fraud import fraud_signals
+from partnerflow.tasks.compliance.pages import fetch_and_analyse
+from partnerflow.tasks.compliance.policy import load_policy
+from partnerflow.tasks.compliance.sanctions import (
+    SanctionsListError,
+    load_sanctions_list,
+    normalize_tokens,
+    screen,
+)
+from partnerflow.tasks.shared import events
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 from sqlmodel import select
 
-from partnerflow.tasks.shared import events
 from partnerflow.settings import get_settings
-from partnerflow.models import Partner, Stage, session_scope
-from partnerflow.models.audit import current_flow_run_id
-from partnerflow.models.compliance import (
-    ComplianceRun, Finding, FindingKind, FindingStatus, PartnerPage, SanctionsListVersion, SanctionsScreening,
-)
-from partnerflow.models.types import utcnow
-from partnerflow.tasks.compliance import findings as store
-from partnerflow.tasks.compliance.brand_rules import check_brand_rules, compile_rules
-from partnerflow.tasks.compliance.findings import Detected, RecordOutcome
-from partnerflow.tasks.compliance.pages import fetch_and_analyse
-from partnerflow.tasks.compliance.policy import load_policy
-from partnerflow.tasks.compliance.disclosure import check_disclosure, page_text
-from partnerflow.tasks.compliance.fraud import fraud_signals
-from partnerflow.tasks.compliance.sanctions import SanctionsListError, load_sanctions_list, normalize_tokens, screen
 
 BATCH = 500
 CHECKED_STAGES = (Stage.ACTIVE, Stage.DORMANT)
@@ -90,9 +101,9 @@ def check_pages(partner_ids: list[int]) -> dict:
                                                        PartnerPage.active == True)).all()  # noqa: E712
     analysed = fetch_and_analyse(
         pages, lambda page, result: analyse_page(result, partners[page.partner_id], policy, rules),
-        concurrency=settings.compliance_fetch_concurrency, per_domain_delay=settings.compliance_per_domain_delay,
-        timeout=settings.compliance_fetch_timeout_seconds, max_bytes=settings.compliance_fetch_max_bytes,
-        respect_robots=settings.compliance_respect_robots)
+        concurrency=settings.compliance.compliance_fetch_concurrency, per_domain_delay=settings.compliance.compliance_per_domain_delay,
+        timeout=settings.compliance.compliance_fetch_timeout_seconds, max_bytes=settings.compliance.compliance_fetch_max_bytes,
+        respect_robots=settings.compliance.compliance_respect_robots)
     out = RecordOutcome()
     stats = Counter()
     now = utcnow()
@@ -307,7 +318,7 @@ def review_findings(partner_id: int) -> dict:
         return {"partner_id": partner_id, "asked": False}
     ids = [r.id for r in rows]
     answer = ask_person(FindingDecision, _evidence_markdown(partner, rows),
-                        timeout_seconds=get_settings().compliance_approval_timeout_seconds,
+                        timeout_seconds=get_settings().compliance.compliance_approval_timeout_seconds,
                         key=f"compliance-{partner_id}-{'-'.join(map(str, ids))}")
     if answer is None:
         action = policy["actions"].get("on_timeout", "withhold_payouts")
@@ -383,7 +394,7 @@ def check_compliance(partner_id: int | None = None) -> dict:
     ids = _partner_ids(partner_id)
     totals: dict = {"partners": len(ids), "pages": 0, "pages_read": 0, "could_not_check": 0,
                     "opened": [], "updated": [], "suppressed": [], "resolved": [], "sanctions": "not configured"}
-    sanctions_ok = bool(get_settings().sanctions_list)
+    sanctions_ok = bool(get_settings().compliance.sanctions_list)
     if sanctions_ok:
         try:
             sdn = load_sanctions_list()

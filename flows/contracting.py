@@ -13,16 +13,24 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
+from partnerflow.models import (
+    Application,
+    ApplicationStatus,
+    Partner,
+    Stage,
+    audit,
+    session_scope,
+    utcnow,
+)
+from partnerflow.models.audit import current_flow_run_id
+from partnerflow.tasks.contracting.screening import SEVERITY_ORDER, screen_application
+from partnerflow.tasks.shared.events import APPLICATION_DECIDED, emit
+from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 from prefect import flow, get_run_logger, task
 from prefect.input import RunInput
 from sqlalchemy import update
 
 from partnerflow.settings import get_settings
-from partnerflow.tasks.shared.events import APPLICATION_DECIDED, emit
-from partnerflow.models import Application, ApplicationStatus, Partner, Stage, audit, session_scope, utcnow
-from partnerflow.models.audit import current_flow_run_id
-from partnerflow.tasks.contracting.screening import SEVERITY_ORDER, screen_application
-from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
 UNDECIDED = (ApplicationStatus.RECEIVED, ApplicationStatus.PENDING_REVIEW, ApplicationStatus.EXPIRED)
 
@@ -41,7 +49,7 @@ class ApprovalDecision(RunInput):
 # --- policy ---------------------------------------------------------------------------------------
 
 def load_policy() -> dict[str, Any]:
-    path = get_settings().approval_policy_path
+    path = get_settings().contracting.approval_policy_path
     if path is not None:
         return yaml.safe_load(path.read_text()) or {}
     return _embedded_policy()
@@ -183,7 +191,7 @@ def contract_application(application_id: int) -> dict[str, Any]:
                                 .values(status=ApplicationStatus.PENDING_REVIEW))
             answer, terms, note = None, None, ""
             for attempt in range(3):  # terms the reviewer typed that do not validate are asked for again
-                answer = _ask(app, findings, policy, settings.approval_timeout_seconds, note, attempt)
+                answer = _ask(app, findings, policy, settings.contracting.approval_timeout_seconds, note, attempt)
                 if answer is None or answer.decision != "approve":
                     break
                 try:
@@ -195,7 +203,7 @@ def contract_application(application_id: int) -> dict[str, Any]:
             if answer is None or answer.decision is None:
                 if record_decision(application_id, ApplicationStatus.EXPIRED, actor="timeout",
                                    note="nobody decided in time; not approved"):
-                    _notify_team_timeout(app, settings.approval_timeout_seconds)
+                    _notify_team_timeout(app, settings.contracting.approval_timeout_seconds)
                 logger.warning("Application %s: no decision; not approved.", application_id)
             elif answer.decision == "approve":
                 record_decision(application_id, ApplicationStatus.APPROVED, actor=f"reviewer:{answer.reviewer}",

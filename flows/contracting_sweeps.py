@@ -10,22 +10,31 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from partnerflow.models import (
+    Application,
+    ApplicationStatus,
+    Contract,
+    ContractStatus,
+    Partner,
+    SignatureRequest,
+    audit,
+    session_scope,
+    utcnow,
+)
+from partnerflow.providers.errors import PermanentError, ProviderError, RetryableError
+from partnerflow.providers.esign import get_esign_provider
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from sqlalchemy import update
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.models import (Application, ApplicationStatus, Contract, ContractStatus, Partner,
-                                SignatureRequest, audit, session_scope, utcnow)
-from partnerflow.providers.errors import PermanentError, ProviderError, RetryableError
-from partnerflow.providers.esign import get_esign_provider
 
 OPEN = ("pending", "sent")
 
 
 def expires_at(row: SignatureRequest) -> datetime:
-    return row.expires_at or row.created_at + timedelta(days=get_settings().signing_expiry_days)
+    return row.expires_at or row.created_at + timedelta(days=get_settings().contracting.signing_expiry_days)
 
 
 def _close(row_id: int, status: str, actor: str, action: str, details: dict) -> bool:
@@ -40,7 +49,7 @@ def _close(row_id: int, status: str, actor: str, action: str, details: dict) -> 
             return False
     if row.provider_request_id:
         try:
-            get_esign_provider(row.provider).void(row.provider_request_id, details.get("reason") or action)
+            get_esign_provider(get_settings().esign, row.provider).void(row.provider_request_id, details.get("reason") or action)
         except RetryableError:
             return False  # next sweep tries again
         except PermanentError as exc:
@@ -80,13 +89,13 @@ def send_signing_reminders(now: datetime | None = None) -> int:
 
     settings = get_settings()
     now = now or utcnow()
-    every = timedelta(days=settings.signing_reminder_days)
+    every = timedelta(days=settings.contracting.signing_reminder_days)
     with session_scope() as session:
         rows = session.exec(select(SignatureRequest, Contract, Partner)
                             .join(Contract, Contract.id == SignatureRequest.contract_id)
                             .join(Partner, Partner.id == Contract.partner_id)
                             .where(SignatureRequest.status.in_(OPEN),
-                                   SignatureRequest.reminders_sent < settings.signing_max_reminders,
+                                   SignatureRequest.reminders_sent < settings.contracting.signing_max_reminders,
                                    SignatureRequest.created_at <= now - every)).all()
     sent = 0
     for row, _contract, partner in rows:
@@ -114,7 +123,7 @@ def expire_signature_requests(now: datetime | None = None) -> int:
     """Expire requests unsigned after `signing_expiry_days` (or their own expires_at), voiding them at the provider."""
     settings = get_settings()
     now = now or utcnow()
-    cutoff = now - timedelta(days=settings.signing_expiry_days)
+    cutoff = now - timedelta(days=settings.contracting.signing_expiry_days)
     with session_scope() as session:
         rows = session.exec(select(SignatureRequest).where(SignatureRequest.status.in_(OPEN))
                             .where((SignatureRequest.expires_at <= now) |
@@ -152,7 +161,7 @@ def finish_stored_completions(now: datetime | None = None) -> int:
     """Complete requests whose verified 'signed' callback was stored but not acted on (e.g. the PDF
     download failed and the provider stopped retrying), so a signature is never lost."""
     from partnerflow.models import WebhookEvent
-    from partnerflow.providers.esign import docusign, documenso, dropbox_sign
+    from partnerflow.providers.esign import documenso, docusign, dropbox_sign
     from partnerflow.providers.esign.saas import complete_from_provider
 
     completion_of = {"dropbox_sign": dropbox_sign.completion, "docusign": docusign.completion,
@@ -169,7 +178,7 @@ def finish_stored_completions(now: datetime | None = None) -> int:
         if target is None:
             continue
         try:
-            outcome = complete_from_provider(get_esign_provider(event.provider), event.id, *target)
+            outcome = complete_from_provider(get_esign_provider(get_settings().esign, event.provider), event.id, *target)
         except ProviderError as exc:
             get_run_logger().warning("stored %s event %s not completed yet: %s", event.provider, event.id, exc.reason)
             continue
@@ -183,7 +192,7 @@ def poll_unsigned(now: datetime | None = None, limit: int = 200) -> int:
     every callback was lost (wrong URL, provider gave up); a signed one is completed as if called back."""
     from partnerflow.providers.esign.saas import complete_from_provider
 
-    cutoff = (now or utcnow()) - timedelta(hours=get_settings().esign_poll_after_hours)
+    cutoff = (now or utcnow()) - timedelta(hours=get_settings().esign.esign_poll_after_hours)
     with session_scope() as session:
         rows = session.exec(select(SignatureRequest)
                             .where(SignatureRequest.status == "sent",
@@ -194,7 +203,7 @@ def poll_unsigned(now: datetime | None = None, limit: int = 200) -> int:
     completed = 0
     for row in rows:
         try:
-            provider = get_esign_provider(row.provider)
+            provider = get_esign_provider(get_settings().esign, row.provider)
             if provider.is_signed(row.provider_request_id):
                 outcome = complete_from_provider(provider, None, row.provider_request_id, None, {"source": "poll"})
                 completed += outcome == "completed"
@@ -226,8 +235,8 @@ def signature_sweeps() -> dict[str, int]:
             "| what | count |", "|---|---|",
             f"| completed from stored callbacks or polling | {completed} |",
             f"| voided (application withdrawn) | {voided} |",
-            f"| expired after {settings.signing_expiry_days} days | {expired} |",
-            f"| reminders sent (every {settings.signing_reminder_days} days, at most "
-            f"{settings.signing_max_reminders}) | {reminded} |",
+            f"| expired after {settings.contracting.signing_expiry_days} days | {expired} |",
+            f"| reminders sent (every {settings.contracting.signing_reminder_days} days, at most "
+            f"{settings.contracting.signing_max_reminders}) | {reminded} |",
         ]))
     return summary

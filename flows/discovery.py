@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from partnerflow.tasks.discovery import imports as discovery
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from partnerflow.settings import get_settings
-from partnerflow.tasks.discovery import imports as discovery
 
 _SHOWN = 200  # rows listed in an artifact; the counts always cover everything
 
@@ -89,7 +89,7 @@ def enrich_prospects(prospect_ids: list[int] | None = None, limit: int = 500) ->
     Without ids: the oldest `limit` new prospects that were never enriched.
     """
     ids = discovery.prospects_to_enrich(prospect_ids, limit)
-    size = max(1, get_settings().discovery_enrich_chunk_size)
+    size = max(1, get_settings().discovery.discovery_enrich_chunk_size)
     rows: list[dict[str, Any]] = []
     for start in range(0, len(ids), size):
         rows.extend(_enrich(ids[start:start + size]))

@@ -11,17 +11,27 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from partnerflow.models import (
+    Application,
+    ApplicationStatus,
+    Contract,
+    ContractStatus,
+    Conversion,
+    Partner,
+    Stage,
+    audit,
+    session_scope,
+    utcnow,
+)
+from partnerflow.models.onboarding import Onboarding
+from partnerflow.tasks.onboarding import activation as ob
+from partnerflow.tasks.shared.events import PARTNER_ACTIVATED, emit
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from sqlalchemy import func, update
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.tasks.shared.events import PARTNER_ACTIVATED, emit
-from partnerflow.models import (Application, ApplicationStatus, Contract, ContractStatus, Conversion, Partner, Stage,
-                                audit, session_scope, utcnow)
-from partnerflow.models.onboarding import Onboarding
-from partnerflow.tasks.onboarding import activation as ob
 
 
 def _register_website(partner_id: int) -> None:
@@ -105,8 +115,8 @@ def check_activation(now: datetime | None = None) -> dict[str, int]:
 
     settings = get_settings()
     now = now or utcnow()
-    nudge_after = timedelta(days=settings.activation_nudge_days)
-    dormant_after = timedelta(days=settings.activation_dormant_days)
+    nudge_after = timedelta(days=settings.onboarding.activation_nudge_days)
+    dormant_after = timedelta(days=settings.onboarding.activation_dormant_days)
     counts = {"nudged": 0, "dormant": 0, "reactivated": 0}
     with session_scope() as session:
         partners = session.exec(select(Partner).where(Partner.stage.in_((Stage.ACTIVE, Stage.DORMANT)),

@@ -10,16 +10,16 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from partnerflow.models import Payout, PayoutBatch, session_scope, utcnow
+from partnerflow.tasks.payouts import batches as engine
+from partnerflow.tasks.shared.approvals import ask_person
+from partnerflow.tasks.shared.money import format_money
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.input import RunInput
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.models import Payout, PayoutBatch, session_scope, utcnow
-from partnerflow.tasks.shared.money import format_money
-from partnerflow.tasks.payouts import batches as engine
-from partnerflow.tasks.shared.approvals import ask_person
 
 
 class PayoutDecision(RunInput):
@@ -102,7 +102,7 @@ def run_payout_batch(period_end: str | None = None, auto_approve_below_minor: in
     if batch.status == "draft":
         totals = engine.total_minor_by_currency(batch_id)
         biggest = max(totals.values(), default=0)
-        needs_person = biggest > settings.payout_approval_above_minor
+        needs_person = biggest > settings.payouts.payout_approval_above_minor
         if auto_approve_below_minor is not None and biggest < auto_approve_below_minor:
             needs_person = False
         if not payouts:
@@ -112,7 +112,7 @@ def run_payout_batch(period_end: str | None = None, auto_approve_below_minor: in
                                 note=f"largest total {biggest} minor units is within the auto-approval limit")
         else:
             answer = ask_person(PayoutDecision, summary_markdown(batch, payouts),
-                                timeout_seconds=settings.payout_approval_timeout_seconds,
+                                timeout_seconds=settings.payouts.payout_approval_timeout_seconds,
                                 key=f"payout-batch-{batch_id}")
             if answer is None:
                 engine.decide_batch(batch_id, approve=False, actor="policy", status_if_rejected="expired",

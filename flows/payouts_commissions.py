@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-from partnerflow.tasks.shared.money import format_money
 from partnerflow.tasks.payouts import commissions as commission_rules
 from partnerflow.tasks.payouts import conversions
+from partnerflow.tasks.shared.money import format_money
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 
 @task(name="import-conversions-file")

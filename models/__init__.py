@@ -7,7 +7,13 @@ and audit are shared by every stage.
 
 from partnerflow.models import compliance, discovery, engine, onboarding, outreach  # noqa: F401  (register their tables)
 from partnerflow.models.audit import AuditLog, WebhookEvent, audit
-from partnerflow.models.contracting import Application, ApplicationStatus, Contract, ContractStatus, SignatureRequest
+from partnerflow.models.contracting import (
+    Application,
+    ApplicationStatus,
+    Contract,
+    ContractStatus,
+    SignatureRequest,
+)
 from partnerflow.models.discovery import Prospect
 from partnerflow.models.engine import get_engine, session_scope
 from partnerflow.models.mail import Message, MessageStatus, Suppression

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
-from sqlmodel import Field, SQLModel
-
 from partnerflow.models.partners import PartnerType
 from partnerflow.models.types import UTCDateTime, utcnow
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
 
 
 class ContractStatus:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, SQLModel
-
 from partnerflow.models.types import UTCDateTime, utcnow
+from sqlmodel import Field, SQLModel
 
 
 class Onboarding(SQLModel, table=True):

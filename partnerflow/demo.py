@@ -161,15 +161,29 @@ def run_demo(keep_running: bool = False) -> dict:
 def _lifecycle(stack, settings) -> dict:
     from sqlmodel import select
 
-    from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
-    from partnerflow.flows.payouts_commissions import compute_commissions, import_conversions
     from partnerflow.flows.discovery import import_prospects
-    from partnerflow.flows.outreach import enroll_prospects, load_sequences, send_due_outreach
+    from partnerflow.flows.outreach import (
+        enroll_prospects,
+        load_sequences,
+        send_due_outreach,
+    )
     from partnerflow.flows.payouts import run_payout_batch
-    from partnerflow.models import Contract, Partner, Payout, SignatureRequest, Stage, session_scope
+    from partnerflow.flows.payouts_commissions import (
+        compute_commissions,
+        import_conversions,
+    )
+    from partnerflow.models import (
+        Contract,
+        Partner,
+        Payout,
+        SignatureRequest,
+        Stage,
+        session_scope,
+    )
     from partnerflow.status import collect_status
+    from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
 
-    outbox = settings.resolved_outbox_dir
+    outbox = settings.mail.outbox_dir
     summary: dict = {}
 
     say("1. Discovery: importing the sample prospects CSV")
@@ -304,7 +318,7 @@ def _print_summary(stack, settings, summary: dict) -> None:
     say(f"  payouts paid          {status['payouts_paid']} (the re-run paid nothing new)")
     say("Where to look:")
     say(f"  Prefect UI            {stack.prefect_url}  (runs, approval forms, artifacts; while the stack runs)")
-    say(f"  outbox (sent mail)    {settings.resolved_outbox_dir.resolve()}")
+    say(f"  outbox (sent mail)    {settings.mail.outbox_dir.resolve()}")
     say(f"  signed contract       {summary['signed_contract']}")
     from sqlalchemy.engine import make_url
 

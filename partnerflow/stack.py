@@ -82,7 +82,7 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 def running_stack(settings: Settings, *, prefect_port: int = 4200, web_port: int | None = None,
                   serve_deployments: bool = True) -> Iterator[Stack]:
     """Start the Prefect server, the web app and the deployment runner; stop them on exit."""
-    web_port = web_port or settings.web_port
+    web_port = web_port or settings.web.web_port
     env = stack_env(settings, prefect_port=prefect_port, web_port=web_port)
     logs = settings.var_dir.resolve() / "logs"
     stack = Stack(prefect_url=f"http://127.0.0.1:{prefect_port}", web_url=f"http://127.0.0.1:{web_port}",
@@ -94,7 +94,7 @@ def running_stack(settings: Settings, *, prefect_port: int = 4200, web_port: int
         stack.processes.append(server)
         _wait_http(stack.api_url + "/health", 120, "the Prefect server", server, logs / "prefect-server.log")
 
-        web = _spawn([python, "-m", "uvicorn", "partnerflow.web.app:app", "--host", settings.web_host,
+        web = _spawn([python, "-m", "uvicorn", "partnerflow.web.app:app", "--host", settings.web.web_host,
                       "--port", str(web_port), "--log-level", "warning"], env, logs / "web.log")
         stack.processes.append(web)
         _wait_http(stack.web_url + "/healthz", 60, "the web app", web, logs / "web.log")

@@ -5,7 +5,18 @@ from __future__ import annotations
 from sqlalchemy import func
 from sqlmodel import select
 
-from partnerflow.models import Application, Contract, ContractStatus, Message, MessageStatus, Partner, Payout, Prospect, Stage, session_scope
+from partnerflow.models import (
+    Application,
+    Contract,
+    ContractStatus,
+    Message,
+    MessageStatus,
+    Partner,
+    Payout,
+    Prospect,
+    Stage,
+    session_scope,
+)
 
 
 def collect_status() -> dict:

@@ -5,9 +5,19 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+from partnerflow.models import (
+    Application,
+    ApplicationStatus,
+    Contract,
+    ContractStatus,
+    Partner,
+    SignatureRequest,
+    Stage,
+    session_scope,
+    utcnow,
+)
+
 from partnerflow.settings import get_settings
-from partnerflow.models import (Application, ApplicationStatus, Contract, ContractStatus, Partner, SignatureRequest,
-                                Stage, session_scope, utcnow)
 
 DOCX = b"PK\x03\x04 fake docx body for tests"
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from partnerflow.models import (
+    Contract,
+    ContractStatus,
+    Conversion,
+    Partner,
+    session_scope,
+)
 from sqlalchemy import insert
-
-from partnerflow.models import Contract, ContractStatus, Conversion, Partner, session_scope
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=timezone.utc)
 

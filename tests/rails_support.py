@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import json
 
-from partnerflow.models import Commission, Conversion, Partner, Payout, PayoutBatch, session_scope, utcnow
+from partnerflow.models import (
+    Commission,
+    Conversion,
+    Partner,
+    Payout,
+    PayoutBatch,
+    session_scope,
+    utcnow,
+)
+
 from partnerflow.secrets import encrypt
 
 

@@ -7,10 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-
 from partnerflow.models import PartnerType
-from partnerflow.tasks.contracting.applications import (CHANNELS, PROMOTIONAL_METHODS, TAX_STATUSES, ApplicationInvalid,
-                                            DuplicateApplication, submit_application)
+from partnerflow.tasks.contracting.applications import (
+    CHANNELS,
+    PROMOTIONAL_METHODS,
+    TAX_STATUSES,
+    ApplicationInvalid,
+    DuplicateApplication,
+    submit_application,
+)
 from partnerflow.web.contracting_signing import page
 
 router = APIRouter()

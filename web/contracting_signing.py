@@ -11,9 +11,9 @@ from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from partnerflow.models import Contract, Partner, session_scope, utcnow
 
 from partnerflow.settings import get_settings
-from partnerflow.models import Contract, Partner, session_scope, utcnow
 
 router = APIRouter()
 
@@ -161,7 +161,10 @@ def onboarding_page(token: str) -> HTMLResponse:
 
 @router.post("/onboarding/{token}", response_class=HTMLResponse)
 async def onboarding_submit(token: str, request: Request) -> HTMLResponse:
-    from partnerflow.tasks.onboarding.activation import OnboardingInvalid, submit_onboarding
+    from partnerflow.tasks.onboarding.activation import (
+        OnboardingInvalid,
+        submit_onboarding,
+    )
 
     row, error = _onboarding_row(token)
     if error is not None:
@@ -194,7 +197,7 @@ def tracking_redirect(code: str):
                                   or_(Partner.last_activity_at.is_(None),
                                       Partner.last_activity_at < now - timedelta(minutes=1)))
             .values(last_activity_at=now)).rowcount
-    target = urlsplit(get_settings().partner_landing_url)
+    target = urlsplit(get_settings().onboarding.partner_landing_url)
     query = "&".join(q for q in (target.query, urlencode({"ref": code})) if q)
     del known  # unknown codes still reach the landing page; attribution happens at conversion intake
     return RedirectResponse(urlunsplit(target._replace(query=query)), status_code=302)

@@ -11,12 +11,18 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from partnerflow.providers.errors import ProviderError, RetryableError
+from partnerflow.providers.esign.saas import (
+    WebhookRejected,
+    check_timestamp,
+    complete_from_provider,
+    decline_from_provider,
+    mark_processed,
+    store_event,
+)
 from starlette.concurrency import run_in_threadpool
 
-from partnerflow.settings import ConfigError
-from partnerflow.providers.errors import ProviderError, RetryableError
-from partnerflow.providers.esign.saas import (WebhookRejected, check_timestamp, complete_from_provider,
-                                              decline_from_provider, mark_processed, store_event)
+from partnerflow.settings import ConfigError, get_settings
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -26,7 +32,7 @@ def _dropbox_sign_provider():
     from partnerflow.providers.esign.dropbox_sign import DropboxSignProvider
 
     try:
-        return DropboxSignProvider()
+        return DropboxSignProvider(get_settings().esign)
     except (ConfigError, ProviderError):
         raise WebhookRejected(404, "Dropbox Sign is not configured") from None
 
@@ -35,7 +41,7 @@ def _docusign_provider():
     from partnerflow.providers.esign.docusign import DocuSignProvider
 
     try:
-        return DocuSignProvider()
+        return DocuSignProvider(get_settings().esign)
     except (ConfigError, ProviderError):
         raise WebhookRejected(404, "DocuSign is not configured") from None
 
@@ -79,7 +85,7 @@ def _documenso_provider():
     from partnerflow.providers.esign.documenso import DocumensoProvider
 
     try:
-        return DocumensoProvider()
+        return DocumensoProvider(get_settings().esign)
     except (ConfigError, ProviderError):
         raise WebhookRejected(404, "Documenso is not configured") from None
 

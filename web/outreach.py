@@ -19,15 +19,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from partnerflow.models import (
+    Message,
+    MessageStatus,
+    WebhookEvent,
+    session_scope,
+    utcnow,
+)
+from partnerflow.models.outreach import Enrollment, StopReason
+from partnerflow.tasks.outreach.steps import enrollment_for_token
+from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.models import Message, MessageStatus, WebhookEvent, session_scope, utcnow
-from partnerflow.models.outreach import Enrollment, StopReason
-from partnerflow.tasks.outreach.steps import enrollment_for_token
-from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress
 
 router = APIRouter()
 
@@ -90,7 +96,7 @@ def verify_sendgrid_signature(payload: bytes, signature: str | None, timestamp: 
                               now: float | None = None) -> None:
     """Raise HTTPException (4xx) unless the post is signed by SendGrid's key within the time window."""
     settings = get_settings()
-    if not settings.sendgrid_webhook_public_key:
+    if not settings.mail.sendgrid_webhook_public_key:
         raise HTTPException(403, "event webhook verification key is not configured")
     if not signature or not timestamp:
         raise HTTPException(401, "missing signature headers")
@@ -98,10 +104,10 @@ def verify_sendgrid_signature(payload: bytes, signature: str | None, timestamp: 
         age = (now or time.time()) - int(timestamp)
     except ValueError:
         raise HTTPException(400, "malformed timestamp") from None
-    if abs(age) > settings.sendgrid_webhook_max_age_seconds:
+    if abs(age) > settings.mail.sendgrid_webhook_max_age_seconds:
         raise HTTPException(403, "timestamp outside the accepted window (replayed or stale)")
     try:
-        key = _public_key(settings.sendgrid_webhook_public_key)
+        key = _public_key(settings.mail.sendgrid_webhook_public_key)
         key.verify(base64.b64decode(signature, validate=True), timestamp.encode() + payload,
                    ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, TypeError):
@@ -212,7 +218,7 @@ OUR_MESSAGE_ID = re.compile(r"<outreach\.enrollment\.(\d+)\.step\.\d+@")
 @router.post("/webhooks/sendgrid/inbound")
 async def sendgrid_inbound(request: Request) -> JSONResponse:
     """A reply stops the sender's enrollments (matched by our Message-ID, else by address)."""
-    token = get_settings().sendgrid_inbound_token
+    token = get_settings().mail.sendgrid_inbound_token
     if token is not None and not hmac.compare_digest(request.query_params.get("token", ""),
                                                      token.get_secret_value()):
         raise HTTPException(403, "inbound token does not match")

@@ -12,9 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
-
 from partnerflow.tasks.payouts.conversions import ingest, source_for_key
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter()
 

@@ -18,14 +18,14 @@ import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from partnerflow.models import Payout, WebhookEvent, audit, session_scope, utcnow
+from partnerflow.providers.payout.stripe import SignatureError, verify_webhook
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from partnerflow.settings import get_settings
-from partnerflow.models import Payout, WebhookEvent, audit, session_scope, utcnow
-from partnerflow.providers.payout.stripe import SignatureError, verify_webhook
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -125,13 +125,13 @@ def handle_stripe_event(event: dict) -> str:
 @router.post("/webhooks/stripe")
 async def stripe_webhook(request: Request):
     settings = get_settings()
-    if settings.stripe_webhook_secret is None:
+    if settings.payouts.stripe_webhook_secret is None:
         return JSONResponse({"error": "Stripe webhooks are not configured"}, status_code=404)
     body = await request.body()
     try:
         event = verify_webhook(body, request.headers.get("stripe-signature"),
-                               settings.stripe_webhook_secret.get_secret_value(),
-                               tolerance_seconds=settings.stripe_webhook_tolerance_seconds)
+                               settings.payouts.stripe_webhook_secret.get_secret_value(),
+                               tolerance_seconds=settings.payouts.stripe_webhook_tolerance_seconds)
     except SignatureError as exc:
         log.warning("stripe webhook rejected: %s", exc)
         return JSONResponse({"error": str(exc)}, status_code=400)

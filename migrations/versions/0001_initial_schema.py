@@ -4,11 +4,10 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-23
 """
-from alembic import op
+import partnerflow.models.types
 import sqlalchemy as sa
 import sqlmodel
-import partnerflow.models.types
-
+from alembic import op
 
 revision = '0001'
 down_revision = None

@@ -26,8 +26,15 @@ def db_upgrade(revision: str = "head") -> None:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from partnerflow.cli import compliance, contracting, discovery, outreach, payouts, stack
-    from partnerflow.cli import payouts_reconcile as payout_rails  # noqa: F401
+    from partnerflow.cli import (  # noqa: F401
+        compliance,
+        contracting,
+        discovery,
+        outreach,
+        payouts,
+        payouts_reconcile,  # noqa: F401
+        stack,
+    )
 
 
 def main() -> None:

@@ -26,7 +26,11 @@ def apply(
     agree: bool = typer.Option(False, "--agree", help="The applicant agrees to the program terms."),
 ) -> None:
     """Submit a partner application (as the web form does); starts contracting."""
-    from partnerflow.tasks.contracting.applications import ApplicationInvalid, DuplicateApplication, submit_application
+    from partnerflow.tasks.contracting.applications import (
+        ApplicationInvalid,
+        DuplicateApplication,
+        submit_application,
+    )
 
     try:
         application, created = submit_application(

@@ -18,8 +18,8 @@ app.add_typer(prospects_app, name="prospects")
 
 
 def _prepare() -> None:
-    from partnerflow.settings import check_settings, get_settings
     from partnerflow.models.engine import check_database
+    from partnerflow.settings import check_settings, get_settings
 
     check_settings(get_settings())
     check_database()
@@ -66,7 +66,7 @@ def enrich_cmd(
 
     _prepare()
     ids = prospects_to_enrich(prospect or None, limit)
-    size = max(1, get_settings().discovery_enrich_chunk_size)
+    size = max(1, get_settings().discovery.discovery_enrich_chunk_size)
     rows = []
     for start in range(0, len(ids), size):
         rows.extend(enrich_batch(ids[start:start + size]))

@@ -20,8 +20,8 @@ def _show(result: dict) -> None:
 @outreach_app.command("load")
 def load(folder: Optional[str] = typer.Option(None, help="Folder of sequences (default: the shipped templates).")) -> None:
     """Load sequence files; a changed file becomes a new version."""
-    from partnerflow.tasks.shared.mail import TemplateError
     from partnerflow.tasks.outreach.sequences import SequenceError, load_sequence_files
+    from partnerflow.tasks.shared.mail import TemplateError
 
     try:
         _show(load_sequence_files(folder))

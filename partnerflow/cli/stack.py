@@ -12,8 +12,8 @@ from partnerflow.cli import app
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Counts per lifecycle stage, messages sent, contracts signed, payouts paid."""
-    from partnerflow.settings import check_settings, get_settings
     from partnerflow.models.engine import check_database
+    from partnerflow.settings import check_settings, get_settings
     from partnerflow.status import collect_status
 
     check_settings(get_settings())
@@ -32,8 +32,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 def prepare() -> None:
     """Fail early with one sentence on bad settings; bring the schema up to date."""
     from partnerflow import dbtools
-    from partnerflow.settings import check_settings, get_settings
     from partnerflow.models.engine import check_database
+    from partnerflow.settings import check_settings, get_settings
 
     check_settings(get_settings())
     check_database()
@@ -45,8 +45,8 @@ def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server a
     """Start the embedded stack: Prefect server + UI, the web app, and every deployment served."""
     import time
 
-    from partnerflow.settings import get_settings
     from partnerflow.deployments import all_deployments
+    from partnerflow.settings import get_settings
     from partnerflow.stack import running_stack
 
     prepare()
@@ -54,7 +54,7 @@ def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server a
     with running_stack(settings, prefect_port=prefect_port) as stack:
         typer.echo(f"Prefect UI      {stack.prefect_url}")
         typer.echo(f"Web app         {stack.web_url}  (apply at {stack.web_url}/apply)")
-        typer.echo(f"Outbox          {settings.resolved_outbox_dir.resolve()}")
+        typer.echo(f"Outbox          {settings.mail.outbox_dir.resolve()}")
         typer.echo(f"Logs            {stack.logs}")
         typer.echo("Deployments served:")
         for deployment in all_deployments():

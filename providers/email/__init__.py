@@ -1,24 +1,14 @@
-"""Email providers. `get_email_provider()` picks the configured one."""
+"""Email providers. `get_email_provider(settings)` builds the one PARTNERFLOW_EMAIL_PROVIDER names."""
 
 from __future__ import annotations
 
-from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.providers.email.base import EmailProvider, OutgoingEmail, SendOutcome
+from partnerflow.providers.email.registry import PROVIDERS
+from partnerflow.providers.email.settings import MailSettings
 
 
-def get_email_provider(settings: Settings | None = None) -> EmailProvider:
-    settings = check_settings(settings or get_settings())
-    if settings.email_provider == "outbox":
-        from partnerflow.providers.email.outbox import OutboxProvider
-
-        return OutboxProvider(settings)
-    if settings.email_provider == "smtp":
-        from partnerflow.providers.email.smtp import SmtpProvider
-
-        return SmtpProvider(settings)
-    from partnerflow.providers.email.sendgrid import SendGridProvider
-
-    return SendGridProvider(settings)
+def get_email_provider(settings: MailSettings) -> EmailProvider:
+    return PROVIDERS[settings.email_provider].load()(settings)
 
 
-__all__ = ["EmailProvider", "OutgoingEmail", "SendOutcome", "get_email_provider"]
+__all__ = ["EmailProvider", "MailSettings", "OutgoingEmail", "SendOutcome", "get_email_provider"]

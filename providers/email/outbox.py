@@ -8,11 +8,11 @@ import os
 from email.message import EmailMessage
 from pathlib import Path
 
-from partnerflow.settings import Settings
 from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
+from partnerflow.providers.email.settings import MailSettings
 
 
-def build_mime(settings: Settings, item: OutgoingEmail) -> EmailMessage:
+def build_mime(settings: MailSettings, item: OutgoingEmail) -> EmailMessage:
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = email.utils.formataddr((item.from_name or settings.sender_name, item.from_email or settings.sender_email))
     msg["To"] = item.to
@@ -40,9 +40,9 @@ class OutboxProvider:
     name = "outbox"
     idempotent = True  # one file per idempotency key: a repeat overwrites, never duplicates
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: MailSettings):
         self.settings = settings
-        self.folder = Path(settings.resolved_outbox_dir)
+        self.folder = Path(settings.outbox_dir)
 
     def send_batch(self, emails: list[OutgoingEmail]) -> list[SendOutcome]:
         self.folder.mkdir(parents=True, exist_ok=True)

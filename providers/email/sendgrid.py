@@ -21,12 +21,16 @@ import urllib.error
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
+from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
+from partnerflow.providers.email.settings import MailSettings
+from partnerflow.providers.errors import (
+    AmbiguousError,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+)
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
-
-from partnerflow.settings import Settings
-from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
-from partnerflow.providers.errors import AmbiguousError, PermanentError, ProviderError, RetryableError
 
 MAX_PERSONALIZATIONS = 1000  # SendGrid's per-request limit
 MAX_SUBSTITUTIONS_BYTES = 10_000  # per personalization
@@ -72,7 +76,7 @@ class SendGridProvider:
     name = "sendgrid"
     idempotent = False
 
-    def __init__(self, settings: Settings, sleep: Callable[[float], None] | None = None):
+    def __init__(self, settings: MailSettings, sleep: Callable[[float], None] | None = None):
         self.settings = settings
         self.sleep = sleep or _sleep
         self.sg = SendGridAPIClient(settings.sendgrid_api_key.get_secret_value(),

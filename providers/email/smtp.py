@@ -5,9 +5,9 @@ from __future__ import annotations
 import smtplib
 import ssl
 
-from partnerflow.settings import Settings
 from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
 from partnerflow.providers.email.outbox import build_mime
+from partnerflow.providers.email.settings import MailSettings
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 
 
@@ -20,7 +20,7 @@ class SmtpProvider:
     name = "smtp"
     idempotent = False  # an SMTP server cannot tell a repeat from a new message
 
-    def __init__(self, settings: Settings, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, settings: MailSettings, ssl_context: ssl.SSLContext | None = None):
         self.settings = settings
         self.ssl_context = ssl_context or ssl.create_default_context()
 

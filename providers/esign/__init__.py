@@ -1,32 +1,19 @@
-"""E-signature providers: builtin (our signing page), dropbox_sign, docusign, documenso."""
+"""E-signature providers. `get_esign_provider(settings)` builds the one PARTNERFLOW_ESIGN_PROVIDER names."""
 
 from __future__ import annotations
 
+from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.esign.base import SignatureProvider
+from partnerflow.providers.esign.registry import PROVIDERS
+from partnerflow.providers.esign.settings import EsignSettings
 
 
-def get_esign_provider(name: str | None = None) -> SignatureProvider:
-    """The provider named by PARTNERFLOW_ESIGN_PROVIDER (or `name`); SaaS modules import lazily."""
-    from partnerflow.settings import ESIGN_PROVIDERS, ConfigError, get_settings
-
-    name = (name or get_settings().esign_provider).strip().lower()
-    if name == "builtin":
-        from partnerflow.providers.esign.builtin import BuiltinSigning
-
-        return BuiltinSigning()
-    if name == "dropbox_sign":
-        from partnerflow.providers.esign.dropbox_sign import DropboxSignProvider
-
-        return DropboxSignProvider()
-    if name == "docusign":
-        from partnerflow.providers.esign.docusign import DocuSignProvider
-
-        return DocuSignProvider()
-    if name == "documenso":
-        from partnerflow.providers.esign.documenso import DocumensoProvider
-
-        return DocumensoProvider()
-    raise ConfigError(f"PARTNERFLOW_ESIGN_PROVIDER={name!r} is not a known choice; use one of: {', '.join(ESIGN_PROVIDERS)}.")
+def get_esign_provider(settings: EsignSettings, name: str | None = None) -> SignatureProvider:
+    """The configured provider, or `name` (the provider a stored request was sent through)."""
+    name = (name or settings.esign_provider).strip().lower()
+    if name not in PROVIDERS:
+        raise PermanentError(f"unknown e-signature provider {name!r}; known: {', '.join(PROVIDERS)}")
+    return PROVIDERS[name].load()(settings)
 
 
-__all__ = ["SignatureProvider", "get_esign_provider"]
+__all__ = ["EsignSettings", "SignatureProvider", "get_esign_provider"]

@@ -11,12 +11,13 @@ import base64
 import hashlib
 import hmac
 
-from sqlalchemy import update
-
-from partnerflow.settings import get_settings
 from partnerflow.models import Contract, Partner, SignatureRequest, audit, session_scope
 from partnerflow.providers.errors import PermanentError
+from partnerflow.providers.esign.settings import EsignSettings
+from sqlalchemy import update
+
 from partnerflow.secrets import master_key, token_hash
+from partnerflow.settings import get_settings
 
 
 def signing_token(row: SignatureRequest) -> str:
@@ -30,6 +31,9 @@ def signing_url(token: str) -> str:
 
 class BuiltinSigning:
     name = "builtin"
+
+    def __init__(self, settings: EsignSettings):
+        self.settings = settings
 
     def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
              message: str = "") -> str:

@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.models import SignatureRequest, session_scope
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.esign.saas import Envelope, WebhookRejected, call, http_client, send_once
+from partnerflow.providers.esign.saas import (
+    Envelope,
+    WebhookRejected,
+    call,
+    http_client,
+    send_once,
+)
+from partnerflow.providers.esign.settings import EsignSettings
 
 COMPLETION_EVENTS = ("DOCUMENT_COMPLETED",)
 _FIND_MAX_PAGES = 5  # newest first; a reference we look for was created minutes ago
@@ -65,8 +70,8 @@ def to_pdf(document: bytes, filename: str, timeout: float = 120) -> bytes:
 class DocumensoProvider:
     name = "documenso"
 
-    def __init__(self, settings: Settings | None = None):
-        self.settings = check_settings(settings or get_settings())
+    def __init__(self, settings: EsignSettings):
+        self.settings = settings
         if not self.settings.documenso_api_key:
             raise PermanentError("PARTNERFLOW_DOCUMENSO_API_KEY is not set")
         self._key = self.settings.documenso_api_key.get_secret_value()

@@ -16,11 +16,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-
-from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.models import utcnow
 from partnerflow.providers.errors import PermanentError
-from partnerflow.providers.esign.saas import Envelope, WebhookRejected, call, http_client, send_once
+from partnerflow.providers.esign.saas import (
+    Envelope,
+    WebhookRejected,
+    call,
+    http_client,
+    send_once,
+)
+from partnerflow.providers.esign.settings import EsignSettings
 
 REFERENCE_FIELD = "partnerflow_ref"
 COMPLETION_EVENTS = ("envelope-completed",)
@@ -37,8 +42,8 @@ def _reason(response: httpx.Response) -> str:
 class DocuSignProvider:
     name = "docusign"
 
-    def __init__(self, settings: Settings | None = None):
-        self.settings = check_settings(settings or get_settings())
+    def __init__(self, settings: EsignSettings):
+        self.settings = settings
         s = self.settings
         if not (s.docusign_access_token and s.docusign_account_id):
             raise PermanentError("PARTNERFLOW_DOCUSIGN_ACCESS_TOKEN and PARTNERFLOW_DOCUSIGN_ACCOUNT_ID must be set")

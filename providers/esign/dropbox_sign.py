@@ -16,10 +16,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-
-from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.providers.errors import PermanentError, RetryableError
-from partnerflow.providers.esign.saas import Envelope, WebhookRejected, call, http_client, send_once
+from partnerflow.providers.esign.saas import (
+    Envelope,
+    WebhookRejected,
+    call,
+    http_client,
+    send_once,
+)
+from partnerflow.providers.esign.settings import EsignSettings
 
 HELLO = "Hello API Event Received"
 REFERENCE_FIELD = "partnerflow_ref"
@@ -40,8 +45,8 @@ def _reason(response: httpx.Response) -> str:
 class DropboxSignProvider:
     name = "dropbox_sign"
 
-    def __init__(self, settings: Settings | None = None):
-        self.settings = check_settings(settings or get_settings())
+    def __init__(self, settings: EsignSettings):
+        self.settings = settings
         if not self.settings.dropbox_sign_api_key:
             raise PermanentError("PARTNERFLOW_DROPBOX_SIGN_API_KEY is not set")
         self._key = self.settings.dropbox_sign_api_key.get_secret_value()

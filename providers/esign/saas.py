@@ -16,15 +16,22 @@ from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 import httpx
+from partnerflow.models import (
+    Contract,
+    SignatureRequest,
+    WebhookEvent,
+    audit,
+    session_scope,
+    utcnow,
+)
+from partnerflow.models.contracting import SignatureSendAttempt
+from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from partnerflow.settings import get_settings
-from partnerflow.models import Contract, SignatureRequest, WebhookEvent, audit, session_scope, utcnow
-from partnerflow.models.contracting import SignatureSendAttempt
-from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.secrets import token_hash
+from partnerflow.settings import get_settings
 
 # Status codes after which a create may or may not have happened at the provider.
 _AMBIGUOUS_STATUSES = {500, 502, 504}
@@ -135,11 +142,11 @@ def send_once(provider: SaasProvider, signature_request_id: int, *, document: by
             _record_sent(signature_request_id, provider.name, found, adopted=True)
             return found
         waited = (utcnow() - previous_attempt).total_seconds()
-        if waited < settings.esign_reconcile_after_seconds:
+        if waited < settings.esign.esign_reconcile_after_seconds:
             raise AmbiguousError(
                 f"{provider.name}: an earlier send of signature request {signature_request_id} has an unknown "
-                f"outcome and is not found yet; not resending before {settings.esign_reconcile_after_seconds}s",
-                retry_after=settings.esign_reconcile_after_seconds - waited)
+                f"outcome and is not found yet; not resending before {settings.esign.esign_reconcile_after_seconds}s",
+                retry_after=settings.esign.esign_reconcile_after_seconds - waited)
 
     attempt_at = utcnow()
     if not _claim_attempt(signature_request_id, previous_attempt, attempt_at):
@@ -206,7 +213,7 @@ def check_timestamp(when: datetime) -> None:
     """Reject callbacks older than the window (providers retry with the original time) or from the future."""
     settings = get_settings()
     age = (utcnow() - when).total_seconds()
-    if age > settings.esign_webhook_max_age_seconds:
+    if age > settings.esign.esign_webhook_max_age_seconds:
         raise WebhookRejected(400, f"event is too old ({int(age)}s)")
     if age < -300:
         raise WebhookRejected(400, "event timestamp is in the future")

@@ -1,26 +1,19 @@
-"""Payout rails: `get_payout_rail()` returns the one PARTNERFLOW_PAYOUT_RAIL names."""
+"""Payout rails. `get_payout_rail(settings)` builds the one PARTNERFLOW_PAYOUT_RAIL names."""
 
 from __future__ import annotations
 
-import importlib
-
-from partnerflow.settings import ConfigError, get_settings
+from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
-
-_RAILS = {
-    "ledger": ("partnerflow.providers.payout.ledger", "LedgerRail"),
-    "sepa": ("partnerflow.providers.payout.sepa", "SepaRail"),
-    "stripe": ("partnerflow.providers.payout.stripe", "StripeRail"),
-    "paypal": ("partnerflow.providers.payout.paypal", "PayPalRail"),
-}
+from partnerflow.providers.payout.registry import RAILS
+from partnerflow.providers.payout.settings import PayoutRailSettings
 
 
-def get_payout_rail(name: str | None = None) -> PayoutRail:
-    name = (name or get_settings().payout_rail).strip().lower()
-    if name not in _RAILS:
-        raise ConfigError(f"PARTNERFLOW_PAYOUT_RAIL={name!r} is not a known choice; use one of: {', '.join(_RAILS)}.")
-    module, cls = _RAILS[name]
-    return getattr(importlib.import_module(module), cls)()
+def get_payout_rail(settings: PayoutRailSettings, name: str | None = None) -> PayoutRail:
+    """The configured rail, or `name` (the rail a stored payout was sent through)."""
+    name = (name or settings.payout_rail).strip().lower()
+    if name not in RAILS:
+        raise PermanentError(f"unknown payout rail {name!r}; known: {', '.join(RAILS)}")
+    return RAILS[name].load()(settings)
 
 
-__all__ = ["PayoutInstruction", "PayoutRail", "RailResult", "get_payout_rail"]
+__all__ = ["PayoutInstruction", "PayoutRail", "PayoutRailSettings", "RailResult", "get_payout_rail"]

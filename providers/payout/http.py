@@ -11,7 +11,6 @@ import time
 from typing import Any, Callable
 
 import httpx
-
 from partnerflow.providers.errors import AmbiguousError, RetryableError
 
 RETRY_AFTER_CAP_SECONDS = 60.0

@@ -23,12 +23,16 @@ from decimal import Decimal
 from typing import Any, Callable
 
 import httpx
-
-from partnerflow.settings import get_settings
-from partnerflow.tasks.shared.money import exponent
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
-from partnerflow.providers.payout.http import DEFAULT_BASE_DELAY_SECONDS, send_with_retries
+from partnerflow.providers.payout.http import (
+    DEFAULT_BASE_DELAY_SECONDS,
+    send_with_retries,
+)
+from partnerflow.providers.payout.settings import PayoutRailSettings
+from partnerflow.tasks.shared.money import exponent
+
+from partnerflow.settings import get_settings
 
 EMAIL_KEYS = ("paypal_email", "email")
 PAYER_ID_KEYS = ("paypal_payer_id", "payer_id")
@@ -67,10 +71,9 @@ class PayPalRail:
     name = "paypal"
     idempotent = True  # PayPal dedupes sender_batch_id for 30 days
 
-    def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
+    def __init__(self, settings: PayoutRailSettings, *, client_id: str | None = None, client_secret: str | None = None,
                  api_host: str | None = None, timeout: float | None = None, attempts: int = 4,
                  base_delay: float | None = None, sleep: Callable[[float], Any] = time.sleep):
-        settings = get_settings()
         self._client_id = client_id or settings.paypal_client_id
         secret = client_secret or (settings.paypal_client_secret.get_secret_value()
                                    if settings.paypal_client_secret else None)
@@ -207,9 +210,8 @@ class PayPalRail:
         """From the payout batch id we recorded. None when we hold none (or it failed): `pay()` then
         re-sends the same sender_batch_id, which PayPal answers with the original batch, never a second payment.
         """
-        from sqlmodel import select
-
         from partnerflow.models import Payout, session_scope
+        from sqlmodel import select
 
         with session_scope() as session:
             ref = session.exec(select(Payout.provider_ref).where(Payout.idempotency_key == idempotency_key)).first()

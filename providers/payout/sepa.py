@@ -30,13 +30,14 @@ from importlib import resources
 from pathlib import Path
 
 from lxml import etree
+from partnerflow.providers.errors import PermanentError, ProviderError
+from partnerflow.providers.payout.base import PayoutInstruction, RailResult
+from partnerflow.providers.payout.settings import PayoutRailSettings
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 from unidecode import unidecode
 
 from partnerflow.settings import get_settings
-from partnerflow.providers.errors import PermanentError, ProviderError
-from partnerflow.providers.payout.base import PayoutInstruction, RailResult
 
 NS = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
 # EPC's SEPA character set (Latin basic); anything else is transliterated or dropped.
@@ -181,7 +182,7 @@ def validate_pain001(xml: bytes) -> None:
 
 def sepa_dir() -> Path:
     settings = get_settings()
-    return settings.sepa_output_dir or settings.var_dir / "sepa"
+    return settings.payouts.sepa_output_dir
 
 
 @contextmanager
@@ -224,10 +225,10 @@ def write_file(batch_ref: str, payments: list[SepaPayment], *, now: datetime | N
     Re-running with the same payments writes nothing and returns the same file names.
     """
     settings = get_settings()
-    if not (settings.sepa_debtor_iban and settings.sepa_debtor_bic):
+    if not (settings.payouts.sepa_debtor_iban and settings.payouts.sepa_debtor_bic):
         raise PermanentError("PARTNERFLOW_SEPA_DEBTOR_IBAN and PARTNERFLOW_SEPA_DEBTOR_BIC must be set for SEPA")
-    debtor_iban = check_iban(settings.sepa_debtor_iban)
-    debtor_bic = check_bic(settings.sepa_debtor_bic)
+    debtor_iban = check_iban(settings.payouts.sepa_debtor_iban)
+    debtor_bic = check_bic(settings.payouts.sepa_debtor_bic)
     folder = sepa_dir()
     with _folder_lock(folder):
         existing = {p.end_to_end_id: written_in(folder, p.end_to_end_id) for p in payments}
@@ -235,7 +236,7 @@ def write_file(batch_ref: str, payments: list[SepaPayment], *, now: datetime | N
         if new:
             msg_id = message_id(batch_ref, [p.end_to_end_id for p in new])
             xml = build_pain001(new, msg_id=msg_id, created_at=now or datetime.now(timezone.utc),
-                                debtor_name=settings.sepa_debtor_name, debtor_iban=debtor_iban,
+                                debtor_name=settings.payouts.sepa_debtor_name, debtor_iban=debtor_iban,
                                 debtor_bic=debtor_bic)
             validate_pain001(xml)
             name = f"pain001-{msg_id}.xml"
@@ -323,6 +324,9 @@ class SepaRail:
 
     name = "sepa"
     idempotent = True
+
+    def __init__(self, settings: PayoutRailSettings):
+        self.settings = settings
 
     @staticmethod
     def _payment(instruction: PayoutInstruction) -> SepaPayment:

@@ -21,11 +21,13 @@ import time
 from typing import Any, Callable
 
 import httpx
-
-from partnerflow.settings import get_settings
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
-from partnerflow.providers.payout.http import DEFAULT_BASE_DELAY_SECONDS, send_with_retries
+from partnerflow.providers.payout.http import (
+    DEFAULT_BASE_DELAY_SECONDS,
+    send_with_retries,
+)
+from partnerflow.providers.payout.settings import PayoutRailSettings
 
 # Keys under which payout details may carry the connected account id.
 ACCOUNT_KEYS = ("stripe_account_id", "stripe_account", "account_id")
@@ -59,9 +61,8 @@ class StripeRail:
     name = "stripe"
     idempotent = True
 
-    def __init__(self, *, api_key: str | None = None, api_host: str | None = None, timeout: float | None = None,
+    def __init__(self, settings: PayoutRailSettings, *, api_key: str | None = None, api_host: str | None = None, timeout: float | None = None,
                  attempts: int = 4, base_delay: float | None = None, sleep: Callable[[float], Any] = time.sleep):
-        settings = get_settings()
         key = api_key or (settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else None)
         if not key:
             raise PermanentError("PARTNERFLOW_STRIPE_API_KEY is not set")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from partnerflow.tasks.compliance.findings import Detected
 from partnerflow.tasks.compliance.disclosure import PageText, find_word, phrase_regex
+from partnerflow.tasks.compliance.findings import Detected
 
 
 def compile_rules(policy: dict) -> list[dict]:

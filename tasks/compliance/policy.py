@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from partnerflow.models.compliance import SEVERITIES
 
 from partnerflow.settings import ConfigError, get_settings
-from partnerflow.models.compliance import SEVERITIES
 
 ACTIONS = ("withhold_payouts", "suspend_partner", "notify_partner")
 
 
 def load_policy(path: Path | str | None = None) -> dict[str, Any]:
     """Read and check the policy; a mistake raises ConfigError naming the key."""
-    path = path or get_settings().compliance_policy
+    path = path or get_settings().compliance.compliance_policy
     if path:
         try:
             text = Path(path).read_text(encoding="utf-8")

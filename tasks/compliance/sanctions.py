@@ -361,9 +361,9 @@ def load_sanctions_list(source: str | None = None, *, alt: str | None = None, ad
         from partnerflow.settings import get_settings
 
         settings = get_settings()
-        source = settings.sanctions_list
-        alt = alt or settings.sanctions_alt_list
-        add = add or settings.sanctions_address_list
+        source = settings.compliance.sanctions_list
+        alt = alt or settings.compliance.sanctions_alt_list
+        add = add or settings.compliance.sanctions_address_list
     if not source:
         raise SanctionsListError("no sanctions list configured: set PARTNERFLOW_SANCTIONS_LIST to a path or URL")
     data, date = _read(source)
@@ -392,7 +392,7 @@ def screen_configured(name: str, country: str | None) -> dict:
     """
     from partnerflow.settings import get_settings
 
-    if not get_settings().sanctions_list:
+    if not get_settings().compliance.sanctions_list:
         return {"result": "not_configured", "matches": []}
     try:
         sdn = load_sanctions_list()

@@ -10,13 +10,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from partnerflow.models import (
+    Application,
+    ApplicationStatus,
+    Partner,
+    PartnerType,
+    Stage,
+    audit,
+    session_scope,
+)
+from partnerflow.tasks.shared.events import PARTNER_APPLIED, emit
+from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
 from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
-
-from partnerflow.tasks.shared.events import PARTNER_APPLIED, emit
-from partnerflow.models import Application, ApplicationStatus, Partner, PartnerType, Stage, audit, session_scope
-from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
 
 OPEN_STATUSES = (ApplicationStatus.RECEIVED, ApplicationStatus.PENDING_REVIEW, ApplicationStatus.APPROVED,
                  ApplicationStatus.CHANGES_REQUESTED)

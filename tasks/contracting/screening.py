@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from partnerflow.settings import get_settings
 from partnerflow.models import Application, session_scope
 from partnerflow.tasks.contracting.applications import FREE_MAIL, find_duplicate
+
+from partnerflow.settings import get_settings
 
 DISPOSABLE = frozenset({
     "mailinator.com", "guerrillamail.com", "10minutemail.com", "tempmail.com", "temp-mail.org", "yopmail.com",
@@ -47,7 +48,7 @@ def sanctions_findings(name: str, country: str) -> list[dict[str, Any]]:
     """Matches on the configured SDN-format list; an unconfigured or unreadable list is itself a finding."""
     from partnerflow.tasks.compliance import sanctions
 
-    if not get_settings().sanctions_list:
+    if not get_settings().compliance.sanctions_list:
         return [finding("sanctions_not_checked", "info", "No sanctions list is configured (PARTNERFLOW_SANCTIONS_LIST).")]
     try:
         sdn = sanctions.load_sanctions_list()

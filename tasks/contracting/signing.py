@@ -12,13 +12,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from partnerflow.models import (
+    Contract,
+    ContractStatus,
+    Partner,
+    SignatureRequest,
+    Stage,
+    audit,
+    session_scope,
+    utcnow,
+)
+from partnerflow.tasks.shared.events import CONTRACT_SIGNED, emit
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.tasks.shared.events import CONTRACT_SIGNED, emit
-from partnerflow.models import Contract, ContractStatus, Partner, SignatureRequest, Stage, audit, session_scope, utcnow
 
 OPEN_STATUSES = ("pending", "sent")
 
@@ -40,7 +49,7 @@ def needs_countersign(partner: Partner, provider: str) -> bool:
     from partnerflow.flows.contracting import load_policy
 
     settings = get_settings()
-    if provider != "builtin" or not settings.company_signer_email:
+    if provider != "builtin" or not settings.contracting.company_signer_email:
         return False
     rule = load_policy().get("countersign") or {}
     return partner.partner_type in (rule.get("partner_types") or []) or partner.tier in (rule.get("tiers") or [])
@@ -74,12 +83,12 @@ def _ensure_row(contract_id: int, provider_name: str, *, countersign: bool = Fal
         if contract is None:
             raise SigningError(f"contract {contract_id} does not exist")
         partner = session.get(Partner, contract.partner_id)
-        signer_name, signer_email = ((settings.company_signer_name or settings.company_name, settings.company_signer_email)
+        signer_name, signer_email = ((settings.contracting.company_signer_name or settings.company_name, settings.contracting.company_signer_email)
                                      if countersign else (partner.contact_name or partner.legal_name, partner.email))
         row = SignatureRequest(
             contract_id=contract_id, idempotency_key=key, provider=provider_name,
             signer_name=signer_name, signer_email=signer_email,
-            expires_at=utcnow() + timedelta(days=settings.signing_expiry_days))
+            expires_at=utcnow() + timedelta(days=settings.contracting.signing_expiry_days))
         session.add(row)
         try:
             session.flush()
@@ -96,7 +105,7 @@ def request_signature(contract_id: int) -> SignatureRequest:
     from partnerflow.providers.esign import get_esign_provider
 
     settings = get_settings()
-    row_id = _ensure_row(contract_id, settings.esign_provider)
+    row_id = _ensure_row(contract_id, settings.esign.esign_provider)
     with session_scope() as session:
         row = session.get(SignatureRequest, row_id)
         contract = session.get(Contract, contract_id)
@@ -115,7 +124,7 @@ def request_signature(contract_id: int) -> SignatureRequest:
         request_countersignature(contract_id)
         with session_scope() as session:
             return session.get(SignatureRequest, row_id)
-    provider = get_esign_provider(provider_name)  # the provider the row was created for
+    provider = get_esign_provider(get_settings().esign, provider_name)  # the provider the row was created for
     provider.send(row_id, document=document, filename=filename,
                   title=f"{settings.company_name} partner agreement",
                   message="Please review and sign your partner agreement.")
@@ -142,7 +151,7 @@ def request_countersignature(contract_id: int) -> SignatureRequest:
             return row
         partner = session.get(Partner, session.get(Contract, contract_id).partner_id)
         legal_name = partner.legal_name
-    BuiltinSigning().send(row_id, document=b"", filename="", title=f"Countersign: {legal_name} partner agreement",
+    BuiltinSigning(get_settings().esign).send(row_id, document=b"", filename="", title=f"Countersign: {legal_name} partner agreement",
                           message=f"{legal_name} has signed; please countersign for {settings.company_name}.")
     with session_scope() as session:
         return session.get(SignatureRequest, row_id)

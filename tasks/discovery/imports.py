@@ -18,15 +18,19 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from partnerflow.models import Partner, Prospect, session_scope, utcnow
+from partnerflow.tasks.shared.identity import (
+    dedup_domain,
+    normalise_domain,
+    normalise_email,
+)
+from partnerflow.tasks.shared.webfetch import guess_decode
 from rapidfuzz import fuzz, process
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.models import Partner, Prospect, session_scope, utcnow
-from partnerflow.tasks.shared.identity import dedup_domain, normalise_domain, normalise_email
-from partnerflow.tasks.shared.webfetch import guess_decode
 
 
 class ImportFileError(Exception):
@@ -446,8 +450,7 @@ def import_file(path: str | Path, source: str | None = None) -> dict[str, Any]:
 
 def enrich_batch(prospect_ids: list[int]) -> list[dict[str, Any]]:
     """Fetch, extract and score these prospects; one summary row per prospect. Bad pages are recorded."""
-    from partnerflow.tasks.discovery import enrich
-    from partnerflow.tasks.discovery import scoring
+    from partnerflow.tasks.discovery import enrich, scoring
     from partnerflow.tasks.shared.webfetch import fetch_pages
 
     settings = get_settings()
@@ -457,12 +460,12 @@ def enrich_batch(prospect_ids: list[int]) -> list[dict[str, Any]]:
     with_site = [p for p in prospects if p.website]
     results = fetch_pages(
         [p.website for p in with_site],
-        concurrency=settings.discovery_fetch_concurrency,
-        per_domain_delay=settings.discovery_fetch_delay_seconds,
-        timeout=settings.discovery_fetch_timeout_seconds,
-        max_bytes=settings.discovery_fetch_max_bytes,
-        respect_robots=settings.discovery_respect_robots,
-        allow_private=settings.discovery_allow_private_addresses,
+        concurrency=settings.discovery.discovery_fetch_concurrency,
+        per_domain_delay=settings.discovery.discovery_fetch_delay_seconds,
+        timeout=settings.discovery.discovery_fetch_timeout_seconds,
+        max_bytes=settings.discovery.discovery_fetch_max_bytes,
+        respect_robots=settings.discovery.discovery_respect_robots,
+        allow_private=settings.discovery.discovery_allow_private_addresses,
     ) if with_site else []
     fetched = {p.id: r for p, r in zip(with_site, results)}
 

@@ -80,7 +80,7 @@ def _load(path: str) -> ScoringPolicy:
 
 
 def load_policy() -> ScoringPolicy:
-    path = get_settings().discovery_scoring_policy
+    path = get_settings().discovery.discovery_scoring_policy
     if path is None:
         path = Path(str(resources.files("partnerflow.templates") / "discovery" / "scoring_policy.yaml"))
     return _load(str(path))

@@ -16,15 +16,15 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from partnerflow.models import Partner, Stage, audit, session_scope, utcnow
+from partnerflow.models.onboarding import Onboarding
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from unidecode import unidecode
 
-from partnerflow.settings import get_settings
-from partnerflow.models import Partner, Stage, audit, session_scope, utcnow
-from partnerflow.models.onboarding import Onboarding
 from partnerflow.secrets import encrypt, mask, master_key, token_hash
+from partnerflow.settings import get_settings
 
 # No 0/O, 1/I/L: codes get read aloud and typed from videos.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -108,7 +108,7 @@ def ensure_onboarding(partner_id: int) -> Onboarding:
         kind = tax_form_kind(partner.country)
         row = Onboarding(partner_id=partner_id, token_hash=token_hash(onboarding_token(partner_id)),
                          tax_form_kind=kind,
-                         expires_at=utcnow() + timedelta(days=get_settings().onboarding_link_days))
+                         expires_at=utcnow() + timedelta(days=get_settings().onboarding.onboarding_link_days))
         session.add(row)
         try:
             session.flush()

@@ -17,13 +17,13 @@ from typing import Any
 
 import jinja2
 import yaml
+from partnerflow.models import session_scope
+from partnerflow.models.outreach import Sequence
+from partnerflow.tasks.shared.mail import TemplateError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from partnerflow.settings import get_settings
-from partnerflow.models import session_scope
-from partnerflow.models.outreach import Sequence
-from partnerflow.tasks.shared.mail import TemplateError
 
 PARTS = ("subject.txt", "body.txt", "body.html")
 # Every commercial mail must carry these (CAN-SPAM / RFC 8058); a step without them is refused at load.
@@ -55,9 +55,9 @@ def base_context(prospect: dict[str, Any], *, unsubscribe_url: str, sender_name:
     return {
         "prospect": prospect,
         "company_name": settings.company_name,
-        "sender_name": sender_name or settings.sender_name,
-        "sender_email": sender_email or settings.sender_email,
-        "postal_address": settings.postal_address,
+        "sender_name": sender_name or settings.mail.sender_name,
+        "sender_email": sender_email or settings.mail.sender_email,
+        "postal_address": settings.mail.postal_address,
         "public_base_url": base,
         "apply_url": f"{base}/apply",
         "unsubscribe_url": unsubscribe_url,

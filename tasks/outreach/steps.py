@@ -19,25 +19,47 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from datetime import datetime, time, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from partnerflow.models import (
+    Application,
+    Message,
+    MessageStatus,
+    Partner,
+    Prospect,
+    audit,
+    session_scope,
+    utcnow,
+)
+from partnerflow.models.engine import is_postgres
+from partnerflow.models.outreach import (
+    Enrollment,
+    EnrollmentStatus,
+    Sequence,
+    StopReason,
+)
+from partnerflow.providers.email import EmailProvider, OutgoingEmail, get_email_provider
+from partnerflow.providers.errors import AmbiguousError, RetryableError
+from partnerflow.tasks.outreach.sequences import (
+    base_context,
+    latest_version,
+    render_step,
+    step_applies,
+    step_delay,
+)
+from partnerflow.tasks.shared.suppression import (
+    normalise_email,
+    stop_enrollments_for,
+    suppressed_among,
+)
 from sqlalchemy import bindparam, func, insert, or_, update
 from sqlmodel import Session, select
 
-from partnerflow.settings import get_settings
-from partnerflow.models import Application, Message, MessageStatus, Partner, Prospect, audit, session_scope, utcnow
-from partnerflow.models.engine import is_postgres
-from partnerflow.models.outreach import Enrollment, EnrollmentStatus, Sequence, StopReason
-from partnerflow.providers.email import EmailProvider, OutgoingEmail, get_email_provider
-from partnerflow.providers.errors import AmbiguousError, RetryableError
 from partnerflow.secrets import master_key, token_hash
-from partnerflow.tasks.outreach.sequences import (
-    base_context, latest_version, render_step, step_applies, step_delay,
-)
-from partnerflow.tasks.shared.suppression import normalise_email, stop_enrollments_for, suppressed_among
+from partnerflow.settings import get_settings
 
 KIND = "outreach"
 CLAIM_LEASE = timedelta(minutes=30)
@@ -249,7 +271,7 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
     """Send the due step of each enrollment claimed by `token`; returns counts by outcome."""
     now = now or utcnow()
     settings = get_settings()
-    provider = provider or get_email_provider()
+    provider = provider or get_email_provider(get_settings().mail)
     stats: Counter = Counter()
     release: dict[int, dict[str, Any]] = {}  # enrollment id -> column values to write when done
     to_send: list[tuple[_Plan, Any]] = []  # (plan, rendered)
@@ -266,7 +288,7 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
         for enrollment, prospect in rows:
             definition = _definition(session, enrollment.sequence_id, definitions)
             step = enrollment.current_step
-            sender = (definition.get("sender") or {}).get("email") or settings.sender_email
+            sender = (definition.get("sender") or {}).get("email") or settings.mail.sender_email
             if enrollment.status != EnrollmentStatus.ACTIVE:
                 release[enrollment.id] = {}
                 continue
@@ -292,7 +314,7 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
                     stats["already_sent"] += 1
                 elif prior.status == MessageStatus.SENDING:
                     # Maybe accepted (crash or timeout): never re-send blindly; wait for the provider's events.
-                    if now - prior.created_at >= timedelta(seconds=settings.outreach_reconcile_after_seconds):
+                    if now - prior.created_at >= timedelta(seconds=settings.outreach.outreach_reconcile_after_seconds):
                         session.execute(update(Message).where(Message.id == prior.id,
                                                               Message.status == MessageStatus.SENDING)
                                         .values(status=MessageStatus.FAILED,
@@ -308,8 +330,8 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
                 continue
             zone = _zone(prospect.timezone)
             if zone is not None:
-                opening = next_business_start(zone, now, settings.outreach_business_hours_start,
-                                              settings.outreach_business_hours_end)
+                opening = next_business_start(zone, now, settings.outreach.outreach_business_hours_start,
+                                              settings.outreach.outreach_business_hours_end)
                 if opening is not None:
                     release[enrollment.id] = {"next_due_at": opening}
                     stats["deferred_business_hours"] += 1
@@ -320,7 +342,7 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
                 stats["step_skipped"] += 1
                 continue
             if sender not in cap_left:
-                cap_left[sender] = settings.daily_send_cap - _sent_today(session, sender, now, settings.daily_send_cap)
+                cap_left[sender] = settings.outreach.daily_send_cap - _sent_today(session, sender, now, settings.outreach.daily_send_cap)
             is_new = prior is None
             if is_new and cap_left[sender] <= 0:
                 tomorrow = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=timezone.utc)
@@ -346,7 +368,7 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
                      "to_email": p.prospect.email, "subject": r.subject, "prospect_id": p.prospect.id,
                      "status": MessageStatus.PENDING, "attempts": 0, "created_at": now,
                      "enrollment_id": p.enrollment.id, "step": p.step,
-                     "sender_email": (p.definition.get("sender") or {}).get("email") or settings.sender_email}
+                     "sender_email": (p.definition.get("sender") or {}).get("email") or settings.mail.sender_email}
                     for p, r in to_send if message_key(p.enrollment.id, p.step) not in existing]
         if new_rows:
             session.execute(insert(Message), new_rows)
@@ -463,7 +485,7 @@ def send_due(limit: int = 5000, *, now: datetime | None = None, provider: EmailP
     """Claim and send due steps in batches until none are due or `limit` enrollments were handled."""
     now = now or utcnow()
     token = uuid.uuid4().hex
-    size = max(1, get_settings().outreach_batch_size)
+    size = max(1, get_settings().outreach.outreach_batch_size)
     totals: Counter = Counter()
     errors: list[str] = []
     handled = batches = 0

@@ -28,20 +28,29 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
+from partnerflow.models import (
+    Commission,
+    Contract,
+    ContractStatus,
+    Conversion,
+    Partner,
+    Payout,
+    PayoutBatch,
+    audit,
+    session_scope,
+    utcnow,
+)
+from partnerflow.models.payouts import FxRate
+from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
+from partnerflow.providers.payout import get_payout_rail
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
+from partnerflow.tasks.shared.money import exponent, format_money, round_minor
+from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 from sqlalchemy import and_, bindparam, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.models import (
-    Commission, Contract, ContractStatus, Conversion, Partner, Payout, PayoutBatch, audit, session_scope, utcnow,
-)
-from partnerflow.models.payouts import FxRate
-from partnerflow.tasks.shared.money import exponent, format_money, round_minor
-from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.payout import get_payout_rail
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
-from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +161,7 @@ def _payable_filter(period_end: datetime):
 
 def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str | None = None) -> int:
     """Create the batch for `period_end` (or return the one already built under `key`). Returns its id."""
-    rail_name = rail_name or get_settings().payout_rail
+    rail_name = rail_name or get_settings().payouts.payout_rail
     key = key or f"batch:{period_end.isoformat()}"
     release_locked(min(period_end, utcnow()))
     with session_scope() as session:
@@ -350,8 +359,8 @@ def _claim(batch_id: int, lease_seconds: int, after_id: int = 0) -> tuple[str, l
 
 def execute_batch(batch_id: int, *, rail: PayoutRail | None = None, lease_seconds: int | None = None) -> dict[str, int]:
     """Pay every approved payout of the batch through the rail, exactly once. Safe to re-run and to run twice."""
-    rail = rail or get_payout_rail()
-    lease = get_settings().payout_claim_lease_seconds if lease_seconds is None else lease_seconds
+    rail = rail or get_payout_rail(get_settings().payouts)
+    lease = get_settings().payouts.payout_claim_lease_seconds if lease_seconds is None else lease_seconds
     with session_scope() as session:
         batch = session.get(PayoutBatch, batch_id)
         if batch is None or batch.status not in ("approved", "paid", "partially_paid"):
@@ -528,7 +537,7 @@ def finish_batch(batch_id: int) -> str:
 
 def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[str, int]:
     """Ask the rail about payouts still processing (webhooks normally confirm them first)."""
-    rail = rail or get_payout_rail()
+    rail = rail or get_payout_rail(get_settings().payouts)
     lookup = getattr(rail, "lookup", None)
     counts: dict[str, int] = defaultdict(int)
     if lookup is None:

@@ -25,12 +25,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import and_, bindparam, insert, select, update
-from sqlmodel import Session
-
 from partnerflow.models import Commission, Conversion, Partner, session_scope, utcnow
 from partnerflow.tasks.shared.money import round_minor
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlmodel import Session
 
 PAYING_KINDS = ("sale", "recurring", "lead", "signup")
 REVERSAL_KINDS = ("refund", "chargeback", "reversal")

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
-
 from partnerflow.models import Conversion, Partner, session_scope, utcnow
 from partnerflow.models.payouts import ConversionSource
 from partnerflow.tasks.shared.money import check_currency, to_minor
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
 from partnerflow.secrets import new_token, token_hash
 
 KINDS = ("sale", "lead", "signup", "recurring", "refund", "chargeback", "reversal")

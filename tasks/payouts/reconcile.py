@@ -10,10 +10,11 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from sqlmodel import select
-
 from partnerflow.models import Payout, session_scope
 from partnerflow.providers.errors import PermanentError, RetryableError
+from sqlmodel import select
+
+from partnerflow.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,11 @@ log = logging.getLogger(__name__)
 def poll_paypal(*, rail=None, limit: int = 1000) -> dict[str, int]:
     """Ask PayPal about every PayPal payout still processing; mark the settled ones paid or failed."""
     from partnerflow.providers.payout.paypal import PayPalRail
-    from partnerflow.tasks.payouts.batches import finish_batch, mark_payout_failed, mark_payout_paid
+    from partnerflow.tasks.payouts.batches import (
+        finish_batch,
+        mark_payout_failed,
+        mark_payout_paid,
+    )
 
     with session_scope() as session:
         rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.provider_ref, Payout.batch_id).where(
@@ -30,7 +35,7 @@ def poll_paypal(*, rail=None, limit: int = 1000) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     if not rows:
         return {}
-    rail = rail or PayPalRail()
+    rail = rail or PayPalRail(get_settings().payouts)
     batches = set()
     for payout_id, key, ref, batch_id in rows:
         try:
@@ -56,7 +61,11 @@ def import_bank_report(path: str | Path) -> dict[str, int]:
     Lines for payments that are not ours are counted as "unknown", never guessed at.
     """
     from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
-    from partnerflow.tasks.payouts.batches import finish_batch, mark_payout_failed, mark_payout_paid
+    from partnerflow.tasks.payouts.batches import (
+        finish_batch,
+        mark_payout_failed,
+        mark_payout_paid,
+    )
 
     outcomes = read_bank_report(Path(path).read_bytes())
     with session_scope() as session:

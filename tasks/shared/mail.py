@@ -16,14 +16,14 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+from partnerflow.models import Message, MessageStatus, session_scope, utcnow
+from partnerflow.providers.email import OutgoingEmail, get_email_provider
+from partnerflow.providers.errors import RetryableError
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from partnerflow.settings import get_settings
-from partnerflow.models import Message, MessageStatus, session_scope, utcnow
-from partnerflow.providers.email import OutgoingEmail, get_email_provider
-from partnerflow.providers.errors import RetryableError
 
 
 class TemplateError(Exception):
@@ -56,8 +56,8 @@ def render_email(name: str, context: dict[str, Any]) -> RenderedEmail:
     settings = get_settings()
     ctx = {
         "company_name": settings.company_name,
-        "sender_name": settings.sender_name,
-        "postal_address": settings.postal_address,
+        "sender_name": settings.mail.sender_name,
+        "postal_address": settings.mail.postal_address,
         "public_base_url": settings.public_base_url.rstrip("/"),
         **context,
     }
@@ -132,7 +132,7 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
         reason = blocks(session, to_email, kind)
     if reason and claim(message.id, (MessageStatus.PENDING,)):
         return _set_status(message.id, MessageStatus.FAILED, f"suppressed ({reason}): address is on the suppression list")
-    provider = get_email_provider()
+    provider = get_email_provider(get_settings().mail)
     # A row left in `sending` by a crash may be re-sent only when the provider is idempotent
     # per key; otherwise it waits for reconciliation (provider webhooks) instead.
     claimable = (MessageStatus.PENDING, MessageStatus.SENDING) if provider.idempotent else (MessageStatus.PENDING,)

@@ -7,14 +7,29 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
-
 from partnerflow.flows.compliance import (
-    apply_action, check_compliance, rescreen_sanctions, review_findings,
+    apply_action,
+    check_compliance,
+    rescreen_sanctions,
+    review_findings,
 )
-from partnerflow.models import AuditLog, Conversion, Message, Partner, Stage, session_scope, utcnow
-from partnerflow.models.compliance import Finding, FindingStatus, SanctionsListVersion, SanctionsScreening
+from partnerflow.models import (
+    AuditLog,
+    Conversion,
+    Message,
+    Partner,
+    Stage,
+    session_scope,
+    utcnow,
+)
+from partnerflow.models.compliance import (
+    Finding,
+    FindingStatus,
+    SanctionsListVersion,
+    SanctionsScreening,
+)
 from partnerflow.tasks.compliance.blockers import payout_blockers
+from sqlmodel import select
 from support import run_answering
 
 DATA = Path(__file__).parents[1] / "data"

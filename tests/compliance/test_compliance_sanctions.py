@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from partnerflow.tasks.compliance.sanctions import (
-    MATCH_THRESHOLD, SanctionsListError, load_sanctions_list, parse_sdn, screen,
+    MATCH_THRESHOLD,
+    SanctionsListError,
+    load_sanctions_list,
+    parse_sdn,
+    screen,
 )
 
 DATA = Path(__file__).parents[1] / "data"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from contracting_support import application
 from fastapi.testclient import TestClient
+from partnerflow.models import Application, AuditLog, Partner, Stage, session_scope
+from partnerflow.tasks.contracting.applications import (
+    ApplicationInvalid,
+    submit_application,
+)
+from partnerflow.web.app import create_app
 from sqlmodel import select
 from typer.testing import CliRunner
-
-from contracting_support import application
-from partnerflow.models import Application, AuditLog, Partner, Stage, session_scope
-from partnerflow.tasks.contracting.applications import ApplicationInvalid, submit_application
-from partnerflow.web.app import create_app
 
 
 def _counts():

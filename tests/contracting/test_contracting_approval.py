@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlmodel import select
-
 from contracting_support import application, mail_text, mails
 from partnerflow.flows.contracting import contract_application
-from partnerflow.models import (Application, AuditLog, Contract, Message, Partner, SignatureRequest, Stage,
-                                session_scope)
+from partnerflow.models import (
+    Application,
+    AuditLog,
+    Contract,
+    Message,
+    Partner,
+    SignatureRequest,
+    Stage,
+    session_scope,
+)
 from partnerflow.tasks.contracting.applications import submit_application
 from partnerflow.tasks.shared.terms import default_for
+from sqlmodel import select
 from support import run_answering
 
 SDN = Path(__file__).parents[1] / "data" / "sdn_sample.csv"

@@ -6,16 +6,25 @@ import io
 from datetime import timedelta
 
 import time_machine
+from contracting_support import approved_partner, link, mails
 from docx import Document
 from fastapi.testclient import TestClient
-from sqlmodel import select
-
-from contracting_support import approved_partner, link, mails
-from partnerflow.settings import get_settings
-from partnerflow.models import AuditLog, Contract, Message, Partner, SignatureRequest, Stage, session_scope, utcnow
+from partnerflow.models import (
+    AuditLog,
+    Contract,
+    Message,
+    Partner,
+    SignatureRequest,
+    Stage,
+    session_scope,
+    utcnow,
+)
 from partnerflow.tasks.contracting.documents import generate_contract
 from partnerflow.tasks.contracting.signing import complete_signature, request_signature
 from partnerflow.web.app import create_app
+from sqlmodel import select
+
+from partnerflow.settings import get_settings
 
 
 def _sent_contract(outbox):
@@ -92,7 +101,7 @@ def test_forged_token_is_refused(outbox):
 def test_expired_link_is_refused(outbox):
     _, _, row, path = _sent_contract(outbox)
     client = TestClient(create_app())
-    with time_machine.travel(utcnow() + timedelta(days=get_settings().signing_expiry_days, hours=1)):
+    with time_machine.travel(utcnow() + timedelta(days=get_settings().contracting.signing_expiry_days, hours=1)):
         assert client.get(path).status_code == 410
         assert client.post(path, data={"signer_name": "Nora Wind", "consent": "yes"}).status_code == 410
     with session_scope() as session:
@@ -140,7 +149,6 @@ def test_company_countersigns_after_the_partner_when_policy_requires(configure, 
 
 def test_a_lost_countersignature_request_is_sent_when_signing_is_requested_again(configure, outbox, monkeypatch):
     import pytest
-
     from partnerflow.tasks.contracting import signing
 
     configure(company_signer_email="casey@acme.example")

@@ -8,15 +8,16 @@ import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlmodel import select
-
-from partnerflow.testing.documenso import FAKE_PDF, FakeDocumenso
 from esign_rows import contract_out_for_signature
+from fastapi.testclient import TestClient
 from partnerflow.models import SignatureRequest, WebhookEvent, session_scope
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.documenso import DocumensoProvider
 from partnerflow.providers.esign.saas import reference_for
+from sqlmodel import select
+
+from partnerflow.settings import get_settings
+from partnerflow.testing.documenso import FAKE_PDF, FakeDocumenso
 
 PDF = b"%PDF-1.4\n% our contract, already a PDF\n%%EOF\n"
 
@@ -35,7 +36,7 @@ def dso(fake, configure):
     fake.faults._queue.clear()
     configure(documenso_api_key=fake.api_key, documenso_api_host=fake.url,
               documenso_webhook_secret=fake.webhook_secret, esign_timeout_seconds=3)
-    return DocumensoProvider()
+    return DocumensoProvider(get_settings().esign)
 
 
 @pytest.fixture
@@ -119,8 +120,9 @@ def test_completed_webhook_downloads_and_signs(dso, fake, client):
     fake.complete(document_id)
     response = post(client, *fake.webhook(document_id))
     assert response.status_code == 200 and reload(row).status == "signed"
-    from partnerflow.settings import get_settings
     from partnerflow.models import Contract
+
+    from partnerflow.settings import get_settings
 
     with session_scope() as session:
         contract = session.get(Contract, row.contract_id)

@@ -8,14 +8,19 @@ import shutil
 import subprocess
 
 import pytest
+from contracting_support import approved_partner
 from docx import Document
+from partnerflow.models import AuditLog, Contract, Partner, session_scope
+from partnerflow.tasks.contracting.documents import (
+    ContractFieldMissing,
+    generate_contract,
+    render_contract,
+    select_clauses,
+)
+from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 from sqlmodel import select
 
-from contracting_support import approved_partner
 from partnerflow.settings import get_settings
-from partnerflow.models import AuditLog, Contract, Partner, session_scope
-from partnerflow.tasks.contracting.documents import ContractFieldMissing, generate_contract, render_contract, select_clauses
-from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
 
 def _text(data: bytes) -> str:

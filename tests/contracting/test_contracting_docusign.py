@@ -8,16 +8,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import time_machine
-from fastapi.testclient import TestClient
-from sqlmodel import select
-
-from partnerflow.testing.docusign import FAKE_PDF, FakeDocuSign
 from esign_rows import DOCX, contract_out_for_signature
+from fastapi.testclient import TestClient
 from partnerflow.models import SignatureRequest, WebhookEvent, session_scope
 from partnerflow.models.contracting import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.docusign import REFERENCE_FIELD, DocuSignProvider
 from partnerflow.providers.esign.saas import reference_for
+from sqlmodel import select
+
+from partnerflow.settings import get_settings
+from partnerflow.testing.docusign import FAKE_PDF, FakeDocuSign
+
 
 @pytest.fixture(scope="module")
 def fake():
@@ -33,7 +35,7 @@ def ds(fake, configure):
     fake.faults._queue.clear()
     configure(esign_provider="docusign", docusign_access_token=fake.token, docusign_account_id=fake.account_id,
               docusign_api_host=fake.url, docusign_connect_hmac_key=fake.hmac_key, esign_timeout_seconds=3)
-    return DocuSignProvider()
+    return DocuSignProvider(get_settings().esign)
 
 
 @pytest.fixture
@@ -101,7 +103,7 @@ def test_invalid_recipient_is_permanent_and_names_the_error(ds):
 def test_expired_token_is_permanent(ds, configure):
     configure(docusign_access_token="expired")
     with pytest.raises(PermanentError, match="USER_AUTHENTICATION_FAILED"):
-        send(DocuSignProvider(), contract_out_for_signature("docusign"))
+        send(DocuSignProvider(get_settings().esign), contract_out_for_signature("docusign"))
 
 
 def test_timeout_after_create_is_found_by_custom_field_not_sent_twice(ds, fake):
@@ -142,8 +144,9 @@ def test_void_sends_the_reason_and_completed_envelopes_refuse(ds, fake):
 # --- Connect callbacks ----------------------------------------------------------------------
 
 def test_completed_notification_downloads_the_combined_pdf_and_signs(ds, fake, client):
-    from partnerflow.settings import get_settings
     from partnerflow.models import Contract
+
+    from partnerflow.settings import get_settings
 
     row = contract_out_for_signature("docusign")
     envelope_id = send(ds, row)

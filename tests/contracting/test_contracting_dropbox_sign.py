@@ -7,16 +7,21 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from fastapi.testclient import TestClient
-from sqlmodel import select
-
-from partnerflow.testing.dropbox_sign import FAKE_PDF, FakeDropboxSign
 from esign_rows import DOCX, contract_out_for_signature
+from fastapi.testclient import TestClient
 from partnerflow.models import AuditLog, SignatureRequest, WebhookEvent, session_scope
 from partnerflow.models.contracting import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.esign.dropbox_sign import HELLO, REFERENCE_FIELD, DropboxSignProvider
+from partnerflow.providers.esign.dropbox_sign import (
+    HELLO,
+    REFERENCE_FIELD,
+    DropboxSignProvider,
+)
 from partnerflow.providers.esign.saas import reference_for
+from sqlmodel import select
+
+from partnerflow.settings import get_settings
+from partnerflow.testing.dropbox_sign import FAKE_PDF, FakeDropboxSign
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def dbs(fake, configure):
     fake.faults._queue.clear()
     configure(esign_provider="dropbox_sign", dropbox_sign_api_key=fake.api_key, dropbox_sign_api_host=fake.url,
               esign_timeout_seconds=3)
-    return DropboxSignProvider()
+    return DropboxSignProvider(get_settings().esign)
 
 
 @pytest.fixture
@@ -99,7 +104,7 @@ def test_unavailable_is_retryable_and_unreachable_host_too(dbs, fake, configure)
     assert not isinstance(caught.value, AmbiguousError) and "503" in caught.value.reason
     configure(dropbox_sign_api_host="http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(RetryableError, match="cannot connect"):
-        send(DropboxSignProvider(), row)
+        send(DropboxSignProvider(get_settings().esign), row)
     assert attempted_at(row) is None
 
 
@@ -113,7 +118,7 @@ def test_bad_request_is_permanent_with_the_providers_reason(dbs, fake):
 def test_wrong_api_key_is_permanent(dbs, fake, configure):
     configure(dropbox_sign_api_key="wrong")
     with pytest.raises(PermanentError, match="401"):
-        send(DropboxSignProvider(), contract_out_for_signature("dropbox_sign"))
+        send(DropboxSignProvider(get_settings().esign), contract_out_for_signature("dropbox_sign"))
 
 
 def test_timeout_after_the_provider_created_it_is_found_not_sent_twice(dbs, fake):
@@ -288,7 +293,7 @@ def test_two_workers_sending_the_same_request_create_it_once(dbs, fake):
     def worker():
         barrier.wait()
         try:
-            results.append(send(DropboxSignProvider(), row))
+            results.append(send(DropboxSignProvider(get_settings().esign), row))
         except RetryableError as exc:
             results.append(exc)
 

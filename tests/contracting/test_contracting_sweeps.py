@@ -8,16 +8,28 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from esign_rows import DOCX, contract_out_for_signature
+from partnerflow.flows.contracting_sweeps import (
+    expire_signature_requests,
+    send_signing_reminders,
+    signature_sweeps,
+    void_for_application,
+)
+from partnerflow.models import (
+    Application,
+    ApplicationStatus,
+    AuditLog,
+    Contract,
+    SignatureRequest,
+    session_scope,
+    utcnow,
+)
+from partnerflow.providers.esign import get_esign_provider
 from sqlmodel import select
 
+from partnerflow.settings import get_settings
 from partnerflow.testing.docusign import FakeDocuSign
 from partnerflow.testing.dropbox_sign import FakeDropboxSign
-from esign_rows import DOCX, contract_out_for_signature
-from partnerflow.flows.contracting_sweeps import (expire_signature_requests, send_signing_reminders,
-                                                signature_sweeps, void_for_application)
-from partnerflow.models import (Application, ApplicationStatus, AuditLog, Contract, SignatureRequest, session_scope,
-                                utcnow)
-from partnerflow.providers.esign import get_esign_provider
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +57,7 @@ def settings(configure, dropbox, docusign):
 
 def sent_through(provider_name: str, **kwargs) -> SignatureRequest:
     row = contract_out_for_signature(provider_name, **kwargs)
-    get_esign_provider(provider_name).send(row.id, document=DOCX, filename="contract.docx", title="Agreement")
+    get_esign_provider(get_settings().esign, provider_name).send(row.id, document=DOCX, filename="contract.docx", title="Agreement")
     return reload(row)
 
 
@@ -199,7 +211,6 @@ def test_sweeps_are_deployed_on_an_hourly_schedule():
 
 def test_a_stored_signed_callback_that_could_not_be_finished_is_completed_by_the_sweep(settings, docusign):
     from fastapi.testclient import TestClient
-
     from partnerflow.flows.contracting_sweeps import finish_stored_completions
     from partnerflow.web.app import create_app
 
@@ -219,7 +230,6 @@ def test_a_stored_signed_callback_that_could_not_be_finished_is_completed_by_the
 
 def test_signed_at_the_provider_after_expiry_is_flagged_not_silently_signed(settings, dropbox):
     from fastapi.testclient import TestClient
-
     from partnerflow.web.app import create_app
 
     start = utcnow()

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracting_support import application
-from partnerflow.flows.contracting import decide_by_policy, describe_for_reviewer, load_policy
+from partnerflow.flows.contracting import (
+    decide_by_policy,
+    describe_for_reviewer,
+    load_policy,
+)
 from partnerflow.models import Application, session_scope
 from partnerflow.tasks.contracting.applications import submit_application
 from partnerflow.tasks.contracting.screening import screen_application

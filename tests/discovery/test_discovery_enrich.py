@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from partnerflow.flows.discovery import enrich_prospects
+from partnerflow.models import Partner, Prospect, session_scope
+from partnerflow.tasks.discovery import scoring
+from partnerflow.tasks.discovery.enrich import extract
 from prefect.artifacts import Artifact
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
 
 from partnerflow.settings import ConfigError
-from partnerflow.flows.discovery import enrich_prospects
-from partnerflow.models import Partner, Prospect, session_scope
-from partnerflow.tasks.discovery import scoring
-from partnerflow.tasks.discovery.enrich import extract
 
 GOOD_PAGE = """<!doctype html><html lang="en-US"><head>
 <title>Metrics Mondays | Product analytics newsletter</title>
@@ -202,8 +202,8 @@ def test_pages_on_private_addresses_are_refused_by_default(server, configure):
 
 
 def test_a_page_the_extractor_chokes_on_is_recorded_and_the_rest_scored(server, configure, monkeypatch):
-    from partnerflow.tasks.discovery import imports as discovery
     from partnerflow.tasks.discovery import enrich
+    from partnerflow.tasks.discovery import imports as discovery
 
     configure(discovery_fetch_delay_seconds=0, discovery_allow_private_addresses=True)
     server.expect_request("/robots.txt").respond_with_data("", status=404)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from partnerflow.tasks.discovery.imports import ImportFileError, dedupe_in_file, parse_file
 from partnerflow.tasks.discovery.enrich import extract
-from partnerflow.tasks.shared.identity import dedup_domain, normalise_domain, normalise_email
+from partnerflow.tasks.discovery.imports import (
+    ImportFileError,
+    dedupe_in_file,
+    parse_file,
+)
+from partnerflow.tasks.shared.identity import (
+    dedup_domain,
+    normalise_domain,
+    normalise_email,
+)
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

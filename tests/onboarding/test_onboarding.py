@@ -9,18 +9,27 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from fastapi.testclient import TestClient
-from sqlmodel import select
-
 from contracting_support import approved_partner, link, mail_text, mails
+from fastapi.testclient import TestClient
 from partnerflow.flows.onboarding import monitor_activation, onboard_partner
-from partnerflow.models import AuditLog, Contract, Conversion, Message, Partner, Stage, session_scope, utcnow
+from partnerflow.models import (
+    AuditLog,
+    Contract,
+    Conversion,
+    Message,
+    Partner,
+    Stage,
+    session_scope,
+    utcnow,
+)
 from partnerflow.models.onboarding import Onboarding
-from partnerflow.secrets import decrypt
-from partnerflow.tasks.onboarding import activation as ob
 from partnerflow.tasks.contracting.documents import generate_contract
 from partnerflow.tasks.contracting.signing import complete_signature, request_signature
+from partnerflow.tasks.onboarding import activation as ob
 from partnerflow.web.app import create_app
+from sqlmodel import select
+
+from partnerflow.secrets import decrypt
 
 
 def _signed_contract(**overrides) -> tuple[int, int]:

@@ -7,12 +7,11 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from sqlmodel import select
-
 from partnerflow.models import Message, Prospect, session_scope
 from partnerflow.providers.email import SendOutcome
 from partnerflow.tasks.outreach import steps as outreach
 from partnerflow.tasks.outreach.sequences import load_sequence_files
+from sqlmodel import select
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 

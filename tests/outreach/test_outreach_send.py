@@ -9,15 +9,25 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
-
-from partnerflow.models import Application, Message, MessageStatus, Partner, Prospect, session_scope
+from partnerflow.models import (
+    Application,
+    Message,
+    MessageStatus,
+    Partner,
+    Prospect,
+    session_scope,
+)
 from partnerflow.models.mail import Suppression
 from partnerflow.models.outreach import Enrollment, Sequence
 from partnerflow.tasks.outreach import steps as outreach
+from partnerflow.tasks.outreach.sequences import (
+    SequenceError,
+    default_root,
+    load_sequence_files,
+)
 from partnerflow.tasks.shared.mail import TemplateError
-from partnerflow.tasks.outreach.sequences import SequenceError, default_root, load_sequence_files
 from partnerflow.tasks.shared.suppression import suppress
+from sqlmodel import select
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
@@ -243,7 +253,11 @@ def test_crash_between_sending_and_recording_does_not_duplicate(outbox, monkeypa
 
 
 def test_send_due_outreach_flow_uses_one_task_per_batch(outbox, configure):
-    from partnerflow.flows.outreach import enroll_prospects, load_sequences, send_due_outreach
+    from partnerflow.flows.outreach import (
+        enroll_prospects,
+        load_sequences,
+        send_due_outreach,
+    )
 
     configure(outreach_batch_size=4)
     load_sequences()

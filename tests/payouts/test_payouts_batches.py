@@ -5,15 +5,24 @@ from __future__ import annotations
 import threading
 from datetime import date
 
-from sqlalchemy import func, select
-
-from partnerflow.models import AuditLog, Commission, Message, Partner, Payout, PayoutBatch, session_scope
-from partnerflow.models.payouts import FxRate, LedgerTransfer
 from partnerflow.flows.payouts import run_payout_batch
+from partnerflow.models import (
+    AuditLog,
+    Commission,
+    Message,
+    Partner,
+    Payout,
+    PayoutBatch,
+    session_scope,
+)
+from partnerflow.models.payouts import FxRate, LedgerTransfer
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts.commissions import compute_commissions
 from payout_helpers import T0, add_conversions, after_lock, make_partner
+from sqlalchemy import func, select
 from support import run_answering
+
+from partnerflow.settings import get_settings
 
 AUTO = 10**12  # auto-approve everything below this
 
@@ -182,7 +191,7 @@ def test_two_workers_executing_the_same_batch_never_pay_twice():
 
     engine.CLAIM_CHUNK, old = 3, engine.CLAIM_CHUNK
     try:
-        threads = [threading.Thread(target=engine.execute_batch, args=(batch_id,), kwargs={"rail": Counting()})
+        threads = [threading.Thread(target=engine.execute_batch, args=(batch_id,), kwargs={"rail": Counting(get_settings().payouts)})
                    for _ in range(2)]
         for t in threads:
             t.start()
@@ -239,7 +248,11 @@ def _approved(n: int = 3) -> tuple[int, list[int]]:
 
 
 def test_rail_errors_timeout_after_accept_retry_later_and_permanent_failure(outbox):
-    from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
+    from partnerflow.providers.errors import (
+        AmbiguousError,
+        PermanentError,
+        RetryableError,
+    )
     from partnerflow.providers.payout.ledger import LedgerRail
 
     batch_id, (a, b, c) = _approved()
@@ -253,11 +266,11 @@ def test_rail_errors_timeout_after_accept_retry_later_and_permanent_failure(outb
                 raise RetryableError("429 Too Many Requests", retry_after=1)
             raise PermanentError("account closed")
 
-    assert engine.execute_batch(batch_id, rail=Flaky()) == {"ambiguous": 1, "retry": 1, "failed": 1}
+    assert engine.execute_batch(batch_id, rail=Flaky(get_settings().payouts)) == {"ambiguous": 1, "retry": 1, "failed": 1}
     assert _ledger() == {a: [2000]}
     assert _balance(c) == 2000  # the failed payout's commissions are back in the balance
     # The next run asks the provider about a (found: recorded, not paid again) and pays b.
-    assert engine.execute_batch(batch_id, rail=LedgerRail()) == {"paid": 2}
+    assert engine.execute_batch(batch_id, rail=LedgerRail(get_settings().payouts)) == {"paid": 2}
     assert _ledger() == {a: [2000], b: [2000]}
     with session_scope() as s:
         assert s.get(PayoutBatch, batch_id).status == "partially_paid"

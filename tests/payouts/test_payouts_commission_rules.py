@@ -9,14 +9,19 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings, strategies as st
-from sqlalchemy import func, select
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from partnerflow.models import Commission, Payout, session_scope
 from partnerflow.tasks.payouts import batches as engine
-from partnerflow.tasks.payouts.commissions import Row, compute_commissions, compute_period, dry_run
+from partnerflow.tasks.payouts.commissions import (
+    Row,
+    compute_commissions,
+    compute_period,
+    dry_run,
+)
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 from payout_helpers import T0, add_conversions, after_lock, make_partner
+from sqlalchemy import func, select
 
 
 def rows(*amounts, kind="sale", **kw) -> list[Row]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
-from partnerflow.testing.paypal import CLIENT_ID, CLIENT_SECRET, FakePayPal
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout import get_payout_rail
 from partnerflow.providers.payout.base import PayoutInstruction
 from partnerflow.providers.payout.paypal import PayPalRail, format_amount
 from partnerflow.tasks.payouts.reconcile import poll_paypal
 from rails_support import commissions_of, make_partner, make_payout, payout_row
+
+from partnerflow.settings import get_settings
+from partnerflow.testing.paypal import CLIENT_ID, CLIENT_SECRET, FakePayPal
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def sleeps():
 
 @pytest.fixture
 def rail(paypal, sleeps):
-    rail = PayPalRail(sleep=sleeps.append)
+    rail = PayPalRail(get_settings().payouts, sleep=sleeps.append)
     yield rail
     rail.close()
 
@@ -41,7 +42,7 @@ def instruction(key: str = "payout:1:7", amount_minor: int = 12345, *, currency:
 
 
 def test_payout_speaks_paypal_and_is_processing_until_polled(paypal):
-    rail = get_payout_rail()
+    rail = get_payout_rail(get_settings().payouts)
     assert isinstance(rail, PayPalRail)
     result = rail.pay(instruction())
     assert result.status == "processing"
@@ -100,9 +101,9 @@ def test_expired_token_is_renewed(rail, paypal):
 def test_wrong_credentials_and_bad_details_are_permanent(configure, paypal):
     configure(paypal_client_secret="wrong")
     with pytest.raises(PermanentError, match="client credentials"):
-        PayPalRail().pay(instruction())
+        PayPalRail(get_settings().payouts).pay(instruction())
     configure(paypal_client_secret=CLIENT_SECRET)
-    rail = PayPalRail()
+    rail = PayPalRail(get_settings().payouts)
     with pytest.raises(PermanentError, match="PayPal email"):
         rail.pay(PayoutInstruction(payout_id=1, idempotency_key="payout:9", partner_id=1, partner_name="P",
                                    partner_email="p@example.com", amount_minor=100, currency="USD",
@@ -126,7 +127,7 @@ def test_amounts_follow_the_currency_exponent():
 
 
 def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
-    rail = PayPalRail()
+    rail = PayPalRail(get_settings().payouts)
     paypal.outcomes["gone@example.com"] = ("FAILED", "RECEIVER_ACCOUNT_LOCKED")
     good_partner = make_partner(1, method="paypal", currency="USD")
     bad_partner = make_partner(2, method="paypal", currency="USD")
@@ -156,9 +157,11 @@ def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal
     import json
 
     from partnerflow.flows.payouts import run_payout_batch
-    from partnerflow.secrets import encrypt
     from partnerflow.tasks.payouts.commissions import compute_commissions
-    from payout_helpers import add_conversions, after_lock, make_partner as make_ready_partner
+    from payout_helpers import add_conversions, after_lock
+    from payout_helpers import make_partner as make_ready_partner
+
+    from partnerflow.secrets import encrypt
 
     one = make_ready_partner(1, payout_method="paypal",
                              payout_details_encrypted=encrypt(json.dumps({"paypal_email": "one@example.com"})))
@@ -183,5 +186,5 @@ def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal
 def test_a_batch_paypal_does_not_know_is_never_read_as_failed(paypal):
     partner = make_partner(1, method="paypal", currency="USD")
     payout_id = make_payout(partner, rail="paypal", currency="USD", status="processing", provider_ref="NOSUCHBATCH")
-    assert poll_paypal(rail=PayPalRail()) == {"unknown": 1}
+    assert poll_paypal(rail=PayPalRail(get_settings().payouts)) == {"unknown": 1}
     assert payout_row(payout_id).status == "processing"  # left for a person, never given back to the balance

@@ -8,13 +8,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
-
 from partnerflow.providers.errors import PermanentError, ProviderError
 from partnerflow.providers.payout import get_payout_rail
 from partnerflow.providers.payout.base import PayoutInstruction
 from partnerflow.providers.payout.sepa import (
-    NS, SepaRail, end_to_end_id, format_eur, read_bank_report, sepa_dir, validate_pain001,
+    NS,
+    SepaRail,
+    end_to_end_id,
+    format_eur,
+    read_bank_report,
+    sepa_dir,
+    validate_pain001,
 )
+
+from partnerflow.settings import ConfigError, get_settings
 
 DE_IBAN = "DE89 3704 0044 0532 0130 00"
 FR_IBAN = "FR1420041010050500013M02606"
@@ -24,7 +31,7 @@ FR_IBAN = "FR1420041010050500013M02606"
 def sepa(configure, tmp_path):
     configure(payout_rail="sepa", sepa_output_dir=tmp_path / "sepa", sepa_debtor_name="Acme Analytics Ltd", sepa_debtor_iban="DE02120300000000202051",
               sepa_debtor_bic="BYLADEM1001")
-    return get_payout_rail()
+    return get_payout_rail(get_settings().payouts)
 
 
 def instruction(payout_id: int, amount_minor: int, *, iban: str = DE_IBAN, bic: str | None = "COBADEFFXXX",
@@ -106,8 +113,8 @@ def test_all_invalid_writes_no_file(sepa):
 
 def test_missing_debtor_account_is_a_clear_error(configure):
     configure(payout_rail="sepa", sepa_debtor_iban=None, sepa_debtor_bic=None)
-    with pytest.raises(PermanentError, match="SEPA_DEBTOR_IBAN"):
-        SepaRail().pay(instruction(1, 100))
+    with pytest.raises(ConfigError, match="PARTNERFLOW_PAYOUT_RAIL=sepa needs PARTNERFLOW_SEPA_DEBTOR_IBAN"):
+        get_settings().payouts
 
 
 def test_schema_rejects_a_broken_file(sepa):
@@ -168,11 +175,12 @@ def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_
 
     from partnerflow.flows.payouts import run_payout_batch
     from partnerflow.models import Payout, session_scope
-    from partnerflow.secrets import encrypt
     from partnerflow.tasks.payouts.commissions import compute_commissions
     from partnerflow.tasks.payouts.reconcile import import_bank_report
     from payout_helpers import add_conversions, after_lock, make_partner
     from sqlmodel import select
+
+    from partnerflow.secrets import encrypt
 
     EUR_TERMS = {"kind": "percentage", "rate": "0.10", "lock_days": 30, "currency": "EUR"}
     good = make_partner(1, payout_method="sepa", currency="EUR", terms=EUR_TERMS,
@@ -211,12 +219,13 @@ def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_
 def test_reconcile_flow_and_cli_apply_a_bank_report(sepa, tmp_path):
     import json
 
+    from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
+    from rails_support import make_partner as make_sepa_partner
+    from rails_support import make_payout, payout_row
     from typer.testing import CliRunner
 
     import partnerflow.cli.payouts_reconcile  # noqa: F401  (registers the commands)
     from partnerflow.cli import app
-    from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
-    from rails_support import make_partner as make_sepa_partner, make_payout, payout_row
 
     first = make_payout(make_sepa_partner(1, method="sepa"), rail="sepa", status="processing")
     second = make_payout(make_sepa_partner(2, method="sepa"), rail="sepa", status="processing")
@@ -250,10 +259,11 @@ def test_the_batch_engine_puts_a_claimed_chunk_in_one_bank_file(configure, tmp_p
     """The engine hands SEPA every fresh payout of a chunk at once: one file for the bank, not one per payout."""
     import json
 
-    from partnerflow.secrets import encrypt
     from partnerflow.tasks.payouts import batches as engine
     from partnerflow.tasks.payouts.commissions import compute_commissions
     from payout_helpers import add_conversions, after_lock, make_partner
+
+    from partnerflow.secrets import encrypt
 
     configure(payout_rail="sepa", sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001",
               sepa_output_dir=tmp_path / "sepa")

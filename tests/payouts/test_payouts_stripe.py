@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from partnerflow.testing.stripe import API_KEY, FakeStripe
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout import get_payout_rail
 from partnerflow.providers.payout.base import PayoutInstruction
 from partnerflow.providers.payout.stripe import StripeRail
+
+from partnerflow.settings import get_settings
+from partnerflow.testing.stripe import API_KEY, FakeStripe
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def sleeps():
 
 @pytest.fixture
 def rail(stripe, sleeps):
-    rail = StripeRail(sleep=sleeps.append, attempts=4)
+    rail = StripeRail(get_settings().payouts, sleep=sleeps.append, attempts=4)
     yield rail
     rail.close()
 
@@ -39,7 +40,7 @@ def instruction(payout_id: int = 7, amount_minor: int = 12345, *, account: str =
 
 
 def test_transfer_speaks_stripe_and_is_paid(stripe):
-    rail = get_payout_rail()
+    rail = get_payout_rail(get_settings().payouts)
     assert isinstance(rail, StripeRail)
     result = rail.pay(instruction())
     assert result.status == "paid" and result.provider_ref.startswith("tr_")
@@ -131,7 +132,7 @@ def test_stripe_rejects_a_reused_key_with_other_parameters(rail, stripe):
 def test_bad_api_key_is_permanent(configure, stripe):
     configure(stripe_api_key="sk_test_wrong")
     with pytest.raises(PermanentError, match="API key"):
-        StripeRail().pay(instruction())
+        StripeRail(get_settings().payouts).pay(instruction())
     assert stripe.transfers == {}
 
 
@@ -139,9 +140,10 @@ def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, out
     import json
 
     from partnerflow.flows.payouts import run_payout_batch
-    from partnerflow.secrets import encrypt
     from partnerflow.tasks.payouts.commissions import compute_commissions
     from payout_helpers import add_conversions, after_lock, make_partner
+
+    from partnerflow.secrets import encrypt
 
     one = make_partner(1, payout_method="stripe",
                        payout_details_encrypted=encrypt(json.dumps({"stripe_account_id": "acct_partner_one"})))
@@ -166,7 +168,7 @@ def test_two_workers_paying_the_same_payout_at_once_make_one_transfer(stripe):
     results, barrier = [], threading.Barrier(2)
 
     def worker():
-        rail = StripeRail(sleep=lambda s: None)
+        rail = StripeRail(get_settings().payouts, sleep=lambda s: None)
         barrier.wait()
         results.append(rail.pay(instruction()))
         rail.close()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from partnerflow.tasks.shared.approvals import ask_person
 from prefect import flow
 from prefect.input import RunInput
-
-from partnerflow.tasks.shared.approvals import ask_person
 from support import run_answering
 
 

@@ -8,13 +8,13 @@ import sys
 from decimal import Decimal
 
 import pytest
+from partnerflow.models import AuditLog, Message, MessageStatus, audit, session_scope
+from partnerflow.tasks.shared import money
+from partnerflow.tasks.shared.mail import TemplateError, deliver
 from sqlmodel import select
 
 from partnerflow import secrets
-from partnerflow.tasks.shared import money
 from partnerflow.settings import ConfigError, check_settings, get_settings
-from partnerflow.models import AuditLog, Message, MessageStatus, audit, session_scope
-from partnerflow.tasks.shared.mail import TemplateError, deliver
 
 
 def run_cli(*args, env=None):
@@ -33,6 +33,22 @@ def test_unknown_provider_is_one_clear_sentence(configure):
 def test_saas_provider_without_key_names_the_missing_setting(configure):
     with pytest.raises(ConfigError, match="PARTNERFLOW_STRIPE_API_KEY"):
         check_settings(configure(payout_rail="stripe"))
+
+
+def test_a_wrong_payout_setting_does_not_stop_mail_delivery(configure, outbox):
+    configure(payout_rail="stripe")  # no PARTNERFLOW_STRIPE_API_KEY
+    message = deliver("notice:rail", kind="notice", to_email="ann@example.com", template="shared/test_notice",
+                      context={"name": "Ann"})
+    assert message.status == MessageStatus.SENT and len(list(outbox.glob("*.eml"))) == 1
+    with pytest.raises(ConfigError, match="PARTNERFLOW_PAYOUT_RAIL=stripe needs PARTNERFLOW_STRIPE_API_KEY"):
+        get_settings().payouts
+
+
+def test_a_malformed_number_names_its_setting(configure):
+    settings = configure(payout_claim_lease_seconds="soon")
+    assert settings.mail.email_provider == "outbox"
+    with pytest.raises(ConfigError, match="PARTNERFLOW_PAYOUT_CLAIM_LEASE_SECONDS is invalid"):
+        check_settings(settings)
 
 
 def test_cli_reports_unreachable_database_without_traceback():
@@ -92,7 +108,7 @@ def test_deliver_sends_once_per_key(outbox):
     assert len(files) == 1
     parsed = email.message_from_bytes(files[0].read_bytes())
     assert parsed["To"] == "ann@example.com" and parsed["Subject"] == "Hello Ann"
-    assert get_settings().postal_address in files[0].read_text()
+    assert get_settings().mail.postal_address in files[0].read_text()
     with session_scope() as session:
         assert len(session.exec(select(Message)).all()) == 1
 

@@ -1,7 +1,6 @@
 """Normalised identities: the same person or site written differently must compare equal."""
 
 import pytest
-
 from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
 
 

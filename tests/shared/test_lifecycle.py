@@ -10,18 +10,26 @@ from __future__ import annotations
 
 from datetime import date
 
+from contracting_support import link
 from fastapi.testclient import TestClient
+from partnerflow.models import (
+    Application,
+    Contract,
+    ContractStatus,
+    Message,
+    MessageStatus,
+    Partner,
+    Payout,
+    Prospect,
+    SignatureRequest,
+    Stage,
+    session_scope,
+)
+from partnerflow.models.compliance import PartnerPage
+from partnerflow.models.payouts import FxRate, LedgerTransfer
+from partnerflow.web.app import create_app
 from sqlalchemy import func
 from sqlmodel import select
-
-from contracting_support import link
-from partnerflow.models import (
-    Application, Contract, ContractStatus, Message, MessageStatus, Partner, Payout, Prospect, SignatureRequest,
-    Stage, session_scope,
-)
-from partnerflow.models.payouts import FxRate, LedgerTransfer
-from partnerflow.models.compliance import PartnerPage
-from partnerflow.web.app import create_app
 from support import run_answering
 
 PROSPECTS = """Name,Company,Website,Email,Country,Topics
@@ -53,12 +61,19 @@ def counts() -> dict[str, int]:
 
 
 def test_partner_goes_from_csv_to_paid_payout_exactly_once(tmp_path, outbox):
-    from partnerflow.flows.payouts_commissions import compute_commissions, import_conversions
     from partnerflow.flows.contracting import contract_application
     from partnerflow.flows.discovery import import_prospects
     from partnerflow.flows.onboarding import onboard_partner
-    from partnerflow.flows.outreach import enroll_prospects, load_sequences, send_due_outreach
+    from partnerflow.flows.outreach import (
+        enroll_prospects,
+        load_sequences,
+        send_due_outreach,
+    )
     from partnerflow.flows.payouts import run_payout_batch
+    from partnerflow.flows.payouts_commissions import (
+        compute_commissions,
+        import_conversions,
+    )
 
     # 1. discovery: good rows imported, the bad one reported by line
     csv_path = tmp_path / "prospects.csv"

@@ -6,9 +6,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlmodel import select
-
-from partnerflow.testing.sendgrid import FakeSendGrid
 from partnerflow.models import Message, Prospect, session_scope
 from partnerflow.models.outreach import Enrollment
 from partnerflow.providers.email import OutgoingEmail, get_email_provider
@@ -16,6 +13,10 @@ from partnerflow.providers.email import sendgrid as sg_module
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.tasks.outreach import steps as outreach
 from partnerflow.tasks.outreach.sequences import load_sequence_files
+from sqlmodel import select
+
+from partnerflow.settings import get_settings
+from partnerflow.testing.sendgrid import FakeSendGrid
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 
@@ -38,7 +39,7 @@ def waits(monkeypatch) -> list[float]:
 def provider(fake, configure, waits):
     configure(email_provider="sendgrid", sendgrid_api_key="SG.test-key", sendgrid_api_host=fake.url,
               sendgrid_timeout_seconds=0.5)
-    return get_email_provider()
+    return get_email_provider(get_settings().mail)
 
 
 def emails(n: int, start: int = 0) -> list[OutgoingEmail]:
@@ -119,7 +120,7 @@ def test_read_timeout_is_ambiguous_and_not_resent(provider, fake, waits):
 def test_unreachable_host_retries_then_gives_up(configure, waits):
     configure(email_provider="sendgrid", sendgrid_api_key="SG.k", sendgrid_api_host="http://127.0.0.1:9",
               sendgrid_timeout_seconds=0.5)
-    [outcome] = get_email_provider().send_batch(emails(1))
+    [outcome] = get_email_provider(get_settings().mail).send_batch(emails(1))
     assert isinstance(outcome.error, RetryableError) and not isinstance(outcome.error, AmbiguousError)
     assert len(waits) == 4
 

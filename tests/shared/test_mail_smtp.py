@@ -14,10 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from partnerflow.providers.email import OutgoingEmail, get_email_provider
 from partnerflow.providers.email.smtp import SmtpProvider
 from partnerflow.providers.errors import PermanentError, RetryableError
+
+from partnerflow.settings import get_settings
 
 
 class Recorder:
@@ -79,7 +80,7 @@ def test_plain_smtp_sends_multipart_with_headers_and_reports_refused_recipients(
     controller.start()
     try:
         configure(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port)
-        outcomes = get_email_provider().send_batch(items("a@example.com", "nobody@example.com", "c@example.com"))
+        outcomes = get_email_provider(get_settings().mail).send_batch(items("a@example.com", "nobody@example.com", "c@example.com"))
     finally:
         controller.stop()
     assert [o.error is None for o in outcomes] == [True, False, True]
@@ -104,12 +105,12 @@ def test_starttls_with_login(configure, tmp_path):
         settings = configure(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_security="starttls",
                              smtp_username="mailer", smtp_password="pw")
         client_ctx = ssl.create_default_context(cafile=str(cert))
-        outcomes = SmtpProvider(settings, ssl_context=client_ctx).send_batch(items("a@example.com"))
+        outcomes = SmtpProvider(settings.mail, ssl_context=client_ctx).send_batch(items("a@example.com"))
         assert outcomes[0].error is None and len(recorder.messages) == 1
         # Without TLS the server refuses to go on: nothing is sent in clear.
         plain = configure(smtp_security="none")
         with pytest.raises(RetryableError):
-            SmtpProvider(plain, ssl_context=client_ctx).send_batch(items("b@example.com"))
+            SmtpProvider(plain.mail, ssl_context=client_ctx).send_batch(items("b@example.com"))
     finally:
         controller.stop()
     assert len(recorder.messages) == 1
@@ -118,4 +119,4 @@ def test_starttls_with_login(configure, tmp_path):
 def test_unreachable_server_is_retryable(configure):
     configure(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=9)
     with pytest.raises(RetryableError):
-        get_email_provider().send_batch(items("a@example.com"))
+        get_email_provider(get_settings().mail).send_batch(items("a@example.com"))

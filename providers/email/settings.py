@@ -1,0 +1,46 @@
+"""Mail settings: which provider sends, the sender identity, and each provider's own settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator, model_validator
+
+from partnerflow.providers.email.registry import PROVIDERS
+from partnerflow.providers.settings_base import EnvSettings, one_of, require
+
+
+class MailSettings(EnvSettings):
+    email_provider: str = "outbox"
+    outbox_dir: Path | None = None  # filled in from the var folder by the top-level settings
+    # The sender identity and the postal address every commercial mail carries.
+    sender_name: str = "Acme Partnerships"
+    sender_email: str = "partners@acme.example"
+    postal_address: str = "Acme Analytics Ltd, 1 Market Street, Springfield, USA"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_security: str = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = None
+    sendgrid_timeout_seconds: float = 10.0
+    sendgrid_webhook_max_age_seconds: int = 600  # signed timestamp window for the event webhook
+    sendgrid_max_retries: int = 4
+    sendgrid_inbound_token: SecretStr | None = None  # when set, inbound parse posts must carry ?token=
+
+    @field_validator("email_provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        return one_of("email_provider", value, tuple(PROVIDERS))
+
+    @field_validator("smtp_security")
+    @classmethod
+    def _known_security(cls, value: str) -> str:
+        return one_of("smtp_security", value, ("none", "starttls", "ssl"))
+
+    @model_validator(mode="after")
+    def _vendor_needs(self) -> MailSettings:
+        require("email_provider", self.email_provider, self, PROVIDERS[self.email_provider].requires)
+        return self

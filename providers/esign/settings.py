@@ -1,0 +1,39 @@
+"""E-signature settings: which provider signs, and each provider's own settings."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr, field_validator, model_validator
+
+from partnerflow.providers.esign.registry import PROVIDERS
+from partnerflow.providers.settings_base import EnvSettings, one_of, require
+
+
+class EsignSettings(EnvSettings):
+    esign_provider: str = "builtin"
+    esign_timeout_seconds: float = 20.0
+    # Providers retry callbacks with the original timestamp, so the window spans their retry period.
+    esign_webhook_max_age_seconds: int = 24 * 3600
+    # After an ambiguous send (timeout), how long a search by our reference may lag before we resend.
+    esign_reconcile_after_seconds: int = 15 * 60
+    # Ask SaaS providers directly about requests still unsigned this long after sending (lost callbacks).
+    esign_poll_after_hours: int = 24
+    dropbox_sign_api_key: SecretStr | None = None
+    dropbox_sign_api_host: str = "https://api.hellosign.com"
+    dropbox_sign_test_mode: bool = False  # test_mode=1: requests are neither legally binding nor billed
+    docusign_access_token: SecretStr | None = None
+    docusign_account_id: str | None = None
+    docusign_api_host: str = "https://demo.docusign.net/restapi"
+    docusign_connect_hmac_key: SecretStr | None = None
+    documenso_api_key: SecretStr | None = None
+    documenso_api_host: str = "https://app.documenso.com"
+    documenso_webhook_secret: SecretStr | None = None  # sent back as-is in X-Documenso-Secret
+
+    @field_validator("esign_provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        return one_of("esign_provider", value, tuple(PROVIDERS))
+
+    @model_validator(mode="after")
+    def _vendor_needs(self) -> EsignSettings:
+        require("esign_provider", self.esign_provider, self, PROVIDERS[self.esign_provider].requires)
+        return self

@@ -1,0 +1,36 @@
+"""Payout rail settings: which rail pays, and each rail's own settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator, model_validator
+
+from partnerflow.providers.payout.registry import RAILS
+from partnerflow.providers.settings_base import EnvSettings, one_of, require
+
+
+class PayoutRailSettings(EnvSettings):
+    payout_rail: str = "ledger"
+    payout_http_timeout_seconds: float = 20.0
+    stripe_api_key: SecretStr | None = None
+    stripe_api_host: str = "https://api.stripe.com"
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_webhook_tolerance_seconds: int = 300
+    paypal_client_id: str | None = None
+    paypal_client_secret: SecretStr | None = None
+    paypal_api_host: str = "https://api-m.paypal.com"
+    sepa_debtor_name: str = "Acme Analytics Ltd"
+    sepa_debtor_iban: str | None = None
+    sepa_debtor_bic: str | None = None
+    sepa_output_dir: Path | None = None  # pain.001 files; filled in from the var folder by the top-level settings
+
+    @field_validator("payout_rail")
+    @classmethod
+    def _known_rail(cls, value: str) -> str:
+        return one_of("payout_rail", value, tuple(RAILS))
+
+    @model_validator(mode="after")
+    def _vendor_needs(self) -> PayoutRailSettings:
+        require("payout_rail", self.payout_rail, self, RAILS[self.payout_rail].requires)
+        return self
