@@ -55,10 +55,10 @@ def setup(database_url: str | None) -> None:
         atexit.register(_drop_database, admin_url, os.environ["PARTNERFLOW_DATABASE_URL"].rsplit("/", 1)[1])
     else:
         os.environ.pop("PARTNERFLOW_DATABASE_URL", None)
-    from partnerflow.models import get_engine
     from sqlmodel import SQLModel
 
     from partnerflow import dbtools
+    from partnerflow.models import get_engine
     from partnerflow.settings import reset_settings
 
     reset_settings()
@@ -69,6 +69,7 @@ def setup(database_url: str | None) -> None:
 
 def _drop_database(admin_url: str, name: str) -> None:
     import sqlalchemy as sa
+
     from partnerflow.models import get_engine
 
     get_engine().dispose()
@@ -92,8 +93,9 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def floor_import(path: Path) -> float:
-    from partnerflow.models import Prospect, get_engine, session_scope, utcnow
     from sqlalchemy import delete, insert
+
+    from partnerflow.models import Prospect, get_engine, session_scope, utcnow
 
     started = time.perf_counter()
     with path.open(newline="", encoding="utf-8") as fh:
@@ -170,11 +172,11 @@ async def floor_fetch(urls: list[str], concurrency: int) -> None:
 
 
 def bench_enrich(pages: int, chunk: int) -> None:
-    from partnerflow.models import Prospect, get_engine, utcnow
-    from partnerflow.tasks.discovery.imports import enrich_batch
     from sqlalchemy import delete, insert
 
+    from partnerflow.models import Prospect, get_engine, utcnow
     from partnerflow.settings import get_settings
+    from partnerflow.tasks.discovery.imports import enrich_batch
 
     server, base = start_server(pages)
     urls = [f"{base}/blogger{i}" for i in range(pages)]

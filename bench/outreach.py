@@ -45,12 +45,12 @@ def run_one(size: int) -> dict:
     server = FakeSendGrid(record=False).start()
     os.environ["PARTNERFLOW_SENDGRID_API_HOST"] = server.url
 
-    from partnerflow.models import Prospect, get_engine
     from prefect.testing.utilities import prefect_test_harness
     from sqlalchemy import insert
     from sqlmodel import SQLModel
 
     from partnerflow import dbtools
+    from partnerflow.models import Prospect, get_engine
 
     dbtools.upgrade()
     SQLModel.metadata.create_all(get_engine())
@@ -69,10 +69,11 @@ def run_one(size: int) -> dict:
                 for i in range(start, min(size, start + 5000))])
 
     with prefect_test_harness(server_startup_timeout=120):
+        from prefect import get_client
+
         from partnerflow.flows.outreach import send_due_outreach
         from partnerflow.tasks.outreach.sequences import load_sequence_files
         from partnerflow.tasks.outreach.steps import enroll
-        from prefect import get_client
 
         load_sequence_files()
         enroll("partner-recruitment")
@@ -96,8 +97,10 @@ def run_one(size: int) -> dict:
 def measure_floor(size: int, url: str) -> float:
     """Render the same step for the same prospects with Jinja2 and POST the same batches with httpx."""
     import httpx
+
     from partnerflow.providers.email import OutgoingEmail
     from partnerflow.providers.email.sendgrid import SendGridProvider
+    from partnerflow.settings import get_settings
     from partnerflow.tasks.outreach.sequences import (
         base_context,
         default_root,
@@ -105,8 +108,6 @@ def measure_floor(size: int, url: str) -> float:
         render_step,
     )
     from partnerflow.tasks.outreach.steps import unsubscribe_url
-
-    from partnerflow.settings import get_settings
 
     definition = read_sequence_dir(default_root() / "partner-recruitment")
     provider = SendGridProvider(get_settings().mail)  # only to build identical request bodies

@@ -23,13 +23,16 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
     """Runs inside a fresh process whose PARTNERFLOW_* environment points at a fresh database."""
+    from sqlalchemy import func, insert, select, text
+    from sqlmodel import SQLModel
+
     from partnerflow.models import (
         Contract,
         Conversion,
@@ -39,12 +42,10 @@ def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
     )
     from partnerflow.tasks.payouts import batches as engine
     from partnerflow.tasks.payouts.commissions import compute_commissions
-    from sqlalchemy import func, insert, select, text
-    from sqlmodel import SQLModel
 
     SQLModel.metadata.create_all(get_engine())
     rnd = random.Random(42)
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     with session_scope() as s:
         s.execute(insert(Partner), [{
             "email": f"p{i}@bench.example", "legal_name": f"Partner {i}", "tracking_code": f"B{i}",

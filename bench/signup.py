@@ -90,8 +90,9 @@ def _completed_runs(api: str, deployment_id: str) -> int:
 
 
 def _sent_requests() -> int:
-    from partnerflow.models import SignatureRequest, session_scope
     from sqlmodel import func, select
+
+    from partnerflow.models import SignatureRequest, session_scope
 
     with session_scope() as session:
         return session.exec(select(func.count()).select_from(SignatureRequest)
@@ -104,7 +105,7 @@ def _phase(stack, kind: str, count: int, offset: int, log: Path) -> list[float]:
     env = dict(stack.env)
     env["PYTHONPATH"] = str(ROOT / "bench") + os.pathsep + env.get("PYTHONPATH", "")
     runner = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", kind], env=env,
-                              stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+                              stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         name = "bench-noop" if kind == "noop" else "bench-contract-application"
         deployment_id = _wait_deployment(stack.api_url, name)
@@ -140,9 +141,9 @@ def _phase(stack, kind: str, count: int, offset: int, log: Path) -> list[float]:
 
 
 def latency(signups: int) -> dict:
-    from partnerflow.models import get_engine
     from sqlmodel import SQLModel
 
+    from partnerflow.models import get_engine
     from partnerflow.settings import get_settings
     from partnerflow.stack import free_port, running_stack
 
@@ -160,13 +161,14 @@ def latency(signups: int) -> dict:
 
 def throughput(contracts: int) -> dict:
     from docx import Document
+    from sqlmodel import SQLModel
+
     from partnerflow.models import Partner, get_engine, session_scope
     from partnerflow.tasks.contracting.documents import (
         generate_contract,
         library,
         template_bytes,
     )
-    from sqlmodel import SQLModel
 
     SQLModel.metadata.create_all(get_engine())
     raw = template_bytes(library()["template"])

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
+    from prefect.deployments.runner import EntrypointType
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
     from partnerflow.flows.compliance import (
         check_compliance,
         rescreen_sanctions,
         review_findings,
     )
     from partnerflow.tasks.shared import events
-    from prefect.deployments.runner import EntrypointType
-    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
     return [
         check_compliance.to_deployment(

@@ -7,10 +7,11 @@ from partnerflow.tasks.shared.events import CONTRACT_SIGNED, PARTNER_APPLIED
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
-    from partnerflow.flows.contracting import contract_application
-    from partnerflow.flows.onboarding import monitor_activation, onboard_partner
     from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
+
+    from partnerflow.flows.contracting import contract_application
+    from partnerflow.flows.onboarding import monitor_activation, onboard_partner
 
     return [
         contract_application.to_deployment(

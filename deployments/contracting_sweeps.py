@@ -5,8 +5,9 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
-    from partnerflow.flows.contracting_sweeps import signature_sweeps
     from prefect.deployments.runner import EntrypointType
+
+    from partnerflow.flows.contracting_sweeps import signature_sweeps
 
     return [
         signature_sweeps.to_deployment(

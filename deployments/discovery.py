@@ -5,12 +5,13 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
+    from prefect.deployments.runner import EntrypointType
+
     from partnerflow.flows.discovery import (
         enrich_prospects,
         import_prospects,
         rescore_prospects,
     )
-    from prefect.deployments.runner import EntrypointType
 
     return [
         import_prospects.to_deployment(

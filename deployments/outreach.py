@@ -5,12 +5,13 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
+    from prefect.deployments.runner import EntrypointType
+
     from partnerflow.flows.outreach import (
         enroll_prospects,
         load_sequences,
         send_due_outreach,
     )
-    from prefect.deployments.runner import EntrypointType
 
     return [
         send_due_outreach.to_deployment(

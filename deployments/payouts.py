@@ -5,13 +5,14 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
+    from prefect.deployments.runner import EntrypointType
+
     from partnerflow.flows.payouts import run_payout_batch
     from partnerflow.flows.payouts_commissions import (
         compute_commissions,
         dry_run_rules,
         import_conversions,
     )
-    from prefect.deployments.runner import EntrypointType
 
     module = EntrypointType.MODULE_PATH
     return [

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 def deployments() -> list:
     """RunnerDeployments served by `partnerflow up`."""
-    from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
     from prefect.deployments.runner import EntrypointType
+
+    from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
 
     module = EntrypointType.MODULE_PATH
     return [

@@ -13,6 +13,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.input import RunInput
+from sqlmodel import select
+
 from partnerflow.models import Partner, Stage, session_scope
 from partnerflow.models.audit import current_flow_run_id
 from partnerflow.models.compliance import (
@@ -25,6 +30,7 @@ from partnerflow.models.compliance import (
     SanctionsScreening,
 )
 from partnerflow.models.types import utcnow
+from partnerflow.settings import get_settings
 from partnerflow.tasks.compliance import findings as store
 from partnerflow.tasks.compliance.brand_rules import check_brand_rules, compile_rules
 from partnerflow.tasks.compliance.disclosure import check_disclosure, page_text
@@ -39,12 +45,6 @@ from partnerflow.tasks.compliance.sanctions import (
     screen,
 )
 from partnerflow.tasks.shared import events
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.input import RunInput
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 
 BATCH = 500
 CHECKED_STAGES = (Stage.ACTIVE, Stage.DORMANT)

@@ -13,6 +13,10 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
+from prefect import flow, get_run_logger, task
+from prefect.input import RunInput
+from sqlalchemy import update
+
 from partnerflow.models import (
     Application,
     ApplicationStatus,
@@ -23,14 +27,10 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.models.audit import current_flow_run_id
+from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.screening import SEVERITY_ORDER, screen_application
 from partnerflow.tasks.shared.events import APPLICATION_DECIDED, emit
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
-from prefect import flow, get_run_logger, task
-from prefect.input import RunInput
-from sqlalchemy import update
-
-from partnerflow.settings import get_settings
 
 UNDECIDED = (ApplicationStatus.RECEIVED, ApplicationStatus.PENDING_REVIEW, ApplicationStatus.EXPIRED)
 

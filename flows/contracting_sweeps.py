@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from sqlalchemy import update
+from sqlmodel import select
+
 from partnerflow.models import (
     Application,
     ApplicationStatus,
@@ -23,11 +28,6 @@ from partnerflow.models import (
 )
 from partnerflow.providers.errors import PermanentError, ProviderError, RetryableError
 from partnerflow.providers.esign import get_esign_provider
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from sqlalchemy import update
-from sqlmodel import select
-
 from partnerflow.settings import get_settings
 
 OPEN = ("pending", "sent")

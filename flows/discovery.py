@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from partnerflow.tasks.discovery import imports as discovery
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from partnerflow.settings import get_settings
+from partnerflow.tasks.discovery import imports as discovery
 
 _SHOWN = 200  # rows listed in an artifact; the counts always cover everything
 

@@ -8,8 +8,13 @@ dormant after `activation_dormant_days`, return them to active when activity com
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from sqlalchemy import func, update
+from sqlmodel import select
 
 from partnerflow.models import (
     Application,
@@ -24,14 +29,9 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.models.onboarding import Onboarding
+from partnerflow.settings import get_settings
 from partnerflow.tasks.onboarding import activation as ob
 from partnerflow.tasks.shared.events import PARTNER_ACTIVATED, emit
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from sqlalchemy import func, update
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 
 
 def _register_website(partner_id: int) -> None:
@@ -102,10 +102,9 @@ def _last_activity(session, partner_ids: list[int]) -> dict[int, datetime]:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    from datetime import timezone
 
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from partnerflow.tasks.outreach import steps as outreach
-from partnerflow.tasks.outreach.sequences import load_sequence_files
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+
+from partnerflow.tasks.outreach import steps as outreach
+from partnerflow.tasks.outreach.sequences import load_sequence_files
 
 
 @flow(name="load-sequences")

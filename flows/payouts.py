@@ -7,19 +7,19 @@ subprocess); here they are Prefect tasks, one per step over the whole batch.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from partnerflow.models import Payout, PayoutBatch, session_scope, utcnow
-from partnerflow.tasks.payouts import batches as engine
-from partnerflow.tasks.shared.approvals import ask_person
-from partnerflow.tasks.shared.money import format_money
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.input import RunInput
 from sqlmodel import select
 
+from partnerflow.models import Payout, PayoutBatch, session_scope, utcnow
 from partnerflow.settings import get_settings
+from partnerflow.tasks.payouts import batches as engine
+from partnerflow.tasks.shared.approvals import ask_person
+from partnerflow.tasks.shared.money import format_money
 
 
 class PayoutDecision(RunInput):
@@ -36,7 +36,7 @@ def _period_end(value: str | None) -> datetime:
     if not value:
         return utcnow()
     at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @task(name="build-payout-batch")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from partnerflow.tasks.payouts import commissions as commission_rules
 from partnerflow.tasks.payouts import conversions
 from partnerflow.tasks.shared.money import format_money
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 
 @task(name="import-conversions-file")
@@ -48,7 +49,7 @@ def compute_commissions() -> dict[str, Any]:
 
 def _when(value: str) -> datetime:
     at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @flow(name="dry-run-rules")

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from partnerflow.tasks.payouts import reconcile as payout_rails
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+
+from partnerflow.tasks.payouts import reconcile as payout_rails
 
 
 @task(name="poll-paypal-payouts", retries=2, retry_delay_seconds=60)

@@ -1,9 +1,10 @@
 """Alembic environment: target is every SQLModel table; the URL comes from Partnerflow's settings."""
 
-import partnerflow.models  # noqa: F401  (registers the tables)
 from alembic import context
-from partnerflow.models.engine import get_engine
 from sqlmodel import SQLModel
+
+import partnerflow.models  # noqa: F401  (registers the tables)
+from partnerflow.models.engine import get_engine
 
 target_metadata = SQLModel.metadata
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from partnerflow.models.types import UTCDateTime, utcnow
 from sqlalchemy import JSON, Column, UniqueConstraint, event
 from sqlmodel import Field, Session, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
 
 
 class AuditLog(SQLModel, table=True):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from partnerflow.models.partners import PartnerType
-from partnerflow.models.types import UTCDateTime, utcnow
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
+
+from partnerflow.models.partners import PartnerType
+from partnerflow.models.types import UTCDateTime, utcnow
 
 
 class ContractStatus:

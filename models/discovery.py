@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from partnerflow.models.types import UTCDateTime, utcnow
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
 
 
 class Prospect(SQLModel, table=True):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from partnerflow.models.types import UTCDateTime, utcnow
 from sqlmodel import Field, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
 
 
 class MessageStatus:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from partnerflow.models.types import UTCDateTime, utcnow
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from partnerflow.models.types import UTCDateTime, utcnow
 
 
 class Conversion(SQLModel, table=True):

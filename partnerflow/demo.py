@@ -70,7 +70,7 @@ def _demo_conversions(tracking_code: str, coupon_code: str, folder: Path) -> Pat
     writer.writeheader()
     # Two larger annual deals so the partner clears the payout threshold.
     for n, (amount, day) in enumerate((("1490.00", "2026-03-02"), ("990.00", "2026-04-15")), start=1):
-        rows.append({**{k: "" for k in rows[0]}, "external_id": f"ord-demo-{n}", "kind": "sale", "amount": amount,
+        rows.append({**dict.fromkeys(rows[0], ""), "external_id": f"ord-demo-{n}", "kind": "sale", "amount": amount,
                      "currency": "USD", "occurred_at": f"{day}T10:00:00Z", "tracking_code": "DEMO1",
                      "customer_ref": f"cust-demo-{n}", "product": "Team plan (annual)", "category": "software"})
     for row in rows:

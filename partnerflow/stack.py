@@ -73,7 +73,7 @@ def _wait_http(url: str, timeout: float, what: str, proc: subprocess.Popen, log:
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(log, "ab")  # noqa: SIM115 - lives as long as the child
+    handle = open(log, "ab")
     return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
 

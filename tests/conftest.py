@@ -62,9 +62,8 @@ from partnerflow.settings import get_settings, reset_settings  # noqa: E402
 @pytest.fixture(scope="session", autouse=True)
 def schema():
     """Build the schema with the migrations only, so every test also proves them."""
-    from partnerflow.models import get_engine
-
     from partnerflow import dbtools
+    from partnerflow.models import get_engine
 
     dbtools.upgrade()
     yield

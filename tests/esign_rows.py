@@ -16,7 +16,6 @@ from partnerflow.models import (
     session_scope,
     utcnow,
 )
-
 from partnerflow.settings import get_settings
 
 DOCX = b"PK\x03\x04 fake docx body for tests"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert
 
 from partnerflow.models import (
     Contract,
@@ -11,9 +13,8 @@ from partnerflow.models import (
     Partner,
     session_scope,
 )
-from sqlalchemy import insert
 
-T0 = datetime(2026, 1, 10, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
 
 def make_partner(n: int, *, terms: dict | None = None, ready: bool = True, currency: str = "USD",

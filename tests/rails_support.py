@@ -13,7 +13,6 @@ from partnerflow.models import (
     session_scope,
     utcnow,
 )
-
 from partnerflow.secrets import encrypt
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
 

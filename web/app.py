@@ -6,14 +6,14 @@ Each area keeps its routes in its own module; this file only assembles them.
 from __future__ import annotations
 
 from fastapi import FastAPI
+
+from partnerflow import __version__
 from partnerflow.web import contracting as applications
 from partnerflow.web import contracting_signing as signing
 from partnerflow.web import contracting_webhooks as esign_webhooks
 from partnerflow.web import outreach as recruitment
 from partnerflow.web import payouts as conversions
 from partnerflow.web import payouts_webhooks as payout_webhooks
-
-from partnerflow import __version__
 
 
 def create_app() -> FastAPI:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+
 from partnerflow.models import PartnerType
 from partnerflow.tasks.contracting.applications import (
     CHANNELS,

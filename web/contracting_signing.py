@@ -11,8 +11,8 @@ from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from partnerflow.models import Contract, Partner, session_scope, utcnow
 
+from partnerflow.models import Contract, Partner, session_scope, utcnow
 from partnerflow.settings import get_settings
 
 router = APIRouter()

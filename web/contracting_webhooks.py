@@ -11,6 +11,8 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
 from partnerflow.providers.errors import ProviderError, RetryableError
 from partnerflow.providers.esign.saas import (
     WebhookRejected,
@@ -20,8 +22,6 @@ from partnerflow.providers.esign.saas import (
     mark_processed,
     store_event,
 )
-from starlette.concurrency import run_in_threadpool
-
 from partnerflow.settings import ConfigError, get_settings
 
 log = logging.getLogger(__name__)

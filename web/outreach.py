@@ -19,6 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
 from partnerflow.models import (
     Message,
     MessageStatus,
@@ -27,13 +31,9 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.models.outreach import Enrollment, StopReason
+from partnerflow.settings import get_settings
 from partnerflow.tasks.outreach.steps import enrollment_for_token
 from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 
 router = APIRouter()
 

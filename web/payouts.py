@@ -12,8 +12,9 @@ from typing import Any
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from partnerflow.tasks.payouts.conversions import ingest, source_for_key
 from starlette.concurrency import run_in_threadpool
+
+from partnerflow.tasks.payouts.conversions import ingest, source_for_key
 
 router = APIRouter()
 

@@ -18,13 +18,13 @@ import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from partnerflow.models import Payout, WebhookEvent, audit, session_scope, utcnow
-from partnerflow.providers.payout.stripe import SignatureError, verify_webhook
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
+from partnerflow.models import Payout, WebhookEvent, audit, session_scope, utcnow
+from partnerflow.providers.payout.stripe import SignatureError, verify_webhook
 from partnerflow.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ def _register() -> None:
         discovery,
         outreach,
         payouts,
-        payouts_reconcile,  # noqa: F401
+        payouts_reconcile,
         stack,
     )
 

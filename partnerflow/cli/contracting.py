@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from partnerflow.cli import app
@@ -52,7 +50,7 @@ def apply(
 
 
 @applications_app.command("list")
-def list_applications(status: Optional[str] = typer.Option(None, help="Only this status."),
+def list_applications(status: str | None = typer.Option(None, help="Only this status."),
                       limit: int = typer.Option(50)) -> None:
     """Recent applications with their status and screening summary."""
     from sqlmodel import select

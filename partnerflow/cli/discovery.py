@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,7 +27,7 @@ def _prepare() -> None:
 @prospects_app.command("import")
 def import_cmd(
     file: Path = typer.Argument(..., help="CSV file (any common delimiter and encoding)."),
-    source: Optional[str] = typer.Option(None, help="Where the list came from (default: the file name)."),
+    source: str | None = typer.Option(None, help="Where the list came from (default: the file name)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Import candidates; bad rows are reported by line and the good ones imported."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ def _show(result: dict) -> None:
 
 
 @outreach_app.command("load")
-def load(folder: Optional[str] = typer.Option(None, help="Folder of sequences (default: the shipped templates).")) -> None:
+def load(folder: str | None = typer.Option(None, help="Folder of sequences (default: the shipped templates).")) -> None:
     """Load sequence files; a changed file becomes a new version."""
     from partnerflow.tasks.outreach.sequences import SequenceError, load_sequence_files
     from partnerflow.tasks.shared.mail import TemplateError
@@ -33,7 +32,7 @@ def load(folder: Optional[str] = typer.Option(None, help="Folder of sequences (d
 @outreach_app.command("enroll")
 def enroll(sequence: str = typer.Option("partner-recruitment"),
            prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all."),
-           min_score: Optional[int] = typer.Option(None, help="Only prospects scoring at least this.")) -> None:
+           min_score: int | None = typer.Option(None, help="Only prospects scoring at least this.")) -> None:
     """Enroll prospects into a sequence."""
     from partnerflow.tasks.outreach.steps import enroll as do_enroll
 
@@ -53,8 +52,8 @@ def send(limit: int = typer.Option(5000, help="At most this many enrollments in 
 
 
 @outreach_app.command("stop")
-def stop(enrollment: Optional[int] = typer.Option(None, help="Enrollment id."),
-         email: Optional[str] = typer.Option(None, help="Stop every enrollment of this address."),
+def stop(enrollment: int | None = typer.Option(None, help="Enrollment id."),
+         email: str | None = typer.Option(None, help="Stop every enrollment of this address."),
          suppress: bool = typer.Option(False, help="Also never mail this address again (needs --email)."),
          by: str = typer.Option("cli", help="Who stops it (audit log).")) -> None:
     """Stop an enrollment by hand."""

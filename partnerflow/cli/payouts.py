@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -62,8 +61,8 @@ def commissions_dry_run(rules: str, start: str = typer.Option(...), end: str = t
 
 
 @payouts_app.command("run")
-def payouts_run(period_end: Optional[str] = typer.Option(None, help="ISO date-time; default now."),
-                auto_approve_below: Optional[int] = typer.Option(None, help="Auto-approve a batch below this total "
+def payouts_run(period_end: str | None = typer.Option(None, help="ISO date-time; default now."),
+                auto_approve_below: int | None = typer.Option(None, help="Auto-approve a batch below this total "
                                                                              "(minor units).")) -> None:
     """Run a payout batch now (pauses for approval in the Prefect UI above the limit)."""
     from partnerflow.flows.payouts import run_payout_batch

@@ -11,7 +11,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import count
 
 from fastapi import FastAPI, Request
@@ -59,7 +59,7 @@ class FakeDocumenso(FakeProvider):
         body = json.dumps({
             "event": event,
             "payload": payload,
-            "createdAt": created_at or datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "createdAt": created_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "webhookEndpoint": "https://partners.example/webhooks/documenso",
         }).encode()
         return body, {"Content-Type": "application/json", "X-Documenso-Secret": secret or self.webhook_secret}
@@ -125,7 +125,7 @@ class FakeDocumenso(FakeProvider):
             return {"message": "Document sent for signing successfully", "id": doc.id, "status": doc.status}
 
         @app.get(base)
-        async def list_documents(page: int = 1, perPage: int = 10):  # noqa: N803 (the API's name)
+        async def list_documents(page: int = 1, perPage: int = 10):
             docs = sorted(fake.live(), key=lambda d: d.id, reverse=True)
             chunk = docs[(page - 1) * perPage: page * perPage]
             return {"documents": [d.as_json() for d in chunk], "totalPages": max(1, -(-len(docs) // perPage))}

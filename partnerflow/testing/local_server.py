@@ -20,7 +20,7 @@ class LocalServer:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
-    def start(self) -> "LocalServer":
+    def start(self) -> LocalServer:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:

@@ -64,7 +64,7 @@ class FakePayPal:
         self._served = ServedApp(self.app)
         self.url = self._served.url
 
-    def __enter__(self) -> "FakePayPal":
+    def __enter__(self) -> FakePayPal:
         self._served.start()
         return self
 

@@ -86,7 +86,7 @@ class FakeSendGrid:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> "FakeSendGrid":
+    def start(self) -> FakeSendGrid:
         self._thread.start()
         return self
 

@@ -78,7 +78,7 @@ class FakeStripe:
         self._served = ServedApp(self.app)
         self.url = self._served.url
 
-    def __enter__(self) -> "FakeStripe":
+    def __enter__(self) -> FakeStripe:
         self._served.start()
         return self
 

@@ -21,6 +21,9 @@ import urllib.error
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
 from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
 from partnerflow.providers.email.settings import MailSettings
 from partnerflow.providers.errors import (
@@ -29,8 +32,6 @@ from partnerflow.providers.errors import (
     ProviderError,
     RetryableError,
 )
-from python_http_client.exceptions import HTTPError
-from sendgrid import SendGridAPIClient
 
 MAX_PERSONALIZATIONS = 1000  # SendGrid's per-request limit
 MAX_SUBSTITUTIONS_BYTES = 10_000  # per personalization

@@ -11,11 +11,11 @@ import base64
 import hashlib
 import hmac
 
+from sqlalchemy import update
+
 from partnerflow.models import Contract, Partner, SignatureRequest, audit, session_scope
 from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.esign.settings import EsignSettings
-from sqlalchemy import update
-
 from partnerflow.secrets import master_key, token_hash
 from partnerflow.settings import get_settings
 

@@ -14,11 +14,12 @@ import json
 import shutil
 import subprocess
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+
 from partnerflow.models import SignatureRequest, session_scope
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.saas import (
@@ -178,7 +179,7 @@ class DocumensoProvider:
 
 def created_at(payload: dict[str, Any]) -> datetime:
     value = datetime.fromisoformat(str(payload["createdAt"]).replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:

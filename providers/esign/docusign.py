@@ -12,10 +12,11 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+
 from partnerflow.models import utcnow
 from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.esign.saas import (
@@ -127,7 +128,7 @@ def generated_at(payload: dict[str, Any]) -> datetime:
     """Connect's generatedDateTime (ISO 8601, UTC 'Z'); naive values are taken as UTC."""
     value = datetime.fromisoformat(str(payload["generatedDateTime"]).replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.esign.saas import (
     Envelope,
@@ -126,14 +127,14 @@ class DropboxSignProvider:
         if not hmac.compare_digest(expected, given):
             raise WebhookRejected(401, "event hash does not match")
         try:
-            datetime.fromtimestamp(int(event_time), tz=timezone.utc)
+            datetime.fromtimestamp(int(event_time), tz=UTC)
         except (ValueError, OverflowError):
             raise WebhookRejected(400, "malformed event_time") from None
         return payload
 
 
 def event_time(payload: dict[str, Any]) -> datetime:
-    return datetime.fromtimestamp(int(payload["event"]["event_time"]), tz=timezone.utc)
+    return datetime.fromtimestamp(int(payload["event"]["event_time"]), tz=UTC)
 
 
 def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
 import httpx
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
 from partnerflow.models import (
     Contract,
     SignatureRequest,
@@ -26,10 +31,6 @@ from partnerflow.models import (
 )
 from partnerflow.models.contracting import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from sqlalchemy import delete, update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
-
 from partnerflow.secrets import token_hash
 from partnerflow.settings import get_settings
 
@@ -71,7 +72,7 @@ def retry_after(response: httpx.Response) -> float | None:
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(value)
-                return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+                return max(0.0, (when - datetime.now(UTC)).total_seconds())
             except (TypeError, ValueError):
                 return None
     reset = response.headers.get("x-ratelimit-reset")

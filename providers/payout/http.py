@@ -8,9 +8,11 @@ the caller gets AmbiguousError, meaning "look the payment up before trying again
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
+
 from partnerflow.providers.errors import AmbiguousError, RetryableError
 
 RETRY_AFTER_CAP_SECONDS = 60.0

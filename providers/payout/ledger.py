@@ -7,13 +7,14 @@ answers `lookup()` from that record. The fault-injection test uses it as the pro
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
 from partnerflow.models.engine import get_engine
 from partnerflow.models.payouts import LedgerTransfer
 from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
 from partnerflow.providers.payout.settings import PayoutRailSettings
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
 
 class LedgerRail:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import httpx
+
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
 from partnerflow.providers.payout.http import (
@@ -30,9 +32,8 @@ from partnerflow.providers.payout.http import (
     send_with_retries,
 )
 from partnerflow.providers.payout.settings import PayoutRailSettings
-from partnerflow.tasks.shared.money import exponent
-
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.money import exponent
 
 EMAIL_KEYS = ("paypal_email", "email")
 PAYER_ID_KEYS = ("paypal_payer_id", "payer_id")
@@ -210,8 +211,9 @@ class PayPalRail:
         """From the payout batch id we recorded. None when we hold none (or it failed): `pay()` then
         re-sends the same sender_batch_id, which PayPal answers with the original batch, never a second payment.
         """
-        from partnerflow.models import Payout, session_scope
         from sqlmodel import select
+
+        from partnerflow.models import Payout, session_scope
 
         with session_scope() as session:
             ref = session.exec(select(Payout.provider_ref).where(Payout.idempotency_key == idempotency_key)).first()

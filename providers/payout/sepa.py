@@ -24,19 +24,19 @@ import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
 from lxml import etree
-from partnerflow.providers.errors import PermanentError, ProviderError
-from partnerflow.providers.payout.base import PayoutInstruction, RailResult
-from partnerflow.providers.payout.settings import PayoutRailSettings
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 from unidecode import unidecode
 
+from partnerflow.providers.errors import PermanentError, ProviderError
+from partnerflow.providers.payout.base import PayoutInstruction, RailResult
+from partnerflow.providers.payout.settings import PayoutRailSettings
 from partnerflow.settings import get_settings
 
 NS = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
@@ -133,7 +133,7 @@ def build_pain001(payments: list[SepaPayment], *, msg_id: str, created_at: datet
     root = _sub(doc, "CstmrCdtTrfInitn")
     hdr = _sub(root, "GrpHdr")
     _sub(hdr, "MsgId", msg_id)
-    _sub(hdr, "CreDtTm", created_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    _sub(hdr, "CreDtTm", created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
     _sub(hdr, "NbOfTxs", count)
     _sub(hdr, "CtrlSum", total)
     _sub(_sub(hdr, "InitgPty"), "Nm", sepa_text(debtor_name, 70))
@@ -144,7 +144,7 @@ def build_pain001(payments: list[SepaPayment], *, msg_id: str, created_at: datet
     _sub(pmt, "NbOfTxs", count)
     _sub(pmt, "CtrlSum", total)
     _sub(_sub(_sub(pmt, "PmtTpInf"), "SvcLvl"), "Cd", "SEPA")
-    _sub(pmt, "ReqdExctnDt", created_at.astimezone(timezone.utc).date().isoformat())
+    _sub(pmt, "ReqdExctnDt", created_at.astimezone(UTC).date().isoformat())
     _sub(_sub(pmt, "Dbtr"), "Nm", sepa_text(debtor_name, 70))
     _sub(_sub(_sub(pmt, "DbtrAcct"), "Id"), "IBAN", debtor_iban)
     _sub(_sub(_sub(pmt, "DbtrAgt"), "FinInstnId"), "BIC", debtor_bic)
@@ -235,7 +235,7 @@ def write_file(batch_ref: str, payments: list[SepaPayment], *, now: datetime | N
         new = [p for p in payments if existing[p.end_to_end_id] is None]
         if new:
             msg_id = message_id(batch_ref, [p.end_to_end_id for p in new])
-            xml = build_pain001(new, msg_id=msg_id, created_at=now or datetime.now(timezone.utc),
+            xml = build_pain001(new, msg_id=msg_id, created_at=now or datetime.now(UTC),
                                 debtor_name=settings.payouts.sepa_debtor_name, debtor_iban=debtor_iban,
                                 debtor_bic=debtor_bic)
             validate_pain001(xml)

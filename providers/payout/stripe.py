@@ -18,9 +18,11 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
+
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout.base import PayoutInstruction, RailResult
 from partnerflow.providers.payout.http import (

@@ -7,9 +7,10 @@ which releases the hold on the next batch.
 
 from __future__ import annotations
 
+from sqlmodel import Session, select
+
 from partnerflow.models.compliance import Finding, FindingStatus
 from partnerflow.models.partners import Partner, Stage
-from sqlmodel import Session, select
 
 
 def payout_blockers(session: Session, partner_ids: list[int]) -> dict[int, list[str]]:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import lxml.html
 from lxml import etree
+
 from partnerflow.tasks.compliance.findings import Detected
 
 LINK = "\u2063L\u2063"  # an invisible marker put in the text where a tracking link sits

@@ -15,12 +15,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
 from partnerflow.models.audit import audit, current_flow_run_id
 from partnerflow.models.compliance import Finding, FindingStatus
 from partnerflow.models.partners import Partner, Stage
 from partnerflow.models.types import utcnow
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
 
 @dataclass

@@ -14,13 +14,13 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from sqlmodel import Session, select
+
 from partnerflow.models.partners import Partner
 from partnerflow.models.payouts import Conversion
 from partnerflow.models.types import utcnow
-from partnerflow.tasks.compliance.findings import Detected
-from sqlmodel import Session, select
-
 from partnerflow.secrets import mask
+from partnerflow.tasks.compliance.findings import Detected
 
 
 def _domain(email: str | None) -> str:

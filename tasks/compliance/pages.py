@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from sqlmodel import select
+
 from partnerflow.models import session_scope
 from partnerflow.models.compliance import PartnerPage
-from sqlmodel import select
 
 
 def register_pages(partner_id: int, urls: list[str]) -> int:

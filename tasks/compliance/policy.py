@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from partnerflow.models.compliance import SEVERITIES
 
+from partnerflow.models.compliance import SEVERITIES
 from partnerflow.settings import ConfigError, get_settings
 
 ACTIONS = ("withhold_payouts", "suspend_partner", "notify_partner")

@@ -38,7 +38,7 @@ import io
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from itertools import chain
 from pathlib import Path
@@ -349,7 +349,7 @@ def _read(source: str, timeout: float = 60.0) -> tuple[bytes, str | None]:
         data = path.read_bytes()
     except OSError as exc:
         raise SanctionsListError(f"cannot read the sanctions list {source}: {exc.strerror or exc}") from None
-    return data, datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).date().isoformat()
+    return data, datetime.fromtimestamp(path.stat().st_mtime, UTC).date().isoformat()
 
 
 _cache: dict[str, SdnList] = {}
@@ -374,7 +374,7 @@ def load_sanctions_list(source: str | None = None, *, alt: str | None = None, ad
         if extra:
             digest.update(b"\0" + extra)
     checksum = digest.hexdigest()
-    list_date = date or datetime.now(timezone.utc).date().isoformat()
+    list_date = date or datetime.now(UTC).date().isoformat()
     cache_key = f"{checksum}|{list_date}|{source}"
     if cache_key in _cache:
         return _cache[cache_key]

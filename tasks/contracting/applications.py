@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy import or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
 from partnerflow.models import (
     Application,
     ApplicationStatus,
@@ -21,9 +25,6 @@ from partnerflow.models import (
 )
 from partnerflow.tasks.shared.events import PARTNER_APPLIED, emit
 from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
-from sqlalchemy import or_
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
 OPEN_STATUSES = (ApplicationStatus.RECEIVED, ApplicationStatus.PENDING_REVIEW, ApplicationStatus.APPROVED,
                  ApplicationStatus.CHANGES_REQUESTED)

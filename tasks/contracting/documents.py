@@ -27,11 +27,11 @@ from typing import Any
 import yaml
 from docx import Document
 from docx.oxml.ns import qn
-from partnerflow.models import Contract, ContractStatus, Partner, audit, session_scope
-from partnerflow.tasks.shared.terms import CommissionTerms, terms_for_partner
 from sqlmodel import select
 
+from partnerflow.models import Contract, ContractStatus, Partner, audit, session_scope
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.terms import CommissionTerms, terms_for_partner
 
 FIELD = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 CLAUSES_MARK = "[[CLAUSES]]"

@@ -11,9 +11,8 @@ import re
 from typing import Any
 
 from partnerflow.models import Application, session_scope
-from partnerflow.tasks.contracting.applications import FREE_MAIL, find_duplicate
-
 from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.applications import FREE_MAIL, find_duplicate
 
 DISPOSABLE = frozenset({
     "mailinator.com", "guerrillamail.com", "10minutemail.com", "tempmail.com", "temp-mail.org", "yopmail.com",

@@ -12,6 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
 from partnerflow.models import (
     Contract,
     ContractStatus,
@@ -22,12 +26,8 @@ from partnerflow.models import (
     session_scope,
     utcnow,
 )
-from partnerflow.tasks.shared.events import CONTRACT_SIGNED, emit
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
-
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.events import CONTRACT_SIGNED, emit
 
 OPEN_STATUSES = ("pending", "sent")
 

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import lxml.html
 from lxml import etree
+
 from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
 
 SOCIAL_HOSTS = {

@@ -18,19 +18,19 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from rapidfuzz import fuzz, process
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
 from partnerflow.models import Partner, Prospect, session_scope, utcnow
+from partnerflow.settings import get_settings
 from partnerflow.tasks.shared.identity import (
     dedup_domain,
     normalise_domain,
     normalise_email,
 )
 from partnerflow.tasks.shared.webfetch import guess_decode
-from rapidfuzz import fuzz, process
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 
 
 class ImportFileError(Exception):

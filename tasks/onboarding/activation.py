@@ -16,13 +16,13 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from partnerflow.models import Partner, Stage, audit, session_scope, utcnow
-from partnerflow.models.onboarding import Onboarding
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from unidecode import unidecode
 
+from partnerflow.models import Partner, Stage, audit, session_scope, utcnow
+from partnerflow.models.onboarding import Onboarding
 from partnerflow.secrets import encrypt, mask, master_key, token_hash
 from partnerflow.settings import get_settings
 

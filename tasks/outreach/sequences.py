@@ -17,13 +17,13 @@ from typing import Any
 
 import jinja2
 import yaml
-from partnerflow.models import session_scope
-from partnerflow.models.outreach import Sequence
-from partnerflow.tasks.shared.mail import TemplateError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from partnerflow.models import session_scope
+from partnerflow.models.outreach import Sequence
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.mail import TemplateError
 
 PARTS = ("subject.txt", "body.txt", "body.html")
 # Every commercial mail must carry these (CAN-SPAM / RFC 8058); a step without them is refused at load.

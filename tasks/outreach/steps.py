@@ -19,10 +19,13 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import bindparam, func, insert, or_, update
+from sqlmodel import Session, select
 
 from partnerflow.models import (
     Application,
@@ -43,6 +46,8 @@ from partnerflow.models.outreach import (
 )
 from partnerflow.providers.email import EmailProvider, OutgoingEmail, get_email_provider
 from partnerflow.providers.errors import AmbiguousError, RetryableError
+from partnerflow.secrets import master_key, token_hash
+from partnerflow.settings import get_settings
 from partnerflow.tasks.outreach.sequences import (
     base_context,
     latest_version,
@@ -55,11 +60,6 @@ from partnerflow.tasks.shared.suppression import (
     stop_enrollments_for,
     suppressed_among,
 )
-from sqlalchemy import bindparam, func, insert, or_, update
-from sqlmodel import Session, select
-
-from partnerflow.secrets import master_key, token_hash
-from partnerflow.settings import get_settings
 
 KIND = "outreach"
 CLAIM_LEASE = timedelta(minutes=30)
@@ -212,7 +212,7 @@ def next_business_start(zone: ZoneInfo, now: datetime, start: int, end: int) -> 
     day = local.date() if (local.weekday() < 5 and local.hour < start) else local.date() + timedelta(days=1)
     while day.weekday() >= 5:
         day += timedelta(days=1)
-    return datetime.combine(day, time(start), tzinfo=zone).astimezone(timezone.utc)
+    return datetime.combine(day, time(start), tzinfo=zone).astimezone(UTC)
 
 
 def _zone(name: str | None) -> ZoneInfo | None:
@@ -258,7 +258,7 @@ def _load_claimed(session: Session, enrollment_ids: list[int], token: str) -> li
 
 def _sent_today(session: Session, sender: str, now: datetime, cap: int) -> int:
     """Outreach messages from `sender` since UTC midnight, counted only up to `cap` (all we need to know)."""
-    midnight = datetime.combine(now.date(), time(0), tzinfo=timezone.utc)
+    midnight = datetime.combine(now.date(), time(0), tzinfo=UTC)
     today = (select(Message.id).where(
         Message.kind == KIND, Message.sender_email == sender, Message.created_at >= midnight,
         Message.status.in_([MessageStatus.PENDING, MessageStatus.SENDING, MessageStatus.SENT,
@@ -345,7 +345,7 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
                 cap_left[sender] = settings.outreach.daily_send_cap - _sent_today(session, sender, now, settings.outreach.daily_send_cap)
             is_new = prior is None
             if is_new and cap_left[sender] <= 0:
-                tomorrow = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=timezone.utc)
+                tomorrow = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
                 release[enrollment.id] = {"next_due_at": tomorrow}
                 stats["deferred_daily_cap"] += 1
                 continue

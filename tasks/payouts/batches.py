@@ -28,6 +28,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
+from sqlalchemy import and_, bindparam, func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
 from partnerflow.models import (
     Commission,
     Contract,
@@ -44,13 +48,9 @@ from partnerflow.models.payouts import FxRate
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout import get_payout_rail
 from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
+from partnerflow.settings import get_settings
 from partnerflow.tasks.shared.money import exponent, format_money, round_minor
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
-from sqlalchemy import and_, bindparam, func, or_, update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
-from typing import Any, Callable, Iterable
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlmodel import Session
 
 from partnerflow.models import Commission, Conversion, Partner, session_scope, utcnow
 from partnerflow.tasks.shared.money import round_minor
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
-from sqlalchemy import and_, bindparam, insert, select, update
-from sqlmodel import Session
 
 PAYING_KINDS = ("sale", "recurring", "lead", "signup")
 REVERSAL_KINDS = ("refund", "chargeback", "reversal")
@@ -227,10 +229,9 @@ def _db_fx(session: Session) -> FxLookup:
 
 
 def _month_bounds(period: str) -> tuple[datetime, datetime]:
-    from datetime import timezone
 
     year, month = int(period[:4]), int(period[5:7])
-    start = datetime(year, month, 1, tzinfo=timezone.utc)
+    start = datetime(year, month, 1, tzinfo=UTC)
     return start, add_months(start, 1)
 
 

@@ -13,17 +13,18 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
-from partnerflow.models import Conversion, Partner, session_scope, utcnow
-from partnerflow.models.payouts import ConversionSource
-from partnerflow.tasks.shared.money import check_currency, to_minor
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from partnerflow.models import Conversion, Partner, session_scope, utcnow
+from partnerflow.models.payouts import ConversionSource
 from partnerflow.secrets import new_token, token_hash
+from partnerflow.tasks.shared.money import check_currency, to_minor
 
 KINDS = ("sale", "lead", "signup", "recurring", "refund", "chargeback", "reversal")
 REVERSALS = ("refund", "chargeback", "reversal")
@@ -95,8 +96,8 @@ def _when(value: Any) -> datetime:
     except ValueError:
         raise ConversionError(f"occurred_at {raw!r} is not an ISO 8601 date-time") from None
     if at.tzinfo is None:  # a bare date or time without offset is taken as UTC
-        at = at.replace(tzinfo=timezone.utc)
-    return at.astimezone(timezone.utc)
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC)
 
 
 def parse_record(record: dict[str, Any]) -> dict[str, Any]:

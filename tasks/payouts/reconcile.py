@@ -10,10 +10,10 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from partnerflow.models import Payout, session_scope
-from partnerflow.providers.errors import PermanentError, RetryableError
 from sqlmodel import select
 
+from partnerflow.models import Payout, session_scope
+from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from importlib import resources
 from typing import Any
 
 import jinja2
-from partnerflow.models import Message, MessageStatus, session_scope, utcnow
-from partnerflow.providers.email import OutgoingEmail, get_email_provider
-from partnerflow.providers.errors import RetryableError
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from partnerflow.models import Message, MessageStatus, session_scope, utcnow
+from partnerflow.providers.email import OutgoingEmail, get_email_provider
+from partnerflow.providers.errors import RetryableError
 from partnerflow.settings import get_settings
 
 

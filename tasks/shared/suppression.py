@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
 from partnerflow.models import audit, utcnow
 from partnerflow.models.discovery import Prospect
 from partnerflow.models.mail import Suppression
 from partnerflow.models.outreach import Enrollment, EnrollmentStatus
-from sqlalchemy import func, update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
 
 def normalise_email(email: str) -> str:

@@ -25,7 +25,6 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from partnerflow.tasks.shared.money import check_currency, format_money
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,6 +33,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from partnerflow.tasks.shared.money import check_currency, format_money
 
 Rate = Decimal
 
@@ -81,7 +82,7 @@ class Override(BaseModel):
         return None if v is None else str(v)
 
     @model_validator(mode="after")
-    def _complete(self) -> "Override":
+    def _complete(self) -> Override:
         if not (self.product or self.category):
             raise ValueError("an override names a product or a category")
         if self.kind == "flat" and self.flat_minor is None:
@@ -121,7 +122,7 @@ class CommissionTerms(BaseModel):
         return None if v is None else str(v)
 
     @model_validator(mode="after")
-    def _complete(self) -> "CommissionTerms":
+    def _complete(self) -> CommissionTerms:
         if self.kind == "flat" and self.flat_minor is None:
             raise ValueError("flat terms need flat_minor")
         if self.kind == "percentage" and self.rate is None:
@@ -136,7 +137,7 @@ class CommissionTerms(BaseModel):
 
     # --- reading -------------------------------------------------------------------------
     @classmethod
-    def parse(cls, data: "CommissionTerms | dict[str, Any] | None") -> "CommissionTerms | None":
+    def parse(cls, data: CommissionTerms | dict[str, Any] | None) -> CommissionTerms | None:
         if data is None or isinstance(data, CommissionTerms):
             return data
         return cls.model_validate(data) if data else None

@@ -181,7 +181,7 @@ class _Fetcher:
 
         try:
             return await asyncio.wait_for(run(), timeout=self.timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx.TimeoutException):
             raise _Stop("timeout") from None
         except httpx.DecodingError:
             raise _Stop("decode_error") from None
@@ -213,7 +213,7 @@ class _Fetcher:
             try:
                 infos = await asyncio.wait_for(
                     asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.host_checked[host] = "timeout"
             except (OSError, UnicodeError):
                 self.host_checked[host] = "connection_error"

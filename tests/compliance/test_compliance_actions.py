@@ -7,6 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
+from support import run_answering
+
 from partnerflow.flows.compliance import (
     apply_action,
     check_compliance,
@@ -29,8 +32,6 @@ from partnerflow.models.compliance import (
     SanctionsScreening,
 )
 from partnerflow.tasks.compliance.blockers import payout_blockers
-from sqlmodel import select
-from support import run_answering
 
 DATA = Path(__file__).parents[1] / "data"
 REVIEW = "review-compliance-findings"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import threading
 
 import pytest
-from partnerflow.models import Partner, Stage, session_scope
-from partnerflow.models.compliance import Finding, FindingStatus, PartnerPage
-from partnerflow.tasks.compliance.findings import Detected, record
-from partnerflow.tasks.compliance.policy import load_policy
 from sqlmodel import select
 from typer.testing import CliRunner
 
 from partnerflow.cli import _register, app
+from partnerflow.models import Partner, Stage, session_scope
+from partnerflow.models.compliance import Finding, FindingStatus, PartnerPage
 from partnerflow.settings import ConfigError
+from partnerflow.tasks.compliance.findings import Detected, record
+from partnerflow.tasks.compliance.policy import load_policy
 
 _register()
 runner = CliRunner()

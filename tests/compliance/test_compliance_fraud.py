@@ -6,6 +6,7 @@ from datetime import timedelta
 from itertools import count
 
 import pytest
+
 from partnerflow.models import Conversion, Partner, Stage, session_scope, utcnow
 from partnerflow.tasks.compliance.fraud import fraud_signals
 from partnerflow.tasks.compliance.policy import load_policy

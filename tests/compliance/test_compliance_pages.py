@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from pytest_httpserver import HTTPServer
+from sqlmodel import select
+from werkzeug.wrappers import Response
+
 from partnerflow.flows.compliance import check_compliance
 from partnerflow.models import Partner, Stage, session_scope
 from partnerflow.models.compliance import Finding, FindingStatus, PartnerPage
 from partnerflow.tasks.compliance.pages import register_pages
-from pytest_httpserver import HTTPServer
-from sqlmodel import select
-from werkzeug.wrappers import Response
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from partnerflow.tasks.compliance.sanctions import (
     MATCH_THRESHOLD,
     SanctionsListError,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from contracting_support import application
 from fastapi.testclient import TestClient
+from sqlmodel import select
+from typer.testing import CliRunner
+
 from partnerflow.models import Application, AuditLog, Partner, Stage, session_scope
 from partnerflow.tasks.contracting.applications import (
     ApplicationInvalid,
     submit_application,
 )
 from partnerflow.web.app import create_app
-from sqlmodel import select
-from typer.testing import CliRunner
 
 
 def _counts():

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracting_support import application, mail_text, mails
+from sqlmodel import select
+from support import run_answering
+
 from partnerflow.flows.contracting import contract_application
 from partnerflow.models import (
     Application,
@@ -18,8 +21,6 @@ from partnerflow.models import (
 )
 from partnerflow.tasks.contracting.applications import submit_application
 from partnerflow.tasks.shared.terms import default_for
-from sqlmodel import select
-from support import run_answering
 
 SDN = Path(__file__).parents[1] / "data" / "sdn_sample.csv"
 

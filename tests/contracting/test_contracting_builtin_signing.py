@@ -9,6 +9,8 @@ import time_machine
 from contracting_support import approved_partner, link, mails
 from docx import Document
 from fastapi.testclient import TestClient
+from sqlmodel import select
+
 from partnerflow.models import (
     AuditLog,
     Contract,
@@ -19,12 +21,10 @@ from partnerflow.models import (
     session_scope,
     utcnow,
 )
+from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.documents import generate_contract
 from partnerflow.tasks.contracting.signing import complete_signature, request_signature
 from partnerflow.web.app import create_app
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 
 
 def _sent_contract(outbox):
@@ -149,6 +149,7 @@ def test_company_countersigns_after_the_partner_when_policy_requires(configure, 
 
 def test_a_lost_countersignature_request_is_sent_when_signing_is_requested_again(configure, outbox, monkeypatch):
     import pytest
+
     from partnerflow.tasks.contracting import signing
 
     configure(company_signer_email="casey@acme.example")

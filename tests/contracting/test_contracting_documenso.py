@@ -5,17 +5,17 @@ from __future__ import annotations
 import io
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from esign_rows import contract_out_for_signature
 from fastapi.testclient import TestClient
+from sqlmodel import select
+
 from partnerflow.models import SignatureRequest, WebhookEvent, session_scope
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.documenso import DocumensoProvider
 from partnerflow.providers.esign.saas import reference_for
-from sqlmodel import select
-
 from partnerflow.settings import get_settings
 from partnerflow.testing.documenso import FAKE_PDF, FakeDocumenso
 
@@ -121,7 +121,6 @@ def test_completed_webhook_downloads_and_signs(dso, fake, client):
     response = post(client, *fake.webhook(document_id))
     assert response.status_code == 200 and reload(row).status == "signed"
     from partnerflow.models import Contract
-
     from partnerflow.settings import get_settings
 
     with session_scope() as session:
@@ -139,7 +138,7 @@ def test_wrong_or_missing_secret_replay_old_and_malformed_are_rejected(dso, fake
     assert post(client, body, {"Content-Type": "application/json"}).status_code == 401
     assert post(client, b"{not json", headers).status_code == 400
     assert post(client, json.dumps({"event": "DOCUMENT_COMPLETED"}).encode(), headers).status_code == 400
-    old = (datetime.now(timezone.utc) - timedelta(days=3)).isoformat()
+    old = (datetime.now(UTC) - timedelta(days=3)).isoformat()
     assert post(client, *fake.webhook(document_id, created_at=old)).status_code == 400
     assert stored_events() == [] and reload(row).status == "sent"
 

@@ -10,7 +10,10 @@ import subprocess
 import pytest
 from contracting_support import approved_partner
 from docx import Document
+from sqlmodel import select
+
 from partnerflow.models import AuditLog, Contract, Partner, session_scope
+from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.documents import (
     ContractFieldMissing,
     generate_contract,
@@ -18,9 +21,6 @@ from partnerflow.tasks.contracting.documents import (
     select_clauses,
 )
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 
 
 def _text(data: bytes) -> str:

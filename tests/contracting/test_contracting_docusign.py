@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 from esign_rows import DOCX, contract_out_for_signature
 from fastapi.testclient import TestClient
+from sqlmodel import select
+
 from partnerflow.models import SignatureRequest, WebhookEvent, session_scope
 from partnerflow.models.contracting import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.docusign import REFERENCE_FIELD, DocuSignProvider
 from partnerflow.providers.esign.saas import reference_for
-from sqlmodel import select
-
 from partnerflow.settings import get_settings
 from partnerflow.testing.docusign import FAKE_PDF, FakeDocuSign
 
@@ -145,7 +145,6 @@ def test_void_sends_the_reason_and_completed_envelopes_refuse(ds, fake):
 
 def test_completed_notification_downloads_the_combined_pdf_and_signs(ds, fake, client):
     from partnerflow.models import Contract
-
     from partnerflow.settings import get_settings
 
     row = contract_out_for_signature("docusign")
@@ -204,7 +203,7 @@ def test_unsigned_notification_is_rejected(ds, fake, client):
 
 def test_old_notification_is_rejected(ds, fake, client, configure):
     configure(esign_webhook_max_age_seconds=3600)
-    old = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    old = (datetime.now(UTC) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     body, headers = fake.connect_notification("env-1", generated=old)
     response = post(client, body, headers)
     assert response.status_code == 400 and "too old" in response.text

@@ -9,6 +9,8 @@ import pytest
 import time_machine
 from esign_rows import DOCX, contract_out_for_signature
 from fastapi.testclient import TestClient
+from sqlmodel import select
+
 from partnerflow.models import AuditLog, SignatureRequest, WebhookEvent, session_scope
 from partnerflow.models.contracting import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
@@ -18,8 +20,6 @@ from partnerflow.providers.esign.dropbox_sign import (
     DropboxSignProvider,
 )
 from partnerflow.providers.esign.saas import reference_for
-from sqlmodel import select
-
 from partnerflow.settings import get_settings
 from partnerflow.testing.dropbox_sign import FAKE_PDF, FakeDropboxSign
 

@@ -9,6 +9,8 @@ from datetime import timedelta
 import pytest
 import time_machine
 from esign_rows import DOCX, contract_out_for_signature
+from sqlmodel import select
+
 from partnerflow.flows.contracting_sweeps import (
     expire_signature_requests,
     send_signing_reminders,
@@ -25,8 +27,6 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.providers.esign import get_esign_provider
-from sqlmodel import select
-
 from partnerflow.settings import get_settings
 from partnerflow.testing.docusign import FakeDocuSign
 from partnerflow.testing.dropbox_sign import FakeDropboxSign
@@ -211,6 +211,7 @@ def test_sweeps_are_deployed_on_an_hourly_schedule():
 
 def test_a_stored_signed_callback_that_could_not_be_finished_is_completed_by_the_sweep(settings, docusign):
     from fastapi.testclient import TestClient
+
     from partnerflow.flows.contracting_sweeps import finish_stored_completions
     from partnerflow.web.app import create_app
 
@@ -230,6 +231,7 @@ def test_a_stored_signed_callback_that_could_not_be_finished_is_completed_by_the
 
 def test_signed_at_the_provider_after_expiry_is_flagged_not_silently_signed(settings, dropbox):
     from fastapi.testclient import TestClient
+
     from partnerflow.web.app import create_app
 
     start = utcnow()

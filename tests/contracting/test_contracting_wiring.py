@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracting_support import application
+
 from partnerflow.flows.contracting import (
     decide_by_policy,
     describe_for_reviewer,

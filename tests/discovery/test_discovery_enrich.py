@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from partnerflow.flows.discovery import enrich_prospects
-from partnerflow.models import Partner, Prospect, session_scope
-from partnerflow.tasks.discovery import scoring
-from partnerflow.tasks.discovery.enrich import extract
 from prefect.artifacts import Artifact
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
 
+from partnerflow.flows.discovery import enrich_prospects
+from partnerflow.models import Partner, Prospect, session_scope
 from partnerflow.settings import ConfigError
+from partnerflow.tasks.discovery import scoring
+from partnerflow.tasks.discovery.enrich import extract
 
 GOOD_PAGE = """<!doctype html><html lang="en-US"><head>
 <title>Metrics Mondays | Product analytics newsletter</title>

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefect.artifacts import Artifact
+from sqlmodel import select
+
 from partnerflow.flows.discovery import import_prospects
 from partnerflow.models import Partner, Prospect, session_scope
 from partnerflow.tasks.discovery.imports import (
@@ -13,8 +16,6 @@ from partnerflow.tasks.discovery.imports import (
     map_headers,
     parse_audience,
 )
-from prefect.artifacts import Artifact
-from sqlmodel import select
 
 DATA = Path(__file__).parents[1] / "data"
 SAMPLE = Path(__file__).parents[2] / "templates" / "demo" / "prospects.csv"

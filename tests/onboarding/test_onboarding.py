@@ -11,10 +11,11 @@ import pytest
 import time_machine
 from contracting_support import approved_partner, link, mail_text, mails
 from fastapi.testclient import TestClient
+from sqlmodel import select
+
 from partnerflow.flows.onboarding import monitor_activation, onboard_partner
 from partnerflow.models import (
     AuditLog,
-    Contract,
     Conversion,
     Message,
     Partner,
@@ -23,13 +24,11 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.models.onboarding import Onboarding
+from partnerflow.secrets import decrypt
 from partnerflow.tasks.contracting.documents import generate_contract
 from partnerflow.tasks.contracting.signing import complete_signature, request_signature
 from partnerflow.tasks.onboarding import activation as ob
 from partnerflow.web.app import create_app
-from sqlmodel import select
-
-from partnerflow.secrets import decrypt
 
 
 def _signed_contract(**overrides) -> tuple[int, int]:

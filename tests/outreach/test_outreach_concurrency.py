@@ -5,15 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
+from sqlmodel import select
 
 from partnerflow.models import Message, Prospect, session_scope
 from partnerflow.providers.email import SendOutcome
 from partnerflow.tasks.outreach import steps as outreach
 from partnerflow.tasks.outreach.sequences import load_sequence_files
-from sqlmodel import select
 
-MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 class CountingProvider:

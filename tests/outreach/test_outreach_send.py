@@ -5,10 +5,12 @@ from __future__ import annotations
 import email
 import email.policy
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
+
 from partnerflow.models import (
     Application,
     Message,
@@ -27,9 +29,8 @@ from partnerflow.tasks.outreach.sequences import (
 )
 from partnerflow.tasks.shared.mail import TemplateError
 from partnerflow.tasks.shared.suppression import suppress
-from sqlmodel import select
 
-MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def add_prospects(n: int, **fields) -> list[int]:
@@ -211,7 +212,7 @@ def test_business_hours_in_recipient_timezone(outbox):
     assert result["sent"] == 2 and result["deferred_business_hours"] == 1
     assert sorted(m["To"] for m in eml_files(outbox)) == ["london@example.com", "unknown@example.com"]
     tokyo = [e for e in enrollments() if e.email == "tokyo@example.com"][0]
-    assert tokyo.next_due_at == datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)  # 09:00 Tokyo
+    assert tokyo.next_due_at == datetime(2026, 11, 24, 0, 0, tzinfo=UTC)  # 09:00 Tokyo
     outreach.send_due(now=tokyo.next_due_at)
     assert "tokyo@example.com" in [m["To"] for m in eml_files(outbox)]
 

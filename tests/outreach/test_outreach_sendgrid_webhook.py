@@ -5,20 +5,21 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
+from sqlmodel import select
+
 from partnerflow.models import Message, Prospect, WebhookEvent, session_scope
 from partnerflow.models.mail import Suppression
 from partnerflow.models.outreach import Enrollment
 from partnerflow.tasks.outreach import steps as outreach
 from partnerflow.tasks.outreach.sequences import load_sequence_files
-from sqlmodel import select
 
-MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SIG, TS = "X-Twilio-Email-Event-Webhook-Signature", "X-Twilio-Email-Event-Webhook-Timestamp"
 
 

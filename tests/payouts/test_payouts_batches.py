@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 from datetime import date
 
+from payout_helpers import T0, add_conversions, after_lock, make_partner
+from sqlalchemy import func, select
+from support import run_answering
+
 from partnerflow.flows.payouts import run_payout_batch
 from partnerflow.models import (
     AuditLog,
@@ -16,13 +20,9 @@ from partnerflow.models import (
     session_scope,
 )
 from partnerflow.models.payouts import FxRate, LedgerTransfer
+from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts.commissions import compute_commissions
-from payout_helpers import T0, add_conversions, after_lock, make_partner
-from sqlalchemy import func, select
-from support import run_answering
-
-from partnerflow.settings import get_settings
 
 AUTO = 10**12  # auto-approve everything below this
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from partnerflow.tasks.payouts.conversions import source_for_key
 from typer.testing import CliRunner
 
 from partnerflow.cli import _register, app
+from partnerflow.tasks.payouts.conversions import source_for_key
 
 _register()
 

@@ -11,6 +11,9 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from payout_helpers import T0, add_conversions, after_lock, make_partner
+from sqlalchemy import func, select
+
 from partnerflow.models import Commission, Payout, session_scope
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts.commissions import (
@@ -20,8 +23,6 @@ from partnerflow.tasks.payouts.commissions import (
     dry_run,
 )
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
-from payout_helpers import T0, add_conversions, after_lock, make_partner
-from sqlalchemy import func, select
 
 
 def rows(*amounts, kind="sale", **kw) -> list[Row]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from payout_helpers import make_partner
+from sqlalchemy import func, select
+
 from partnerflow.models import Conversion, session_scope
 from partnerflow.models.payouts import ConversionSource
 from partnerflow.tasks.payouts.conversions import add_source, import_csv
 from partnerflow.web.app import create_app
-from payout_helpers import make_partner
-from sqlalchemy import func, select
 
 
 def _count() -> int:

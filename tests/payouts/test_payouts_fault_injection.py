@@ -17,12 +17,13 @@ import subprocess
 import sys
 
 import pytest
+from payout_helpers import add_conversions, after_lock, make_partner
+from sqlalchemy import func, select
+
 from partnerflow.models import Commission, Payout, PayoutBatch, session_scope
 from partnerflow.models.payouts import LedgerTransfer
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts.commissions import compute_commissions
-from payout_helpers import add_conversions, after_lock, make_partner
-from sqlalchemy import func, select
 
 N_PARTNERS = 12
 

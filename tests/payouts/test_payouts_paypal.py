@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from rails_support import commissions_of, make_partner, make_payout, payout_row
+
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout import get_payout_rail
 from partnerflow.providers.payout.base import PayoutInstruction
 from partnerflow.providers.payout.paypal import PayPalRail, format_amount
-from partnerflow.tasks.payouts.reconcile import poll_paypal
-from rails_support import commissions_of, make_partner, make_payout, payout_row
-
 from partnerflow.settings import get_settings
+from partnerflow.tasks.payouts.reconcile import poll_paypal
 from partnerflow.testing.paypal import CLIENT_ID, CLIENT_SECRET, FakePayPal
 
 
@@ -156,12 +156,12 @@ def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
 def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal, outbox):
     import json
 
-    from partnerflow.flows.payouts import run_payout_batch
-    from partnerflow.tasks.payouts.commissions import compute_commissions
     from payout_helpers import add_conversions, after_lock
     from payout_helpers import make_partner as make_ready_partner
 
+    from partnerflow.flows.payouts import run_payout_batch
     from partnerflow.secrets import encrypt
+    from partnerflow.tasks.payouts.commissions import compute_commissions
 
     one = make_ready_partner(1, payout_method="paypal",
                              payout_details_encrypted=encrypt(json.dumps({"paypal_email": "one@example.com"})))

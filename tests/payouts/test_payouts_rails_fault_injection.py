@@ -17,14 +17,14 @@ import sys
 from decimal import Decimal
 
 import pytest
-from partnerflow.models import Payout, PayoutBatch, session_scope
-from partnerflow.tasks.payouts import batches as engine
-from partnerflow.tasks.payouts.commissions import compute_commissions
-from partnerflow.tasks.payouts.reconcile import poll_paypal
 from payout_helpers import add_conversions, after_lock, make_partner
 from sqlmodel import select
 
+from partnerflow.models import Payout, PayoutBatch, session_scope
 from partnerflow.secrets import encrypt
+from partnerflow.tasks.payouts import batches as engine
+from partnerflow.tasks.payouts.commissions import compute_commissions
+from partnerflow.tasks.payouts.reconcile import poll_paypal
 from partnerflow.testing.paypal import CLIENT_ID, CLIENT_SECRET, FakePayPal
 from partnerflow.testing.stripe import API_KEY, FakeStripe
 
@@ -143,6 +143,7 @@ def test_paypal_sigkill_then_rerun_pays_every_partner_exactly_once(paypal, kill_
 @pytest.mark.parametrize("kill_at", ["before_call:2", "after_accept:2"])
 def test_sepa_sigkill_then_rerun_puts_every_partner_in_the_bank_files_once(configure, tmp_path, kill_at):
     from lxml import etree
+
     from partnerflow.providers.payout.sepa import NS, end_to_end_id, validate_pain001
 
     configure(payout_rail="sepa", sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001",

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
+
 from partnerflow.providers.errors import PermanentError, ProviderError
 from partnerflow.providers.payout import get_payout_rail
 from partnerflow.providers.payout.base import PayoutInstruction
@@ -20,7 +21,6 @@ from partnerflow.providers.payout.sepa import (
     sepa_dir,
     validate_pain001,
 )
-
 from partnerflow.settings import ConfigError, get_settings
 
 DE_IBAN = "DE89 3704 0044 0532 0130 00"
@@ -173,14 +173,14 @@ def test_bank_reports_are_read():
 def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_it(sepa, outbox, tmp_path):
     import json
 
-    from partnerflow.flows.payouts import run_payout_batch
-    from partnerflow.models import Payout, session_scope
-    from partnerflow.tasks.payouts.commissions import compute_commissions
-    from partnerflow.tasks.payouts.reconcile import import_bank_report
     from payout_helpers import add_conversions, after_lock, make_partner
     from sqlmodel import select
 
+    from partnerflow.flows.payouts import run_payout_batch
+    from partnerflow.models import Payout, session_scope
     from partnerflow.secrets import encrypt
+    from partnerflow.tasks.payouts.commissions import compute_commissions
+    from partnerflow.tasks.payouts.reconcile import import_bank_report
 
     EUR_TERMS = {"kind": "percentage", "rate": "0.10", "lock_days": 30, "currency": "EUR"}
     good = make_partner(1, payout_method="sepa", currency="EUR", terms=EUR_TERMS,
@@ -219,13 +219,13 @@ def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_
 def test_reconcile_flow_and_cli_apply_a_bank_report(sepa, tmp_path):
     import json
 
-    from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
     from rails_support import make_partner as make_sepa_partner
     from rails_support import make_payout, payout_row
     from typer.testing import CliRunner
 
     import partnerflow.cli.payouts_reconcile  # noqa: F401  (registers the commands)
     from partnerflow.cli import app
+    from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
 
     first = make_payout(make_sepa_partner(1, method="sepa"), rail="sepa", status="processing")
     second = make_payout(make_sepa_partner(2, method="sepa"), rail="sepa", status="processing")
@@ -259,11 +259,11 @@ def test_the_batch_engine_puts_a_claimed_chunk_in_one_bank_file(configure, tmp_p
     """The engine hands SEPA every fresh payout of a chunk at once: one file for the bank, not one per payout."""
     import json
 
-    from partnerflow.tasks.payouts import batches as engine
-    from partnerflow.tasks.payouts.commissions import compute_commissions
     from payout_helpers import add_conversions, after_lock, make_partner
 
     from partnerflow.secrets import encrypt
+    from partnerflow.tasks.payouts import batches as engine
+    from partnerflow.tasks.payouts.commissions import compute_commissions
 
     configure(payout_rail="sepa", sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001",
               sepa_output_dir=tmp_path / "sepa")

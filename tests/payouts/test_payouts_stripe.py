@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout import get_payout_rail
 from partnerflow.providers.payout.base import PayoutInstruction
 from partnerflow.providers.payout.stripe import StripeRail
-
 from partnerflow.settings import get_settings
 from partnerflow.testing.stripe import API_KEY, FakeStripe
 
@@ -139,11 +139,11 @@ def test_bad_api_key_is_permanent(configure, stripe):
 def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, outbox):
     import json
 
-    from partnerflow.flows.payouts import run_payout_batch
-    from partnerflow.tasks.payouts.commissions import compute_commissions
     from payout_helpers import add_conversions, after_lock, make_partner
 
+    from partnerflow.flows.payouts import run_payout_batch
     from partnerflow.secrets import encrypt
+    from partnerflow.tasks.payouts.commissions import compute_commissions
 
     one = make_partner(1, payout_method="stripe",
                        payout_details_encrypted=encrypt(json.dumps({"stripe_account_id": "acct_partner_one"})))

@@ -7,12 +7,12 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from partnerflow.models import AuditLog, WebhookEvent, session_scope
-from partnerflow.web.app import create_app
 from rails_support import commissions_of, make_partner, make_payout, payout_row
 from sqlmodel import select
 
+from partnerflow.models import AuditLog, WebhookEvent, session_scope
 from partnerflow.testing.stripe import WEBHOOK_SECRET, signed_event
+from partnerflow.web.app import create_app
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from partnerflow.tasks.shared.approvals import ask_person
 from prefect import flow
 from prefect.input import RunInput
 from support import run_answering
+
+from partnerflow.tasks.shared.approvals import ask_person
 
 
 class Decision(RunInput):

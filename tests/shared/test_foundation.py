@@ -8,13 +8,13 @@ import sys
 from decimal import Decimal
 
 import pytest
-from partnerflow.models import AuditLog, Message, MessageStatus, audit, session_scope
-from partnerflow.tasks.shared import money
-from partnerflow.tasks.shared.mail import TemplateError, deliver
 from sqlmodel import select
 
 from partnerflow import secrets
+from partnerflow.models import AuditLog, Message, MessageStatus, audit, session_scope
 from partnerflow.settings import ConfigError, check_settings, get_settings
+from partnerflow.tasks.shared import money
+from partnerflow.tasks.shared.mail import TemplateError, deliver
 
 
 def run_cli(*args, env=None):

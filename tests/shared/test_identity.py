@@ -1,6 +1,7 @@
 """Normalised identities: the same person or site written differently must compare equal."""
 
 import pytest
+
 from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
 
 

@@ -12,6 +12,10 @@ from datetime import date
 
 from contracting_support import link
 from fastapi.testclient import TestClient
+from sqlalchemy import func
+from sqlmodel import select
+from support import run_answering
+
 from partnerflow.models import (
     Application,
     Contract,
@@ -28,9 +32,6 @@ from partnerflow.models import (
 from partnerflow.models.compliance import PartnerPage
 from partnerflow.models.payouts import FxRate, LedgerTransfer
 from partnerflow.web.app import create_app
-from sqlalchemy import func
-from sqlmodel import select
-from support import run_answering
 
 PROSPECTS = """Name,Company,Website,Email,Country,Topics
 Priya Raman,Metrics Mondays,https://metricsmondays.example,priya@metricsmondays.example,IN,analytics

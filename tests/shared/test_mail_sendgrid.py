@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlmodel import select
+
 from partnerflow.models import Message, Prospect, session_scope
 from partnerflow.models.outreach import Enrollment
 from partnerflow.providers.email import OutgoingEmail, get_email_provider
 from partnerflow.providers.email import sendgrid as sg_module
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
+from partnerflow.settings import get_settings
 from partnerflow.tasks.outreach import steps as outreach
 from partnerflow.tasks.outreach.sequences import load_sequence_files
-from sqlmodel import select
-
-from partnerflow.settings import get_settings
 from partnerflow.testing.sendgrid import FakeSendGrid
 
-MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from partnerflow.tasks.shared.webfetch import fetch_pages
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
+
+from partnerflow.tasks.shared.webfetch import fetch_pages
 
 
 @pytest.fixture

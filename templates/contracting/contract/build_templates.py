@@ -54,7 +54,7 @@ def build(path: Path, paragraphs: list[tuple[str, str]]) -> None:
     for style, text in paragraphs:
         doc.add_paragraph(text, style=style)
     # Fixed metadata and zip timestamps: the same text gives the same bytes.
-    fixed = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    fixed = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     props = doc.core_properties
     props.author = props.last_modified_by = "Partnerflow"
     props.created = props.modified = fixed
