@@ -201,9 +201,9 @@ def test_sweep_flow_voids_withdrawn_expires_overdue_and_reminds(settings, dropbo
 
 
 def test_sweeps_are_deployed_on_an_hourly_schedule():
-    from partnerflow.deployments.contracting_sweeps import deployments
+    from partnerflow.deployments import all_deployments
 
-    [deployment] = deployments()
+    [deployment] = [d for d in all_deployments("contracting") if d.name == "signature-sweeps"]
     assert deployment.name == "signature-sweeps"
     assert deployment.entrypoint == "partnerflow.flows.contracting_sweeps.signature_sweeps"
     assert deployment.schedules[0].schedule.cron == "17 * * * *"

@@ -19,10 +19,10 @@ SDN = Path(__file__).parents[1] / "data" / "sdn_sample.csv"
 
 
 def test_deployments_are_triggered_by_the_stage_events():
-    from partnerflow.deployments.contracting import deployments
+    from partnerflow.deployments import all_deployments
 
-    by_name = {d.name: d for d in deployments()}
-    assert set(by_name) == {"contract-application", "onboard-partner", "monitor-activation"}
+    by_name = {d.name: d for d in all_deployments("contracting") + all_deployments("onboarding")}
+    assert set(by_name) == {"contract-application", "signature-sweeps", "onboard-partner", "monitor-activation"}
     applied = by_name["contract-application"].triggers[0]
     assert applied.expect == {"partner.applied"}
     assert applied.parameters == {"application_id": "{{ event.payload.application_id }}"}

@@ -44,9 +44,9 @@ def test_enrich_without_websites_scores_from_the_import(tmp_path, configure):
 
 
 def test_deployments_are_manual_module_path_entrypoints():
-    from partnerflow.deployments.discovery import deployments
+    from partnerflow.deployments import all_deployments
 
-    found = {d.name: d for d in deployments()}
+    found = {d.name: d for d in all_deployments("discovery")}
     assert set(found) == {"import-prospects", "enrich-prospects", "rescore-prospects"}
     assert found["import-prospects"].entrypoint == "partnerflow.flows.discovery.import_prospects"
     assert all(not d.schedules and not d.triggers for d in found.values())

@@ -288,9 +288,9 @@ def test_cli_load_enroll_stop(outbox):
 
 
 def test_deployments_include_hourly_sender():
-    from partnerflow.deployments.outreach import deployments
+    from partnerflow.deployments import all_deployments
 
-    found = {d.name: d for d in deployments()}
+    found = {d.name: d for d in all_deployments("outreach")}
     assert set(found) == {"send-due-outreach", "load-sequences", "enroll-prospects"}
     assert found["send-due-outreach"].schedules[0].schedule.cron == "5 * * * *"
 

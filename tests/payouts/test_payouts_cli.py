@@ -29,9 +29,10 @@ def test_import_and_compute_from_the_command_line(tmp_path):
 
 
 def test_deployments_are_named_and_scheduled():
-    from partnerflow.deployments.payouts import deployments
+    from partnerflow.deployments import all_deployments
 
-    found = {d.name: d for d in deployments()}
+    found = {d.name: d for d in all_deployments("payouts")}
     assert set(found) == {"payout-batch-monthly", "payout-batch", "compute-commissions-daily",
-                          "compute-commissions", "import-conversions", "dry-run-rules"}
+                          "compute-commissions", "import-conversions", "dry-run-rules",
+                          "reconcile-payout-rails-hourly", "reconcile-payout-rails"}
     assert found["payout-batch-monthly"].schedules

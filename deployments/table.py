@@ -1,0 +1,105 @@
+"""Every deployment, as data: which flow, when it runs (schedule or event), its parameters and limits.
+
+`partnerflow up` serves this table (deployments/__init__.py builds the deployments from it);
+a team deploying to a work pool deploys the same table. Entrypoints are module paths, so a run
+imports the installed package rather than a file relative to wherever the process started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from partnerflow.tasks.shared import events
+
+
+@dataclass(frozen=True)
+class OnEvent:
+    """Run when an event arrives; `parameters` are Jinja templates over the event."""
+
+    event: str
+    resource: str  # a prefect.resource.id pattern
+    parameters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    stage: str
+    flow: str  # "module:function" under partnerflow.flows
+    description: str
+    cron: str | None = None
+    on_event: OnEvent | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    # Scheduled sweeps never overlap themselves: a slow run makes the next one wait, not double up.
+    concurrency_limit: int | None = None
+
+
+APPLICATION = OnEvent(events.PARTNER_APPLIED, "partnerflow.application.*",
+                      {"application_id": "{{ event.payload.application_id }}"})
+CONTRACT = OnEvent(events.CONTRACT_SIGNED, "partnerflow.contract.*", {"contract_id": "{{ event.payload.contract_id }}"})
+FINDING = OnEvent(events.COMPLIANCE_FINDING, "partnerflow.partner.*", {"partner_id": "{{ event.payload.partner_id }}"})
+
+DEPLOYMENTS: tuple[Deployment, ...] = (
+    # discovery
+    Deployment("import-prospects", "discovery", "discovery:import_prospects",
+               "Import candidate partners from a CSV file on the server (csv_path); bad rows are reported by line, "
+               "a re-import updates."),
+    Deployment("enrich-prospects", "discovery", "discovery:enrich_prospects",
+               "Fetch each new prospect's own page (politely), extract contacts and signals, and score the fit "
+               "with reasons."),
+    Deployment("rescore-prospects", "discovery", "discovery:rescore_prospects",
+               "Score prospects again after editing the scoring policy (no page is fetched)."),
+    # outreach; business hours are checked per recipient at send time
+    Deployment("send-due-outreach", "outreach", "outreach:send_due_outreach",
+               "Send due outreach sequence steps (suppression, stop rules, daily cap, business hours).",
+               cron="5 * * * *", concurrency_limit=1),
+    Deployment("load-sequences", "outreach", "outreach:load_sequences",
+               "Load templates/outreach/sequences/*; a changed file becomes a new version."),
+    Deployment("enroll-prospects", "outreach", "outreach:enroll_prospects",
+               "Enroll prospects into a sequence (optionally by ids or a minimum score)."),
+    # contracting
+    Deployment("contract-application", "contracting", "contracting:contract_application",
+               "Screen, decide (policy or a person), generate the contract and send it for signature.",
+               on_event=APPLICATION),
+    Deployment("signature-sweeps", "contracting", "contracting_sweeps:signature_sweeps",
+               "Remind unsigned signers, expire overdue requests, void withdrawn applications.",
+               cron="17 * * * *", concurrency_limit=1),
+    # onboarding
+    Deployment("onboard-partner", "onboarding", "onboarding:onboard_partner",
+               "Activate the partner, provision tracking link and coupon, request tax and payout details, welcome.",
+               on_event=CONTRACT),
+    Deployment("monitor-activation", "onboarding", "onboarding:monitor_activation",
+               "Nudge quiet partners, mark dormant ones, reactivate on activity; funnel artifact.",
+               cron="30 6 * * *", concurrency_limit=1),
+    # compliance; the sanctions re-screen is cheap when the list did not change
+    Deployment("compliance-daily", "compliance", "compliance:check_compliance",
+               "Disclosure, brand rules, sanctions and fraud checks over all active partners.",
+               cron="30 3 * * *", concurrency_limit=1),
+    Deployment("compliance-one-partner", "compliance", "compliance:check_compliance",
+               "Run every compliance check for one partner (set partner_id).", parameters={"partner_id": None}),
+    Deployment("sanctions-rescreen", "compliance", "compliance:rescreen_sanctions",
+               "Re-screen every partner when the sanctions list changed (by checksum).",
+               cron="0 */6 * * *", concurrency_limit=1),
+    Deployment("compliance-review", "compliance", "compliance:review_findings",
+               "A person decides on a partner's serious compliance findings.", on_event=FINDING),
+    # payouts; the monthly batch at 06:00 UTC on the 1st pays what was payable by then
+    Deployment("payout-batch-monthly", "payouts", "payouts:run_payout_batch",
+               "Monthly payout batch: build, approve (above the limit), pay through the rail, remit.",
+               cron="0 6 1 * *"),
+    Deployment("payout-batch", "payouts", "payouts:run_payout_batch",
+               "Manual payout batch (optionally for a given period_end)."),
+    Deployment("compute-commissions-daily", "payouts", "payouts_commissions:compute_commissions",
+               "Compute commissions for new conversions, apply reversals, release locked commissions.",
+               cron="30 5 * * *", concurrency_limit=1),
+    Deployment("compute-commissions", "payouts", "payouts_commissions:compute_commissions", "Compute commissions now."),
+    Deployment("import-conversions", "payouts", "payouts_commissions:import_conversions",
+               "Import a CSV of conversions (bad rows reported by line)."),
+    Deployment("dry-run-rules", "payouts", "payouts_commissions:dry_run_rules",
+               "Proposed commission rules vs computed, per partner; changes nothing."),
+    Deployment("reconcile-payout-rails-hourly", "payouts", "payouts_reconcile:reconcile_payout_rails",
+               "Poll PayPal for payouts still processing and mark them paid or failed.",
+               cron="15 * * * *", concurrency_limit=1),
+    Deployment("reconcile-payout-rails", "payouts", "payouts_reconcile:reconcile_payout_rails",
+               "Reconcile now; pass bank_report=<path> to apply a SEPA pain.002/camt.053/camt.054 file."),
+)
