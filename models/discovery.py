@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from partnerflow.models.types import UTCDateTime, utcnow
+
+
+class ProspectStatus(StrEnum):
+    NEW = "new"
+    ENROLLED = "enrolled"
+    REPLIED = "replied"
+    APPLIED = "applied"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
 
 
 class Prospect(SQLModel, table=True):
@@ -22,12 +32,12 @@ class Prospect(SQLModel, table=True):
     timezone: str | None = None  # IANA name, for business-hours sending
     topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     source: str = ""  # file name or integration it came from
-    status: str = Field(default="new", index=True)  # new | enrolled | replied | applied | unsubscribed | bounced
+    status: str = Field(default=ProspectStatus.NEW, index=True)
     score: int = 0
     score_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     enrichment: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    # Discovery (A1): audience size from the import (followers, monthly visitors), unmapped CSV
-    # columns kept as given, and when the page was last enriched.
+    # Audience size from the import (followers, monthly visitors), unmapped CSV columns kept
+    # as given, and when the page was last enriched.
     audience_size: int | None = Field(default=None, sa_type=BigInteger)
     extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     enriched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

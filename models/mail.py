@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
 
 from partnerflow.models.types import UTCDateTime, utcnow
 
 
-class MessageStatus:
+class MessageStatus(StrEnum):
     PENDING = "pending"  # intent recorded, not yet handed to the provider
     SENDING = "sending"  # claimed by a worker; outcome unknown if it crashed here
     SENT = "sent"
@@ -34,8 +35,8 @@ class Message(SQLModel, table=True):
     attempts: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    # Outreach (issue 3): which enrollment step this is, who sent it, and what the provider's
-    # event webhook reported afterwards.
+    # Outreach: which enrollment step this is, who sent it, and what the provider's event
+    # webhook reported afterwards.
     enrollment_id: int | None = Field(default=None, foreign_key="enrollment.id", index=True)
     step: int | None = None
     sender_email: str | None = Field(default=None, index=True)
@@ -48,7 +49,7 @@ class Suppression(SQLModel, table=True):
     """Addresses no flow may ever mail again (bounces, spam reports, unsubscribes, manual)."""
 
     id: int | None = Field(default=None, primary_key=True)
-    email: str = Field(unique=True)  # normalised: stripped, lower case
+    email: str = Field(unique=True)  # normalised by tasks.shared.identity.normalise_email
     reason: str
     source: str = ""
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, UniqueConstraint
@@ -26,13 +27,13 @@ class Sequence(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class EnrollmentStatus:
+class EnrollmentStatus(StrEnum):
     ACTIVE = "active"
     STOPPED = "stopped"
     COMPLETED = "completed"
 
 
-class StopReason:
+class StopReason(StrEnum):
     REPLY = "reply"
     SIGNUP = "signup"
     UNSUBSCRIBE = "unsubscribe"
@@ -40,6 +41,7 @@ class StopReason:
     SPAM_REPORT = "spam_report"
     SUPPRESSED = "suppressed"
     MANUAL = "manual"
+    FAILED = "failed"  # the address could not be mailed (permanent failure or bounce)
 
 
 class Enrollment(SQLModel, table=True):

@@ -1,6 +1,7 @@
 """Normalised identities for de-duplication: one email or one domain, however it was written.
 
 `normalise_email("  Jane.Doe@Example.COM ")` -> "jane.doe@example.com"
+`normalise_email("Jane@Bücher.DE")` -> "jane@xn--bcher-kva.de"
 `normalise_domain("https://www.Bücher.de:443/shop?x=1")` -> "xn--bcher-kva.de"
 `normalise_domain("jane@WWW.example.com")` -> "example.com"
 """
@@ -53,6 +54,15 @@ def normalise_email(value: str | None) -> str | None:
     if not domain or "." not in domain:
         return None
     return f"{local.lower()}@{domain}"
+
+
+def email_key(value: str | None) -> str:
+    """The form an address is stored and compared in (suppression list, enrollments).
+
+    normalise_email's result; a value it refuses is still kept, stripped and lowercased, so that
+    even an odd address someone asked us to stop mailing can be suppressed.
+    """
+    return normalise_email(value) or (value or "").strip().lower()
 
 
 def normalise_domain(value: str | None) -> str:

@@ -24,6 +24,7 @@ from partnerflow.models import Message, MessageStatus, session_scope, utcnow
 from partnerflow.providers.email import OutgoingEmail, get_email_provider
 from partnerflow.providers.errors import RetryableError
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.suppression import blocks
 
 
 class TemplateError(Exception):
@@ -125,9 +126,7 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
     if message.status in (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.BOUNCED):
         return message
     # Commercial mail never goes to anyone on the suppression list; mail the person asked for
-    # (signing link, remittance) is stopped only by a hard bounce. See tasks/suppression.blocks.
-    from partnerflow.tasks.shared.suppression import blocks
-
+    # (signing link, remittance) is stopped only by a hard bounce (suppression.blocks).
     with session_scope() as session:
         reason = blocks(session, to_email, kind)
     if reason and claim(message.id, (MessageStatus.PENDING,)):

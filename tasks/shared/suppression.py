@@ -13,36 +13,42 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from partnerflow.models import audit, utcnow
-from partnerflow.models.discovery import Prospect
+from partnerflow.models.discovery import Prospect, ProspectStatus
 from partnerflow.models.mail import Suppression
-from partnerflow.models.outreach import Enrollment, EnrollmentStatus
+from partnerflow.models.outreach import Enrollment, EnrollmentStatus, StopReason
+from partnerflow.tasks.shared.identity import email_key
 
-
-def normalise_email(email: str) -> str:
-    return (email or "").strip().lower()
+# What a stop means for the prospect record.
+_PROSPECT_STATUS = {
+    StopReason.UNSUBSCRIBE: ProspectStatus.UNSUBSCRIBED,
+    StopReason.BOUNCE: ProspectStatus.BOUNCED,
+    StopReason.SPAM_REPORT: ProspectStatus.UNSUBSCRIBED,
+    StopReason.REPLY: ProspectStatus.REPLIED,
+    StopReason.SIGNUP: ProspectStatus.APPLIED,
+}
 
 
 def is_suppressed(session: Session, email: str) -> bool:
-    return session.exec(select(Suppression.id).where(Suppression.email == normalise_email(email))).first() is not None
+    return session.exec(select(Suppression.id).where(Suppression.email == email_key(email))).first() is not None
 
 
 # Mail a person asked for by their own action (their signing link, their remittance) still goes to
 # someone who unsubscribed from marketing; only an address that hard-bounced is never mailed.
 COMMERCIAL_KINDS = frozenset({"outreach", "activation_nudge"})
-BLOCKS_EVERY_KIND = frozenset({"bounce"})
+BLOCKS_EVERY_KIND = frozenset({StopReason.BOUNCE})
 
 
 def blocks(session: Session, email: str, kind: str) -> str | None:
     """The suppression reason that stops mail of `kind` to `email`, or None."""
-    reason = session.exec(select(Suppression.reason).where(Suppression.email == normalise_email(email))).first()
+    reason = session.exec(select(Suppression.reason).where(Suppression.email == email_key(email))).first()
     if reason is None:
         return None
-    return reason if kind in COMMERCIAL_KINDS or str(reason) in BLOCKS_EVERY_KIND else None
+    return reason if kind in COMMERCIAL_KINDS or reason in BLOCKS_EVERY_KIND else None
 
 
 def suppressed_among(session: Session, emails: Iterable[str]) -> set[str]:
     """The normalised addresses of `emails` that are suppressed (one query per 500)."""
-    wanted = sorted({normalise_email(e) for e in emails})
+    wanted = sorted({email_key(e) for e in emails})
     found: set[str] = set()
     for i in range(0, len(wanted), 500):
         chunk = wanted[i:i + 500]
@@ -52,7 +58,7 @@ def suppressed_among(session: Session, emails: Iterable[str]) -> set[str]:
 
 def suppress(session: Session, email: str, reason: str, source: str = "") -> bool:
     """Add `email` to the list (idempotent) and stop its active enrollments. True when newly added."""
-    address = normalise_email(email)
+    address = email_key(email)
     added = False
     if not is_suppressed(session, address):
         try:
@@ -71,14 +77,13 @@ def suppress(session: Session, email: str, reason: str, source: str = "") -> boo
 def stop_enrollments_for(session: Session, email: str, reason: str, *, actor: str = "system",
                          prospect_status: str | None = None) -> int:
     """Stop every active enrollment of `email`; returns how many were stopped."""
-    address = normalise_email(email)
+    address = email_key(email)
     stopped = session.execute(
         update(Enrollment)
         .where(Enrollment.email == address, Enrollment.status == EnrollmentStatus.ACTIVE)
         .values(status=EnrollmentStatus.STOPPED, stop_reason=reason, next_due_at=None, updated_at=utcnow())
     ).rowcount
-    status = prospect_status or {"unsubscribe": "unsubscribed", "bounce": "bounced", "spam_report": "unsubscribed",
-                                 "reply": "replied", "signup": "applied"}.get(reason)
+    status = prospect_status or _PROSPECT_STATUS.get(reason)
     if status:
         session.execute(update(Prospect).where(func.lower(Prospect.email) == address)
                         .values(status=status, updated_at=utcnow()))
