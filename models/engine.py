@@ -12,6 +12,7 @@ from sqlmodel import Session, create_engine
 from partnerflow.settings import ConfigError, get_settings
 
 _engine: Engine | None = None
+_engine_url: str | None = None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -26,10 +27,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def get_engine() -> Engine:
-    global _engine
+    """The process's engine, rebuilt when the configured database URL changed (tests switch it)."""
+    global _engine, _engine_url
+    settings = get_settings()
+    url = settings.resolved_database_url
+    if _engine is not None and url != _engine_url:
+        reset_engine()
     if _engine is None:
-        settings = get_settings()
-        url = settings.resolved_database_url
+        _engine_url = url
         if url.startswith("sqlite"):
             settings.var_dir.mkdir(parents=True, exist_ok=True)
             _engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

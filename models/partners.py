@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column
@@ -11,7 +12,7 @@ from sqlmodel import Field, SQLModel
 from partnerflow.models.types import UTCDateTime, utcnow
 
 
-class Stage:
+class Stage(StrEnum):
     """A partner's lifecycle stage."""
 
     APPLIED = "applied"
@@ -21,15 +22,13 @@ class Stage:
     DORMANT = "dormant"
     SUSPENDED = "suspended"
     REJECTED = "rejected"
-    ALL = (APPLIED, APPROVED, CONTRACTING, ACTIVE, DORMANT, SUSPENDED, REJECTED)
 
 
-class PartnerType:
+class PartnerType(StrEnum):
     AFFILIATE = "affiliate"
     INFLUENCER = "influencer"
     RESELLER = "reseller"
     REFERRAL = "referral"
-    ALL = (AFFILIATE, INFLUENCER, RESELLER, REFERRAL)
 
 
 class Partner(SQLModel, table=True):

@@ -30,8 +30,8 @@ def pending_changes() -> list:
     from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
-    import partnerflow.models  # noqa: F401
-    from partnerflow.models.engine import get_engine
+    import partnerflow.models  # noqa: F401  registers every table on SQLModel.metadata
+    from partnerflow.models.engine import get_engine  # only the comparison needs an engine
 
     with get_engine().connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})

@@ -27,6 +27,9 @@ from pathlib import Path
 import httpx
 import typer
 
+# Function-local imports: the demo sets PARTNERFLOW_* and PREFECT_* for its own folder and
+# server first; settings, engine and Prefect client are imported only after that.
+
 DEMO_DIR = Path("var/demo")
 APPLICANT = {
     "legal_name": "Growth Loop Media LLC", "contact_name": "Marcus Lee", "email": "marcus@growthloop.example",
@@ -127,7 +130,7 @@ def _prepare_environment(var_dir: Path, web_port: int) -> None:
 
 
 def run_demo(keep_running: bool = False) -> dict:
-    from partnerflow.stack import free_port, running_stack
+    from partnerflow.stack import free_port, prepare, running_stack
 
     started = time.monotonic()
     web_port, prefect_port = free_port(), free_port()
@@ -135,7 +138,6 @@ def run_demo(keep_running: bool = False) -> dict:
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from partnerflow.cli.stack import prepare
     from partnerflow.settings import get_settings
 
     prepare()
@@ -181,7 +183,7 @@ def _lifecycle(stack, settings) -> dict:
         session_scope,
     )
     from partnerflow.status import collect_status
-    from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
+    from partnerflow.tasks.shared.approvals import answer, wait_for_paused_run
 
     outbox = settings.mail.outbox_dir
     summary: dict = {}
@@ -275,7 +277,7 @@ def _run_answering(flow, kwargs: dict, flow_name: str, values: dict):
     """Run `flow` here while a second thread answers its approval form (same Prefect settings context)."""
     import contextvars
 
-    from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
+    from partnerflow.tasks.shared.approvals import answer, wait_for_paused_run
 
     done = threading.Event()
 

@@ -197,11 +197,5 @@ def get_settings() -> Settings:
 
 
 def reset_settings() -> None:
-    """Re-read the environment (tests); the engine is rebuilt only if the database URL changed."""
-    before = get_settings().resolved_database_url if get_settings.cache_info().currsize else None
+    """Re-read the environment (tests); the engine notices a changed database URL by itself."""
     get_settings.cache_clear()
-    # Imported here: the engine module reads these settings, so a top-level import would be circular.
-    from partnerflow.models import engine
-
-    if before != get_settings().resolved_database_url:
-        engine.reset_engine()

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import httpx
 
-from partnerflow.settings import Settings
+from partnerflow import dbtools
+from partnerflow.deployments.table import DEPLOYMENTS
+from partnerflow.models.engine import check_database
+from partnerflow.settings import Settings, check_settings, get_settings
 
 
 def free_port() -> int:
@@ -117,9 +120,7 @@ def running_stack(settings: Settings, *, prefect_port: int = 4200, web_port: int
 
 def _wait_for_deployments(stack: Stack, runner: subprocess.Popen, timeout: float = 90) -> None:
     """The runner registers every deployment before it starts polling; wait until they all exist."""
-    from partnerflow.deployments import all_deployments
-
-    expected = len(all_deployments())
+    expected = len(DEPLOYMENTS)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if runner.poll() is not None:
@@ -130,3 +131,10 @@ def _wait_for_deployments(stack: Stack, runner: subprocess.Popen, timeout: float
                 return
         time.sleep(0.5)
     raise RuntimeError(f"deployments were not registered within {timeout:.0f} s; see {stack.logs / 'runner.log'}")
+
+
+def prepare() -> None:
+    """Fail early with one sentence on bad settings; bring the schema up to date."""
+    check_settings(get_settings())
+    check_database()
+    dbtools.upgrade()

@@ -27,7 +27,7 @@ def collect_status() -> dict:
             return session.exec(select(func.count()).select_from(model).where(*where)).one()
 
         return {
-            "partners_by_stage": {stage: by_stage.get(stage, 0) for stage in Stage.ALL},
+            "partners_by_stage": {stage: by_stage.get(stage, 0) for stage in Stage},
             "prospects": count(Prospect),
             "applications": count(Application),
             "messages_sent": count(Message, Message.status == MessageStatus.SENT),

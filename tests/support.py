@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from partnerflow.tasks.shared.answers import answer, wait_for_paused_run
+from partnerflow.tasks.shared.approvals import answer, wait_for_paused_run
 
 
 def run_answering(flow: Callable, kwargs: dict[str, Any], answers: list[dict[str, Any]], *,

@@ -8,6 +8,9 @@ import typer
 
 from partnerflow.settings import ConfigError
 
+# Function-local imports: each command imports what it needs, so `partnerflow --help` starts fast
+# and a command never loads Prefect or a vendor library it does not use.
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Partner programs run as Prefect flows.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")

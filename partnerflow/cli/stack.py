@@ -8,6 +8,8 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: a command imports what it needs, so `partnerflow --help` starts fast.
+
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
@@ -29,17 +31,6 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         typer.echo(f"{key.replace('_', ' ').capitalize():<18} {data[key]}")
 
 
-def prepare() -> None:
-    """Fail early with one sentence on bad settings; bring the schema up to date."""
-    from partnerflow import dbtools
-    from partnerflow.models.engine import check_database
-    from partnerflow.settings import check_settings, get_settings
-
-    check_settings(get_settings())
-    check_database()
-    dbtools.upgrade()
-
-
 @app.command()
 def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server and UI.")) -> None:
     """Start the embedded stack: Prefect server + UI, the web app, and every deployment served."""
@@ -47,7 +38,7 @@ def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server a
 
     from partnerflow.deployments import all_deployments
     from partnerflow.settings import get_settings
-    from partnerflow.stack import running_stack
+    from partnerflow.stack import prepare, running_stack
 
     prepare()
     settings = get_settings()

@@ -23,7 +23,8 @@ PACKAGES = {"partnerflow": "partnerflow", "flows": "partnerflow.flows", "tasks":
 # Top to bottom: a module may import only from its own layer's package or the layers below it.
 LAYERS = [
     ["partnerflow.cli"],
-    ["partnerflow.demo", "partnerflow.stack", "partnerflow.runner"],
+    ["partnerflow.demo"],
+    ["partnerflow.stack", "partnerflow.runner"],
     ["partnerflow.deployments"],
     ["partnerflow.flows", "partnerflow.web"],
     ["partnerflow.tasks", "partnerflow.status", "partnerflow.dbtools", "partnerflow.migrations"],
