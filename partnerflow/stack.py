@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,10 +39,19 @@ class Stack:
     env: dict[str, str]
     logs: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    log_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
         return self.prefect_url + "/api"
+
+    def start(self, name: str, cmd: list[str], log_name: str) -> subprocess.Popen:
+        proc = _spawn(cmd, self.env, self.logs / log_name)
+        self.processes.append(proc)
+        self.names.append(name)
+        self.log_names[name] = log_name
+        return proc
 
 
 def stack_env(settings: Settings, *, prefect_port: int, web_port: int) -> dict[str, str]:
@@ -62,60 +72,128 @@ def stack_env(settings: Settings, *, prefect_port: int, web_port: int) -> dict[s
     return env
 
 
+class StackError(RuntimeError):
+    """The stack cannot start or a part of it stopped; the message is one sentence."""
+
+
 def _wait_http(url: str, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}; see {log}")
+            raise StackError(f"{what} exited with code {proc.returncode}; see {log}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         time.sleep(0.3)
-    raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f} s; see {log}")
+    raise StackError(f"{what} did not answer at {url} within {timeout:.0f} s; see {log}")
+
+
+def listener_of(port: int) -> str | None:
+    """Who listens on TCP `port` on this machine ("pid 123: prefect server start"), or None.
+
+    Read from /proc (Linux); elsewhere, or when the owner is not ours to inspect, just "another process".
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            return None
+        except OSError:
+            pass
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in list(fh)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {proc.name}: {command[:120]}"
+    return "another process"
+
+
+def check_ports(ports: dict[int, str]) -> None:
+    """Refuse to start on a taken port, naming the port, its purpose and who holds it."""
+    for port, purpose in ports.items():
+        holder = listener_of(port)
+        if holder:
+            raise StackError(f"port {port} ({purpose}) is already taken by {holder}; stop it or choose another port.")
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(log, "ab")
-    return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(log, "ab") as handle:
+        # Its own session, so stopping the stack can signal the child and everything it started.
+        return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_processes(processes: list[subprocess.Popen], grace: float = 20) -> None:
+    """Stop each process and every process it started: SIGTERM, then SIGKILL after `grace` seconds."""
+    for proc in reversed(processes):
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in reversed(processes):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        # The leader may have exited while its children (flow runs) linger: the group goes too.
+        _signal_group(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
 
 @contextlib.contextmanager
 def running_stack(settings: Settings, *, prefect_port: int = 4200, web_port: int | None = None,
                   serve_deployments: bool = True) -> Iterator[Stack]:
-    """Start the Prefect server, the web app and the deployment runner; stop them on exit."""
+    """Start the Prefect server, the web app and the deployment runner; stop them all on exit."""
     web_port = web_port or settings.web.web_port
+    check_ports({prefect_port: "Prefect server", web_port: "web app"})
     env = stack_env(settings, prefect_port=prefect_port, web_port=web_port)
     logs = settings.var_dir.resolve() / "logs"
     stack = Stack(prefect_url=f"http://127.0.0.1:{prefect_port}", web_url=f"http://127.0.0.1:{web_port}",
                   env=env, logs=logs)
     python = sys.executable
     try:
-        server = _spawn([python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                         "--port", str(prefect_port)], env, logs / "prefect-server.log")
-        stack.processes.append(server)
+        server = stack.start("the Prefect server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                                    "--port", str(prefect_port)], "prefect-server.log")
         _wait_http(stack.api_url + "/health", 120, "the Prefect server", server, logs / "prefect-server.log")
-
-        web = _spawn([python, "-m", "uvicorn", "partnerflow.web.app:app", "--host", settings.web.web_host,
-                      "--port", str(web_port), "--log-level", "warning"], env, logs / "web.log")
-        stack.processes.append(web)
+        web = stack.start("the web app", [python, "-m", "uvicorn", "partnerflow.web.app:app", "--host",
+                                          settings.web.web_host, "--port", str(web_port), "--log-level", "warning"],
+                          "web.log")
         _wait_http(stack.web_url + "/healthz", 60, "the web app", web, logs / "web.log")
-
         if serve_deployments:
-            runner = _spawn([python, "-m", "partnerflow.runner"], env, logs / "runner.log")
-            stack.processes.append(runner)
+            runner = stack.start("the deployment runner", [python, "-m", "partnerflow.runner"], "runner.log")
             _wait_for_deployments(stack, runner)
         yield stack
     finally:
-        for proc in reversed(stack.processes):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in reversed(stack.processes):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(stack.processes)
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP (systemd, Docker, a closed terminal) into the same clean stop as Ctrl-C."""
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
+def supervise(stack: Stack, poll: float = 1.0) -> None:
+    """Block until a part of the stack stops; raise StackError naming it and its log."""
+    while True:
+        for name, proc in zip(stack.names, stack.processes, strict=True):
+            if proc.poll() is not None:
+                log = stack.logs / stack.log_names[name]
+                raise StackError(f"{name} stopped (exit code {proc.returncode}); see {log}")
+        time.sleep(poll)
 
 
 def _wait_for_deployments(stack: Stack, runner: subprocess.Popen, timeout: float = 90) -> None:
@@ -124,13 +202,14 @@ def _wait_for_deployments(stack: Stack, runner: subprocess.Popen, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if runner.poll() is not None:
-            raise RuntimeError(f"the deployment runner exited with code {runner.returncode}; see {stack.logs / 'runner.log'}")
+            log = stack.logs / "runner.log"
+            raise StackError(f"the deployment runner exited with code {runner.returncode}; see {log}")
         with contextlib.suppress(httpx.HTTPError):
             found = httpx.post(stack.api_url + "/deployments/count", json={}, timeout=5).json()
             if found >= expected:
                 return
         time.sleep(0.5)
-    raise RuntimeError(f"deployments were not registered within {timeout:.0f} s; see {stack.logs / 'runner.log'}")
+    raise StackError(f"deployments were not registered within {timeout:.0f} s; see {stack.logs / 'runner.log'}")
 
 
 def prepare() -> None:

@@ -33,32 +33,38 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 @app.command()
 def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server and UI.")) -> None:
-    """Start the embedded stack: Prefect server + UI, the web app, and every deployment served."""
-    import time
+    """Start the embedded stack: Prefect server + UI, the web app, and every deployment served.
 
+    SIGINT, SIGTERM and SIGHUP stop every process it started; when one of them dies, the rest stop too.
+    """
     from partnerflow.deployments import all_deployments
     from partnerflow.settings import get_settings
-    from partnerflow.stack import prepare, running_stack
+    from partnerflow.stack import StackError, prepare, running_stack, stop_on_signals, supervise
 
     prepare()
     settings = get_settings()
-    with running_stack(settings, prefect_port=prefect_port) as stack:
-        typer.echo(f"Prefect UI      {stack.prefect_url}")
-        typer.echo(f"Web app         {stack.web_url}  (apply at {stack.web_url}/apply)")
-        typer.echo(f"Outbox          {settings.mail.outbox_dir.resolve()}")
-        typer.echo(f"Logs            {stack.logs}")
-        typer.echo("Deployments served:")
-        for deployment in all_deployments():
-            how = "scheduled" if deployment.schedules else "event-triggered" if deployment.triggers else "manual"
-            typer.echo(f"  {deployment.flow_name}/{deployment.name}  ({how})")
-        typer.echo("Press Ctrl-C to stop.")
-        try:
-            while all(p.poll() is None for p in stack.processes):
-                time.sleep(1)
-            typer.echo("a component stopped; see the logs", err=True)
-            raise typer.Exit(1)
-        except KeyboardInterrupt:
-            typer.echo("stopping")
+    stop_on_signals()
+    try:
+        with running_stack(settings, prefect_port=prefect_port) as stack:
+            _announce(stack, settings, all_deployments())
+            supervise(stack)
+    except StackError as exc:
+        typer.secho(f"partnerflow up: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+
+
+def _announce(stack, settings, deployments) -> None:
+    typer.echo(f"Prefect UI      {stack.prefect_url}")
+    typer.echo(f"Web app         {stack.web_url}  (apply at {stack.web_url}/apply)")
+    typer.echo(f"Outbox          {settings.mail.outbox_dir.resolve()}")
+    typer.echo(f"Logs            {stack.logs}")
+    typer.echo("Deployments served:")
+    for deployment in deployments:
+        how = "scheduled" if deployment.schedules else "event-triggered" if deployment.triggers else "manual"
+        typer.echo(f"  {deployment.flow_name}/{deployment.name}  ({how})")
+    typer.echo("Press Ctrl-C to stop.", nl=True)
 
 
 @app.command()
