@@ -32,7 +32,7 @@ from partnerflow.models import (
 )
 from partnerflow.models.outreach import Enrollment, StopReason
 from partnerflow.settings import get_settings
-from partnerflow.tasks.outreach.steps import enrollment_for_token
+from partnerflow.tasks.outreach.unsubscribe import enrollment_for_token
 from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress
 
 router = APIRouter()

@@ -34,7 +34,7 @@ def enroll(sequence: str = typer.Option("partner-recruitment"),
            prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all."),
            min_score: int | None = typer.Option(None, help="Only prospects scoring at least this.")) -> None:
     """Enroll prospects into a sequence."""
-    from partnerflow.tasks.outreach.steps import enroll as do_enroll
+    from partnerflow.tasks.outreach.enrollment import enroll as do_enroll
 
     try:
         _show(do_enroll(sequence, prospect_ids=prospect or None, min_score=min_score))
@@ -58,7 +58,7 @@ def stop(enrollment: int | None = typer.Option(None, help="Enrollment id."),
          by: str = typer.Option("cli", help="Who stops it (audit log).")) -> None:
     """Stop an enrollment by hand."""
     from partnerflow.models import session_scope
-    from partnerflow.tasks.outreach.steps import stop_enrollment
+    from partnerflow.tasks.outreach.enrollment import stop_enrollment
     from partnerflow.tasks.shared.suppression import suppress as add_suppression
 
     if (enrollment is None) == (email is None):

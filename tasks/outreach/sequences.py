@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 import yaml
+from prefect import task
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -46,6 +47,14 @@ def _sample_context() -> dict[str, Any]:
     prospect = {"id": 0, "name": "Sam Example", "first_name": "Sam", "email": "sam@example.com", "company": "Example",
                 "website": "https://example.com", "domain": "example.com", "country": "", "score": 0, "topics": []}
     return base_context(prospect, unsubscribe_url="https://example.invalid/u/sample")
+
+
+def prospect_context(p: Any) -> dict[str, Any]:
+    """What templates see as `prospect`, from a Prospect row (or a row with the same columns)."""
+    name = (p.name or "").strip()
+    return {"id": p.id, "name": name, "first_name": name.split()[0] if name else "", "email": p.email,
+            "company": p.company or "", "website": p.website or "", "domain": p.domain or "",
+            "country": p.country or "", "score": p.score or 0, "topics": list(p.topics or [])}
 
 
 def base_context(prospect: dict[str, Any], *, unsubscribe_url: str, sender_name: str | None = None,
@@ -194,3 +203,8 @@ def load_sequence_files(root: Path | None = None) -> dict[str, dict[str, Any]]:
                 result[definition["name"]] = {"version": version, "changed": True}
                 break
     return result
+
+
+@task(name="load-sequence-files")
+def load_sequences_task(root: str | None) -> dict[str, dict[str, Any]]:
+    return load_sequence_files(Path(root) if root else None)

@@ -11,7 +11,8 @@ from sqlmodel import select
 
 from partnerflow.models import Message, Prospect, session_scope
 from partnerflow.providers.email import SendOutcome
-from partnerflow.tasks.outreach import steps as outreach
+from partnerflow.tasks.outreach.batch import send_due
+from partnerflow.tasks.outreach.enrollment import enroll
 from partnerflow.tasks.outreach.sequences import load_sequence_files
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -42,7 +43,7 @@ def test_two_concurrent_runs_send_each_step_once(configure, on_postgres):
     load_sequence_files()
     with session_scope() as session:
         session.add_all([Prospect(email=f"p{i}@example.com", name=f"P {i}") for i in range(120)])
-    outreach.enroll(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
     provider = CountingProvider()
     results, errors = [], []
     start = threading.Barrier(2)
@@ -50,7 +51,7 @@ def test_two_concurrent_runs_send_each_step_once(configure, on_postgres):
     def worker():
         try:
             start.wait()
-            results.append(outreach.send_due(now=MONDAY_NOON, provider=provider))
+            results.append(send_due(now=MONDAY_NOON, provider=provider))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 

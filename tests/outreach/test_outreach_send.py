@@ -21,7 +21,9 @@ from partnerflow.models import (
 )
 from partnerflow.models.mail import Suppression
 from partnerflow.models.outreach import Enrollment, Sequence
-from partnerflow.tasks.outreach import steps as outreach
+from partnerflow.tasks.outreach import batch
+from partnerflow.tasks.outreach.batch import send_due
+from partnerflow.tasks.outreach.enrollment import enroll, stop_enrollment
 from partnerflow.tasks.outreach.sequences import (
     SequenceError,
     default_root,
@@ -60,8 +62,8 @@ def seq_root(tmp_path) -> Path:
 def test_shipped_sequence_sends_first_step_with_unsubscribe_headers_and_footer(outbox):
     assert load_sequence_files() == {"partner-recruitment": {"version": 1, "changed": True}}
     add_prospects(2)
-    assert outreach.enroll("partner-recruitment", now=MONDAY_NOON)["enrolled"] == 2
-    result = outreach.send_due(now=MONDAY_NOON)
+    assert enroll("partner-recruitment", now=MONDAY_NOON)["enrolled"] == 2
+    result = send_due(now=MONDAY_NOON)
     assert result["sent"] == 2
     mails = eml_files(outbox)
     assert len(mails) == 2
@@ -75,10 +77,10 @@ def test_shipped_sequence_sends_first_step_with_unsubscribe_headers_and_footer(o
         assert "1 Market Street" in body and unsub[1:-1] in body
     assert "Hi Pat," in text
     # Step 2 is due three days later, not before.
-    assert outreach.send_due(now=MONDAY_NOON + timedelta(days=2))["claimed"] == 0
-    result = outreach.send_due(now=MONDAY_NOON + timedelta(days=3, minutes=1))
+    assert send_due(now=MONDAY_NOON + timedelta(days=2))["claimed"] == 0
+    result = send_due(now=MONDAY_NOON + timedelta(days=3, minutes=1))
     assert result["sent"] == 2 and len(eml_files(outbox)) == 4
-    outreach.send_due(now=MONDAY_NOON + timedelta(days=8))
+    send_due(now=MONDAY_NOON + timedelta(days=8))
     assert {e.status for e in enrollments()} == {"completed"}
     assert len(eml_files(outbox)) == 6
 
@@ -86,7 +88,7 @@ def test_shipped_sequence_sends_first_step_with_unsubscribe_headers_and_footer(o
 def test_edited_file_is_a_new_version_and_running_enrollments_keep_theirs(seq_root, outbox):
     load_sequence_files(seq_root)
     first = add_prospects(1)
-    outreach.enroll(prospect_ids=first, now=MONDAY_NOON)
+    enroll(prospect_ids=first, now=MONDAY_NOON)
     intro = seq_root / "partner-recruitment" / "intro" / "subject.txt"
     intro.write_text("NEW SUBJECT {{ prospect.name }}\n")
     assert load_sequence_files(seq_root)["partner-recruitment"] == {"version": 2, "changed": True}
@@ -96,8 +98,8 @@ def test_edited_file_is_a_new_version_and_running_enrollments_keep_theirs(seq_ro
         session.add(second)
         session.flush()
         second_id = second.id
-    outreach.enroll(prospect_ids=[second_id], now=MONDAY_NOON)
-    outreach.send_due(now=MONDAY_NOON)
+    enroll(prospect_ids=[second_id], now=MONDAY_NOON)
+    send_due(now=MONDAY_NOON)
     subjects = {m["To"]: m["Subject"] for m in eml_files(outbox)}
     assert subjects["new@example.com"] == "NEW SUBJECT Nia"
     assert "NEW SUBJECT" not in subjects["p0@example.com"]
@@ -121,7 +123,7 @@ def test_step_without_unsubscribe_link_is_refused(seq_root):
 def test_template_error_at_send_time_sends_nothing(outbox, monkeypatch):
     load_sequence_files()
     add_prospects(3)
-    outreach.enroll(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
     with session_scope() as session:  # a stored version that references a field prospects lack
         row = session.exec(select(Sequence)).one()
         definition = dict(row.definition)
@@ -131,7 +133,7 @@ def test_template_error_at_send_time_sends_nothing(outbox, monkeypatch):
         row.definition_hash = "edited"
         session.add(row)
     with pytest.raises(TemplateError, match="intro/subject.txt.*nickname"):
-        outreach.send_due(now=MONDAY_NOON)
+        send_due(now=MONDAY_NOON)
     assert not outbox.exists() or list(outbox.glob("*.eml")) == []
     with session_scope() as session:
         assert session.exec(select(Message)).all() == []
@@ -143,8 +145,8 @@ def test_template_error_at_send_time_sends_nothing(outbox, monkeypatch):
 def test_each_stop_condition_stops_the_sequence(how, outbox):
     load_sequence_files()
     ids = add_prospects(2)
-    outreach.enroll(now=MONDAY_NOON)
-    outreach.send_due(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
+    send_due(now=MONDAY_NOON)
     assert len(eml_files(outbox)) == 2
     target = "p0@example.com"
     with session_scope() as session:
@@ -158,9 +160,9 @@ def test_each_stop_condition_stops_the_sequence(how, outbox):
             from partnerflow.tasks.shared.suppression import stop_enrollments_for
             stop_enrollments_for(session, target, "reply")
     if how == "manual":
-        assert outreach.stop_enrollment(enrollment_id=enrollments()[0].id) == 1
-    outreach.send_due(now=MONDAY_NOON + timedelta(days=10))
-    outreach.send_due(now=MONDAY_NOON + timedelta(days=20))
+        assert stop_enrollment(enrollment_id=enrollments()[0].id) == 1
+    send_due(now=MONDAY_NOON + timedelta(days=10))
+    send_due(now=MONDAY_NOON + timedelta(days=20))
     sent_to = [m["To"] for m in eml_files(outbox)]
     assert sent_to.count(target) == 1  # only the first step, before the stop
     assert sent_to.count("p1@example.com") == 3
@@ -176,12 +178,12 @@ def test_suppression_applies_across_sequences_and_to_commercial_one_off_mail(seq
     shutil.copytree(default_root() / "partner-recruitment", seq_root / "partner-recruitment")
     load_sequence_files(seq_root)
     add_prospects(2)
-    outreach.enroll("partner-recruitment", now=MONDAY_NOON)
+    enroll("partner-recruitment", now=MONDAY_NOON)
     with session_scope() as session:
         suppress(session, "P1@example.com ", "unsubscribe", source="test")
     # Enrolling into another sequence later skips the suppressed address...
-    assert outreach.enroll("reseller-invite", now=MONDAY_NOON)["suppressed"] == 1
-    outreach.send_due(now=MONDAY_NOON)
+    assert enroll("reseller-invite", now=MONDAY_NOON)["suppressed"] == 1
+    send_due(now=MONDAY_NOON)
     assert [m["To"] for m in eml_files(outbox)] == ["p0@example.com", "p0@example.com"]
     # ...a commercial mail from any other flow is refused too...
     from partnerflow.tasks.shared.mail import deliver
@@ -207,13 +209,13 @@ def test_business_hours_in_recipient_timezone(outbox):
         session.add(Prospect(email="tokyo@example.com", timezone="Asia/Tokyo"))  # 21:00 there
         session.add(Prospect(email="london@example.com", timezone="Europe/London"))  # 12:00 there
         session.add(Prospect(email="unknown@example.com"))
-    outreach.enroll(now=MONDAY_NOON)
-    result = outreach.send_due(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
+    result = send_due(now=MONDAY_NOON)
     assert result["sent"] == 2 and result["deferred_business_hours"] == 1
     assert sorted(m["To"] for m in eml_files(outbox)) == ["london@example.com", "unknown@example.com"]
     tokyo = [e for e in enrollments() if e.email == "tokyo@example.com"][0]
     assert tokyo.next_due_at == datetime(2026, 11, 24, 0, 0, tzinfo=UTC)  # 09:00 Tokyo
-    outreach.send_due(now=tokyo.next_due_at)
+    send_due(now=tokyo.next_due_at)
     assert "tokyo@example.com" in [m["To"] for m in eml_files(outbox)]
 
 
@@ -221,31 +223,31 @@ def test_daily_cap_per_sender_defers_to_tomorrow(outbox, configure):
     configure(daily_send_cap=3)
     load_sequence_files()
     add_prospects(5)
-    outreach.enroll(now=MONDAY_NOON)
-    result = outreach.send_due(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
+    result = send_due(now=MONDAY_NOON)
     assert result["sent"] == 3 and result["deferred_daily_cap"] == 2
-    assert outreach.send_due(now=MONDAY_NOON + timedelta(hours=1))["claimed"] == 0
-    assert outreach.send_due(now=MONDAY_NOON + timedelta(hours=12, minutes=1))["sent"] == 2
+    assert send_due(now=MONDAY_NOON + timedelta(hours=1))["claimed"] == 0
+    assert send_due(now=MONDAY_NOON + timedelta(hours=12, minutes=1))["sent"] == 2
     assert len(eml_files(outbox)) == 5
 
 
 def test_crash_between_sending_and_recording_does_not_duplicate(outbox, monkeypatch):
     load_sequence_files()
     add_prospects(3)
-    outreach.enroll(now=MONDAY_NOON)
-    real = outreach._record
+    enroll(now=MONDAY_NOON)
+    real = batch.record_outcomes
 
     def crash(*args, **kwargs):
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(outreach, "_record", crash)
+    monkeypatch.setattr(batch, "record_outcomes", crash)
     with pytest.raises(SystemExit):
-        outreach.send_due(now=MONDAY_NOON)
+        send_due(now=MONDAY_NOON)
     assert len(eml_files(outbox)) == 3  # sent, but nothing recorded
-    monkeypatch.setattr(outreach, "_record", real)
+    monkeypatch.setattr(batch, "record_outcomes", real)
     # Claims are leased: the re-run after the lease finds `sending` rows and the idempotent outbox.
-    assert outreach.send_due(now=MONDAY_NOON + timedelta(minutes=5))["claimed"] == 0
-    result = outreach.send_due(now=MONDAY_NOON + timedelta(minutes=31))
+    assert send_due(now=MONDAY_NOON + timedelta(minutes=5))["claimed"] == 0
+    result = send_due(now=MONDAY_NOON + timedelta(minutes=31))
     assert result["sent"] == 3
     assert len(eml_files(outbox)) == 3  # one file per key: no duplicate
     with session_scope() as session:
@@ -299,8 +301,8 @@ def test_html_is_autoescaped_and_text_part_always_present(outbox):
     load_sequence_files()
     with session_scope() as session:
         session.add(Prospect(email="x@example.com", name="<script>alert(1)</script>", company="A&B"))
-    outreach.enroll(now=MONDAY_NOON)
-    outreach.send_due(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
+    send_due(now=MONDAY_NOON)
     [mail] = eml_files(outbox)
     html = mail.get_body(("html",)).get_content()
     assert "<script>" not in html and "&lt;script&gt;" in html
@@ -314,9 +316,9 @@ def test_step_condition_false_skips_the_step(seq_root, outbox):
     with session_scope() as session:
         session.add(Prospect(email="low@example.com", score=10))
         session.add(Prospect(email="high@example.com", score=80))
-    outreach.enroll(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
     for days in (0, 3.01, 7.02, 8):
-        outreach.send_due(now=MONDAY_NOON + timedelta(days=days))
+        send_due(now=MONDAY_NOON + timedelta(days=days))
     sent = [m["To"] for m in eml_files(outbox)]
     assert sent.count("high@example.com") == 3 and sent.count("low@example.com") == 2
     assert {e.status for e in enrollments()} == {"completed"}

@@ -16,7 +16,8 @@ from sqlmodel import select
 from partnerflow.models import Message, Prospect, WebhookEvent, session_scope
 from partnerflow.models.mail import Suppression
 from partnerflow.models.outreach import Enrollment
-from partnerflow.tasks.outreach import steps as outreach
+from partnerflow.tasks.outreach.batch import send_due
+from partnerflow.tasks.outreach.enrollment import enroll
 from partnerflow.tasks.outreach.sequences import load_sequence_files
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -51,8 +52,8 @@ def sent(outbox) -> list[Message]:
     load_sequence_files()
     with session_scope() as session:
         session.add_all([Prospect(email="a@example.com", name="Ann"), Prospect(email="b@example.com", name="Bo")])
-    outreach.enroll(now=MONDAY_NOON)
-    assert outreach.send_due(now=MONDAY_NOON)["sent"] == 2
+    enroll(now=MONDAY_NOON)
+    assert send_due(now=MONDAY_NOON)["sent"] == 2
     with session_scope() as session:
         return list(session.exec(select(Message).order_by(Message.id)).all())
 
@@ -151,7 +152,7 @@ def test_one_click_unsubscribe_and_link_are_idempotent(client, sent, outbox):
     # Later runs never mail this address again.
     from datetime import timedelta
 
-    outreach.send_due(now=MONDAY_NOON + timedelta(days=30))
+    send_due(now=MONDAY_NOON + timedelta(days=30))
     recipients = [email.message_from_bytes(p.read_bytes())["To"] for p in outbox.glob("*.eml")]
     assert recipients.count(mail["To"]) == 1
 

@@ -14,7 +14,9 @@ from partnerflow.providers.email import OutgoingEmail, get_email_provider
 from partnerflow.providers.email import sendgrid as sg_module
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.settings import get_settings
-from partnerflow.tasks.outreach import steps as outreach
+from partnerflow.tasks.outreach import batch
+from partnerflow.tasks.outreach.batch import send_due
+from partnerflow.tasks.outreach.enrollment import enroll
 from partnerflow.tasks.outreach.sequences import load_sequence_files
 from partnerflow.testing.sendgrid import FakeSendGrid
 
@@ -66,20 +68,20 @@ def test_batches_up_to_1000_personalizations_with_per_recipient_content(provider
 
 
 def test_429_waits_for_retry_after_then_sends(provider, fake, waits):
-    fake.fail_next(429, headers={"Retry-After": "7"})
+    fake.faults.fail_next(429, headers={"Retry-After": "7"})
     outcomes = provider.send_batch(emails(3))
     assert waits == [7.0]
     assert all(o.error is None for o in outcomes) and fake.accepted_messages == 3
 
 
 def test_429_without_retry_after_uses_rate_limit_reset(provider, fake, waits):
-    fake.fail_next(429, headers={"X-RateLimit-Reset": str(int(time.time()) + 20)})
+    fake.faults.fail_next(429, headers={"X-RateLimit-Reset": str(int(time.time()) + 20)})
     provider.send_batch(emails(1))
     assert len(waits) == 1 and 15 <= waits[0] <= 21
 
 
 def test_5xx_retries_with_exponential_backoff_and_jitter(provider, fake, waits):
-    fake.fail_next(500, times=3)
+    fake.faults.fail_next(500, times=3)
     outcomes = provider.send_batch(emails(2))
     assert all(o.error is None for o in outcomes)
     assert fake.attempts == 4
@@ -87,7 +89,7 @@ def test_5xx_retries_with_exponential_backoff_and_jitter(provider, fake, waits):
 
 
 def test_5xx_that_persists_is_retryable_not_permanent(provider, fake, waits):
-    fake.fail_next(503, times=10)
+    fake.faults.fail_next(503, times=10)
     outcomes = provider.send_batch(emails(2))
     assert all(isinstance(o.error, RetryableError) and "503" in o.error.reason for o in outcomes)
     assert fake.attempts == 5 and fake.accepted_messages == 0
@@ -104,14 +106,14 @@ def test_400_fails_only_the_blamed_recipient_with_sendgrid_reason(provider, fake
 
 
 def test_401_is_permanent(provider, fake, waits):
-    fake.fail_next(401, body={"errors": [{"message": "The provided authorization grant is invalid"}]})
+    fake.faults.fail_next(401, body={"errors": [{"message": "The provided authorization grant is invalid"}]})
     [outcome] = provider.send_batch(emails(1))
     assert isinstance(outcome.error, PermanentError) and "authorization grant" in outcome.error.reason
     assert waits == []
 
 
 def test_read_timeout_is_ambiguous_and_not_resent(provider, fake, waits):
-    fake.stall_next(1.5)
+    fake.faults.stall_next(1.5, after_effect=True)
     [outcome] = provider.send_batch(emails(1))
     assert isinstance(outcome.error, AmbiguousError)
     assert fake.attempts == 1 and fake.accepted_messages == 1  # accepted; we must not send again
@@ -131,7 +133,7 @@ def _enroll(n: int) -> None:
     load_sequence_files()
     with session_scope() as session:
         session.add_all([Prospect(email=f"p{i}@example.com", name=f"Pat {i}") for i in range(n)])
-    outreach.enroll(now=MONDAY_NOON)
+    enroll(now=MONDAY_NOON)
 
 
 def _messages() -> list[Message]:
@@ -141,7 +143,7 @@ def _messages() -> list[Message]:
 
 def test_outreach_records_x_message_id_and_custom_args(provider, fake):
     _enroll(3)
-    assert outreach.send_due(now=MONDAY_NOON)["sent"] == 3
+    assert send_due(now=MONDAY_NOON)["sent"] == 3
     [request] = fake.requests
     rows = _messages()
     assert {m.provider_message_id for m in rows} == {request["message_id"]}
@@ -151,12 +153,12 @@ def test_outreach_records_x_message_id_and_custom_args(provider, fake):
 
 def test_ambiguous_timeout_waits_for_the_webhook_instead_of_resending(provider, fake):
     _enroll(2)
-    fake.stall_next(1.5)
-    result = outreach.send_due(now=MONDAY_NOON)
+    fake.faults.stall_next(1.5, after_effect=True)
+    result = send_due(now=MONDAY_NOON)
     assert result["ambiguous"] == 2 and fake.accepted_messages == 2
     assert {m.status for m in _messages()} == {"sending"}
     # The next hourly run does not send again while unconfirmed.
-    result = outreach.send_due(now=MONDAY_NOON + timedelta(hours=1, minutes=1))
+    result = send_due(now=MONDAY_NOON + timedelta(hours=1, minutes=1))
     assert result["awaiting_confirmation"] == 2 and fake.attempts == 1
     # SendGrid's `processed` events confirm them (as the webhook does); then the sequence moves on.
     from partnerflow.web.outreach import apply_sendgrid_events
@@ -164,7 +166,7 @@ def test_ambiguous_timeout_waits_for_the_webhook_instead_of_resending(provider, 
     apply_sendgrid_events([{"event": "processed", "sg_event_id": f"e{m.id}", "pf_message_id": str(m.id),
                             "timestamp": int(MONDAY_NOON.timestamp())} for m in _messages()])
     assert {m.status for m in _messages()} == {"sent"}
-    outreach.send_due(now=MONDAY_NOON + timedelta(hours=2, minutes=2))
+    send_due(now=MONDAY_NOON + timedelta(hours=2, minutes=2))
     with session_scope() as session:
         assert {e.current_step for e in session.exec(select(Enrollment)).all()} == {1}
     assert fake.attempts == 1
@@ -172,25 +174,25 @@ def test_ambiguous_timeout_waits_for_the_webhook_instead_of_resending(provider, 
 
 def test_crash_after_sendgrid_accepted_does_not_resend(provider, fake, monkeypatch):
     _enroll(2)
-    real = outreach._record
-    monkeypatch.setattr(outreach, "_record", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    real = batch.record_outcomes
+    monkeypatch.setattr(batch, "record_outcomes", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
     with pytest.raises(SystemExit):
-        outreach.send_due(now=MONDAY_NOON)
-    monkeypatch.setattr(outreach, "_record", real)
-    outreach.send_due(now=MONDAY_NOON + timedelta(hours=1))
+        send_due(now=MONDAY_NOON)
+    monkeypatch.setattr(batch, "record_outcomes", real)
+    send_due(now=MONDAY_NOON + timedelta(hours=1))
     assert fake.attempts == 1 and fake.accepted_messages == 2
     # Never confirmed within the reconcile window: marked failed, not re-sent, the sequence moves on.
-    result = outreach.send_due(now=MONDAY_NOON + timedelta(days=1, hours=1))
+    result = send_due(now=MONDAY_NOON + timedelta(days=1, hours=1))
     assert result["unconfirmed"] == 2 and fake.attempts == 1
     assert {m.status for m in _messages()} == {"failed"}
 
 
 def test_provider_outage_leaves_messages_pending_for_the_next_run(provider, fake):
     _enroll(2)
-    fake.fail_next(500, times=5)  # the first try and all 4 retries
-    result = outreach.send_due(now=MONDAY_NOON)
+    fake.faults.fail_next(500, times=5)  # the first try and all 4 retries
+    result = send_due(now=MONDAY_NOON)
     assert result["retry_later"] == 2 and fake.accepted_messages == 0
     assert {m.status for m in _messages()} == {"pending"}
-    result = outreach.send_due(now=MONDAY_NOON + timedelta(hours=1))
+    result = send_due(now=MONDAY_NOON + timedelta(hours=1))
     assert result["sent"] == 2 and fake.accepted_messages == 2
     assert len(_messages()) == 2
