@@ -7,7 +7,6 @@ webhooks carry the shared secret as-is in `X-Documenso-Secret`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -20,6 +19,10 @@ from fastapi.responses import JSONResponse, Response
 from partnerflow.testing.local_server import FakeProvider
 
 FAKE_PDF = b"%PDF-1.7\n% fake documenso signed document\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
 
 
 @dataclass
@@ -64,39 +67,25 @@ class FakeDocumenso(FakeProvider):
         }).encode()
         return body, {"Content-Type": "application/json", "X-Documenso-Secret": secret or self.webhook_secret}
 
+    def refuse(self, request: Request) -> Response | None:
+        if request.url.path.startswith("/api/") and \
+                request.headers.get("authorization", "").removeprefix("Bearer ") != self.api_key:
+            return _error(401, "Unauthorized")
+        return None
+
     def _build(self) -> FastAPI:
         app = FastAPI()
         fake = self
         base = "/api/v1/documents"
-
-        def error(status: int, message: str) -> JSONResponse:
-            return JSONResponse({"message": message}, status_code=status)
-
-        @app.middleware("http")
-        async def faults_and_auth(request: Request, call_next):
-            fake.received.append((request.method, request.url.path))
-            if request.url.path.startswith("/api/") and \
-                    request.headers.get("authorization", "").removeprefix("Bearer ") != fake.api_key:
-                return error(401, "Unauthorized")
-            fault = fake.faults.take(request.url.path)
-            if fault and fault["kind"] == "status":
-                return JSONResponse(fault["body"] or {"message": f"injected {fault['status']}"},
-                                    status_code=fault["status"], headers=fault["headers"])
-            if fault and fault["kind"] == "stall" and not fault["after"]:
-                await asyncio.sleep(fault["seconds"])
-            response = await call_next(request)
-            if fault and fault["kind"] == "stall" and fault["after"]:
-                await asyncio.sleep(fault["seconds"])
-            return response
 
         @app.post(base)
         async def create(request: Request):
             body = await request.json()
             recipients = body.get("recipients") or []
             if not body.get("title") or not recipients:
-                return error(400, "title and recipients are required")
+                return _error(400, "title and recipients are required")
             if not all("@" in (r.get("email") or "") for r in recipients):
-                return error(400, "Invalid email")
+                return _error(400, "Invalid email")
             doc = FakeDocument(id=next(fake._ids), title=body["title"], external_id=body.get("externalId"),
                                recipients=recipients, upload_token=uuid.uuid4().hex)
             fake.documents[doc.id] = doc
@@ -118,9 +107,9 @@ class FakeDocumenso(FakeProvider):
         async def send(document_id: int):
             doc = fake.documents.get(document_id)
             if doc is None or doc.status == "DELETED":
-                return error(404, "Document not found")
+                return _error(404, "Document not found")
             if not doc.pdf or not doc.pdf.startswith(b"%PDF"):
-                return error(400, "Document data is missing or not a PDF")
+                return _error(400, "Document data is missing or not a PDF")
             doc.status = "PENDING"
             return {"message": "Document sent for signing successfully", "id": doc.id, "status": doc.status}
 
@@ -134,14 +123,14 @@ class FakeDocumenso(FakeProvider):
         async def get_document(document_id: int):
             doc = fake.documents.get(document_id)
             if doc is None or doc.status == "DELETED":
-                return error(404, "Document not found")
+                return _error(404, "Document not found")
             return doc.as_json()
 
         @app.delete(base + "/{document_id}")
         async def delete(document_id: int):
             doc = fake.documents.get(document_id)
             if doc is None or doc.status == "DELETED":
-                return error(404, "Document not found")
+                return _error(404, "Document not found")
             doc.status = "DELETED"
             return doc.as_json()
 
@@ -149,7 +138,7 @@ class FakeDocumenso(FakeProvider):
         async def download(document_id: int):
             doc = fake.documents.get(document_id)
             if doc is None or doc.status != "COMPLETED":
-                return error(404, "Document not found or not completed")
+                return _error(404, "Document not found or not completed")
             return {"downloadUrl": f"{fake.url}/files/{doc.id}.pdf"}
 
         @app.get("/files/{name}")

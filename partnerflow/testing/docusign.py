@@ -7,7 +7,6 @@ JSON (SIM) notifications signed in `X-DocuSign-Signature-1` = base64(HMAC-SHA256
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -77,27 +76,19 @@ class FakeDocuSign(FakeProvider):
     def _error(self, status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"errorCode": code, "message": message}, status_code=status)
 
+    def refuse(self, request: Request) -> Response | None:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return self._error(401, "USER_AUTHENTICATION_FAILED", "One or both of Username and Password are invalid.")
+        return None
+
+    def error_body(self, status: int) -> dict:
+        code = "HOURLY_APIINVOCATION_LIMIT_EXCEEDED" if status == 429 else "UNSPECIFIED_ERROR"
+        return {"errorCode": code, "message": f"injected {status}"}
+
     def _build(self) -> FastAPI:
         app = FastAPI()
         fake = self
         prefix = "/restapi/v2.1/accounts/{account_id}/envelopes"
-
-        @app.middleware("http")
-        async def faults_and_auth(request: Request, call_next):
-            fake.received.append((request.method, request.url.path))
-            if request.headers.get("authorization") != f"Bearer {fake.token}":
-                return fake._error(401, "USER_AUTHENTICATION_FAILED", "One or both of Username and Password are invalid.")
-            fault = fake.faults.take(request.url.path)
-            if fault and fault["kind"] == "status":
-                body = fault["body"] or {"errorCode": "HOURLY_APIINVOCATION_LIMIT_EXCEEDED" if fault["status"] == 429
-                                         else "UNSPECIFIED_ERROR", "message": f"injected {fault['status']}"}
-                return JSONResponse(body, status_code=fault["status"], headers=fault["headers"])
-            if fault and fault["kind"] == "stall" and not fault["after"]:
-                await asyncio.sleep(fault["seconds"])
-            response = await call_next(request)
-            if fault and fault["kind"] == "stall" and fault["after"]:
-                await asyncio.sleep(fault["seconds"])
-            return response
 
         def account_ok(account_id: str) -> bool:
             return account_id == fake.account_id

@@ -8,7 +8,6 @@ HMAC-SHA256(api key, event_time + event_type) in a multipart `json` field.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -99,34 +98,20 @@ class FakeDropboxSign(FakeProvider):
     def _error(self, status: int, name: str, msg: str, headers: dict | None = None) -> JSONResponse:
         return JSONResponse({"error": {"error_msg": msg, "error_name": name}}, status_code=status, headers=headers)
 
-    def _authorized(self, request: Request) -> bool:
+    def refuse(self, request: Request) -> Response | None:
         header = request.headers.get("authorization", "")
-        if not header.startswith("Basic "):
-            return False
-        user, _, _password = base64.b64decode(header[6:]).decode().partition(":")
-        return hmac.compare_digest(user, self.api_key)
+        user = base64.b64decode(header[6:]).decode().partition(":")[0] if header.startswith("Basic ") else ""
+        if not hmac.compare_digest(user, self.api_key):
+            return self._error(401, "unauthorized", "Unauthorized api key")
+        return None
+
+    def error_body(self, status: int) -> dict:
+        return {"error": {"error_msg": f"injected {status}",
+                          "error_name": "exceeded_rate" if status == 429 else "internal_error"}}
 
     def _build(self) -> FastAPI:
         app = FastAPI()
         fake = self
-
-        @app.middleware("http")
-        async def faults_and_auth(request: Request, call_next):
-            fake.received.append((request.method, request.url.path))
-            if not fake._authorized(request):
-                return fake._error(401, "unauthorized", "Unauthorized api key")
-            fault = fake.faults.take(request.url.path)
-            if fault and fault["kind"] == "status":
-                body = fault["body"] or {"error": {"error_msg": f"injected {fault['status']}",
-                                                   "error_name": "exceeded_rate" if fault["status"] == 429
-                                                   else "internal_error"}}
-                return JSONResponse(body, status_code=fault["status"], headers=fault["headers"])
-            if fault and fault["kind"] == "stall" and not fault["after"]:
-                await asyncio.sleep(fault["seconds"])
-            response = await call_next(request)
-            if fault and fault["kind"] == "stall" and fault["after"]:
-                await asyncio.sleep(fault["seconds"])
-            return response
 
         @app.post("/v3/signature_request/send")
         async def send(request: Request):

@@ -1,4 +1,4 @@
-"""Run a small ASGI app (a fake SaaS API) on 127.0.0.1:<free port> in a background thread."""
+"""What every fake SaaS API shares: served on 127.0.0.1:<free port>, the calls it received, its faults."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import threading
 import time
 
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from partnerflow.testing.faults import Faults, play
 
 
 class LocalServer:
+    """Run an ASGI app on 127.0.0.1:<free port> in a daemon thread; the port is known before it starts."""
+
     def __init__(self, app):
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,59 +41,64 @@ class LocalServer:
         self._sock.close()
 
 
-class Faults:
-    """Faults injected into the next matching requests: an error status, or a stall (timeout).
-
-    `stall_after=True` stalls after the request took effect (the ambiguous case: created, but the
-    client timed out before seeing the answer).
-    """
-
-    def __init__(self):
-        self._queue: list[dict] = []
-        self._lock = threading.Lock()
-
-    def fail_next(self, status: int, *, times: int = 1, headers: dict | None = None, body: dict | None = None,
-                  path_contains: str = "") -> None:
-        with self._lock:
-            for _ in range(times):
-                self._queue.append({"kind": "status", "status": status, "headers": headers or {},
-                                    "body": body, "path": path_contains})
-
-    def stall_next(self, seconds: float, *, after_effect: bool = False, path_contains: str = "") -> None:
-        with self._lock:
-            self._queue.append({"kind": "stall", "seconds": seconds, "after": after_effect, "path": path_contains})
-
-    def take(self, path: str) -> dict | None:
-        with self._lock:
-            for i, fault in enumerate(self._queue):
-                if fault["path"] in path:
-                    return self._queue.pop(i)
-        return None
-
-
 class FakeProvider:
-    """What every fake SaaS API shares: its app served on a free port, the calls it received, its faults.
+    """The base of every fake: `start()`/`stop()` or `with`, `url`, `received` calls, `faults`.
 
-    Subclasses set `self.app` (via `_build()`) in their __init__ after calling super().__init__().
+    A subclass sets `self.app` (its routes) after calling super().__init__(), and may give:
+    - `refuse(request)`: the answer to a request refused before anything else (authentication);
+    - `error_body(status)`: the vendor's error body for an injected status;
+    - `fault_method` / `fault_path`: the requests its faults aim at when a test does not say.
+    Every request passes here first: it is recorded, maybe refused, then served under the next fault.
     """
+
+    fault_method: str | None = None
+    fault_path: str = ""
 
     def __init__(self):
         self.received: list[tuple[str, str]] = []  # (method, path) of every call
-        self.faults = Faults()
-        self._server: LocalServer | None = None
+        self.faults = Faults(method=self.fault_method, path_contains=self.fault_path)
+        self.app = None
+        self._server = LocalServer(self)
 
     def start(self):
-        self._server = LocalServer(self.app).start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._server:
-            self._server.stop()
+        self._server.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     @property
     def url(self) -> str:
         return self._server.url
 
-    def calls(self, method: str, path_part: str) -> int:
+    def calls(self, method: str, path_part: str = "") -> int:
         """How many `method` requests had `path_part` in their path."""
         return sum(1 for m, p in self.received if m == method and path_part in p)
+
+    def refuse(self, request: Request) -> Response | None:
+        return None
+
+    def error_body(self, status: int) -> dict:
+        return {"message": f"injected {status}"}
+
+    def error_response(self, status: int, body: dict | None, headers: dict) -> Response:
+        return JSONResponse(self.error_body(status) if body is None else body, status_code=status, headers=headers)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)  # headers only: the body stays unread for the app
+        self.received.append((request.method, request.url.path))
+        refusal = self.refuse(request)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        fault = self.faults.take(request.method, request.url.path)
+        if fault is None:
+            return await self.app(scope, receive, send)
+        await play(fault, self.app, self.error_response, scope, receive, send)

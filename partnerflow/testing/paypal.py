@@ -8,14 +8,13 @@ What it reproduces:
   the original payout) — PayPal's own dedupe; VALIDATION_ERROR for malformed items;
 - `GET /v1/payments/payouts/{id}`: batch and item statuses. Items settle on the first read when
   `settle_on_read` is set: SUCCESS, or FAILED / UNCLAIMED for receivers listed in `outcomes`;
-- injected faults (rail_server.FaultPlan): 429 with Retry-After, 5xx, stalls before/after the batch
-  is created.
+- injected faults (partnerflow.testing.faults), aimed at batch creation: 429 with Retry-After, 5xx,
+  stalls before/after the batch is created, a connection dropped after it.
 `items()` is the provider's own record of every payment made.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import re
@@ -23,10 +22,10 @@ import threading
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from partnerflow.testing.rail_server import FaultPlan, ServedApp
+from partnerflow.testing.local_server import FakeProvider
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret"
@@ -34,25 +33,28 @@ CLIENT_SECRET = "fake-client-secret"
 _AMOUNT = re.compile(r"^\d+(\.\d{1,2})?$")
 
 
-def _error(status: int, name: str, message: str, details: list | None = None, links: list | None = None,
-           headers: dict | None = None) -> JSONResponse:
+def _error(status: int, name: str, message: str, details: list | None = None,
+           links: list | None = None) -> JSONResponse:
     body = {"name": name, "message": message, "debug_id": "fakedebug01"}
     if details:
         body["details"] = details
     if links:
         body["links"] = links
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status)
 
 
-class FakePayPal:
+class FakePayPal(FakeProvider):
+    fault_method = "POST"
+    fault_path = "/v1/payments/payouts"  # not the token: faults hit the payment itself
+
     def __init__(self):
+        super().__init__()
         self.batches: dict[str, dict] = {}  # payout_batch_id -> {"header":..., "items":[...]}
         self.by_sender_batch_id: dict[str, str] = {}
         self.outcomes: dict[str, tuple[str, str]] = {}  # receiver -> (transaction_status, error name)
         self.settle_on_read = True
         self.token_requests = 0
         self.create_requests = 0
-        self.faults = FaultPlan()
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -61,15 +63,6 @@ class FakePayPal:
             Route("/v1/payments/payouts", self._create, methods=["POST"]),
             Route("/v1/payments/payouts/{batch_id}", self._get, methods=["GET"]),
         ])
-        self._served = ServedApp(self.app)
-        self.url = self._served.url
-
-    def __enter__(self) -> FakePayPal:
-        self._served.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._served.stop()
 
     # --- what tests look at / steer ---
     def items(self) -> list[dict]:
@@ -96,31 +89,28 @@ class FakePayPal:
         return JSONResponse({"scope": "https://uri.paypal.com/services/payments/payouts", "access_token": token,
                              "token_type": "Bearer", "app_id": "APP-FAKE", "expires_in": 32400})
 
-    def _authorized(self, request: Request) -> bool:
+    def refuse(self, request: Request) -> Response | None:
+        if request.url.path == "/v1/oauth2/token":
+            return None  # client credentials, checked there
         auth = request.headers.get("authorization", "")
-        return auth.startswith("Bearer ") and auth[len("Bearer "):] in self._tokens
+        if not (auth.startswith("Bearer ") and auth[len("Bearer "):] in self._tokens):
+            return JSONResponse({"error": "invalid_token", "error_description": "Access Token not found in cache"},
+                                status_code=401)
+        return None
+
+    def error_body(self, status: int) -> dict:
+        name, message = {429: ("RATE_LIMIT_REACHED", "Too many requests. Blocked due to rate limiting."),
+                         503: ("SERVICE_UNAVAILABLE", "Service unavailable.")}.get(
+            status, ("INTERNAL_SERVER_ERROR", "An internal server error occurred."))
+        return {"name": name, "message": message, "debug_id": "fakedebug01"}
 
     def _link(self, batch_id: str) -> dict:
         return {"href": f"{self.url}/v1/payments/payouts/{batch_id}", "rel": "self", "method": "GET",
                 "encType": "application/json"}
 
     async def _create(self, request: Request):
-        if not self._authorized(request):
-            return JSONResponse({"error": "invalid_token", "error_description": "Access Token not found in cache"},
-                                status_code=401)
         body = await request.json()
         self.create_requests += 1
-        fault = self.faults.take("POST", request.url.path)
-        if fault and fault.kind == "status":
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            if fault.status == 429:
-                return _error(429, "RATE_LIMIT_REACHED", "Too many requests. Blocked due to rate limiting.",
-                              headers=headers)
-            return _error(fault.status, "INTERNAL_SERVER_ERROR", "An internal server error occurred.",
-                          headers=headers)
-        if fault and fault.kind == "stall" and not fault.after_effect:
-            await asyncio.sleep(fault.seconds)
-            return _error(503, "SERVICE_UNAVAILABLE", "Service unavailable.")
         header = body.get("sender_batch_header") or {}
         sender_batch_id = header.get("sender_batch_id")
         items = body.get("items") or []
@@ -133,8 +123,6 @@ class FakePayPal:
                 batch_id = f"FAKEBATCH{next(self._ids):06d}"
                 self.by_sender_batch_id[sender_batch_id] = batch_id
                 self.batches[batch_id] = self._new_batch(batch_id, header, items)
-        if fault and fault.kind == "stall" and fault.after_effect:
-            await asyncio.sleep(fault.seconds)  # done (or found done), but the client gives up before it hears
         if existing is not None:
             return _error(400, "USER_BUSINESS_ERROR", f"Batch with given sender_batch_id already exists: "
                           f"{sender_batch_id}", details=[{"field": "sender_batch_id", "location": "body",
@@ -194,9 +182,6 @@ class FakePayPal:
         batch["header"]["batch_status"] = "SUCCESS"
 
     async def _get(self, request: Request):
-        if not self._authorized(request):
-            return JSONResponse({"error": "invalid_token", "error_description": "Access Token not found in cache"},
-                                status_code=401)
         batch = self.batches.get(request.path_params["batch_id"])
         if batch is None:
             return _error(404, "INVALID_RESOURCE_ID", "Requested resource ID was not found.")

@@ -6,15 +6,14 @@ What it reproduces, because our exactly-once guarantees lean on it:
   it (header `Idempotent-Replayed: true`), different parameters -> 400 idempotency_error, a repeat
   while the first is still running -> 409 idempotency_error;
 - unknown destination -> 400 resource_missing; `GET /v1/transfers?transfer_group=` listing;
-- injected faults (see rail_server.FaultPlan): 429 with Retry-After, 5xx, stalls before or after
-  the transfer is created.
+- injected faults (partnerflow.testing.faults), aimed at its writes: 429 with Retry-After, 5xx,
+  stalls before or after the transfer is created, a connection dropped after it.
 `transfers` is the provider's own record: tests assert on it that each payout was paid once.
 `signed_event(...)` builds a webhook delivery signed the way Stripe signs them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
@@ -24,23 +23,22 @@ import time
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from partnerflow.testing.rail_server import FaultPlan, ServedApp
+from partnerflow.testing.local_server import FakeProvider
 
 API_KEY = "sk_test_fake_platform_key"
 WEBHOOK_SECRET = "whsec_test_fake_secret"
 
 
-def _error(status: int, type_: str, message: str, code: str | None = None, param: str | None = None,
-           headers: dict | None = None) -> JSONResponse:
+def _error(status: int, type_: str, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
     body = {"type": type_, "message": message}
     if code:
         body["code"] = code
     if param:
         body["param"] = param
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSONResponse({"error": body}, status_code=status)
 
 
 _event_ids = itertools.count(1)
@@ -60,12 +58,14 @@ def signed_event(event_type: str, obj: dict, *, secret: str = WEBHOOK_SECRET, ti
     return raw, {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
 
 
-class FakeStripe:
+class FakeStripe(FakeProvider):
+    fault_method = "POST"  # reads are never faulted: they are how a caller finds out what happened
+
     def __init__(self, accounts: tuple[str, ...] = ("acct_partner_one", "acct_partner_two", "acct_partner_three")):
+        super().__init__()
         self.accounts = set(accounts)
         self.transfers: dict[str, dict] = {}
-        self.requests: list[dict] = []  # every POST as received: key, params
-        self.faults = FaultPlan()
+        self.requests: list[dict] = []  # every transfer POST that got past the faults: key, params
         self._saved: dict[str, tuple[str, int, dict]] = {}  # idempotency key -> (params, status, body)
         self._running: set[str] = set()
         self._lock = threading.Lock()
@@ -75,15 +75,6 @@ class FakeStripe:
             Route("/v1/transfers", self._list_transfers, methods=["GET"]),
             Route("/v1/transfers/{transfer_id}", self._get_transfer, methods=["GET"]),
         ])
-        self._served = ServedApp(self.app)
-        self.url = self._served.url
-
-    def __enter__(self) -> FakeStripe:
-        self._served.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._served.stop()
 
     # --- what tests look at ---
     def transfers_to(self, destination: str) -> list[dict]:
@@ -97,26 +88,22 @@ class FakeStripe:
         return [t for t in self.transfers.values() if t["transfer_group"] == group]
 
     # --- the API ---
-    def _authorized(self, request: Request) -> bool:
-        return request.headers.get("authorization") == f"Bearer {API_KEY}"
+    def refuse(self, request: Request) -> Response | None:
+        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+            return _error(401, "invalid_request_error", "Invalid API Key provided.")
+        return None
+
+    def error_body(self, status: int) -> dict:
+        if status == 429:
+            return {"error": {"type": "rate_limit_error", "code": "rate_limit",
+                              "message": "Too many requests hit the API too quickly."}}
+        return {"error": {"type": "api_error", "message": "Something went wrong on Stripe's end."}}
 
     async def _create_transfer(self, request: Request):
-        if not self._authorized(request):
-            return _error(401, "invalid_request_error", "Invalid API Key provided.")
         form = await request.form()
-        params = {k: v for k, v in form.multi_items()}
+        params = dict(form.multi_items())
         key = request.headers.get("idempotency-key")
         self.requests.append({"key": key, "params": params})
-        fault = self.faults.take("POST", request.url.path)
-        if fault and fault.kind == "status":
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            if fault.status == 429:
-                return _error(429, "rate_limit_error", "Too many requests hit the API too quickly.",
-                              code="rate_limit", headers=headers)
-            return _error(fault.status, "api_error", "Something went wrong on Stripe's end.", headers=headers)
-        if fault and fault.kind == "stall" and not fault.after_effect:
-            await asyncio.sleep(fault.seconds)  # hangs, then gives up without doing anything
-            return _error(504, "api_error", "Gateway timeout.")
         fingerprint = json.dumps(sorted(params.items()))
         if key:
             with self._lock:
@@ -130,8 +117,6 @@ class FakeStripe:
                 if saved[0] != fingerprint:
                     return _error(400, "idempotency_error", "Keys for idempotent requests can only be used with "
                                   "the same parameters they were first used with.")
-                if fault and fault.kind == "stall" and fault.after_effect:
-                    await asyncio.sleep(fault.seconds)
                 return JSONResponse(saved[2], status_code=saved[1], headers={"Idempotent-Replayed": "true"})
         try:
             status, body = self._make_transfer(params)
@@ -142,8 +127,6 @@ class FakeStripe:
             if key:
                 with self._lock:
                     self._running.discard(key)
-        if fault and fault.kind == "stall" and fault.after_effect:
-            await asyncio.sleep(fault.seconds)  # done, but the client gives up before it hears so
         return JSONResponse(body, status_code=status)
 
     def _make_transfer(self, params: dict) -> tuple[int, dict]:
@@ -170,8 +153,6 @@ class FakeStripe:
         return 200, transfer
 
     async def _list_transfers(self, request: Request):
-        if not self._authorized(request):
-            return _error(401, "invalid_request_error", "Invalid API Key provided.")
         group = request.query_params.get("transfer_group")
         destination = request.query_params.get("destination")
         data = [t for t in self.transfers.values()
@@ -181,8 +162,6 @@ class FakeStripe:
         return JSONResponse({"object": "list", "url": "/v1/transfers", "has_more": False, "data": data})
 
     async def _get_transfer(self, request: Request):
-        if not self._authorized(request):
-            return _error(401, "invalid_request_error", "Invalid API Key provided.")
         transfer = self.transfers.get(request.path_params["transfer_id"])
         if transfer is None:
             return _error(404, "invalid_request_error", "No such transfer", code="resource_missing", param="id")

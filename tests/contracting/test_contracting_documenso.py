@@ -33,7 +33,7 @@ def fake():
 def dso(fake, configure):
     fake.documents.clear()
     fake.received.clear()
-    fake.faults._queue.clear()
+    fake.faults.clear()
     configure(documenso_api_key=fake.api_key, documenso_api_host=fake.url,
               documenso_webhook_secret=fake.webhook_secret, esign_timeout_seconds=3)
     return DocumensoProvider(get_settings().esign)

@@ -32,7 +32,7 @@ def fake():
 def ds(fake, configure):
     fake.envelopes.clear()
     fake.received.clear()
-    fake.faults._queue.clear()
+    fake.faults.clear()
     configure(esign_provider="docusign", docusign_access_token=fake.token, docusign_account_id=fake.account_id,
               docusign_api_host=fake.url, docusign_connect_hmac_key=fake.hmac_key, esign_timeout_seconds=3)
     return DocuSignProvider(get_settings().esign)

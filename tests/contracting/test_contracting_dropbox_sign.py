@@ -35,7 +35,7 @@ def fake():
 def dbs(fake, configure):
     fake.requests.clear()
     fake.received.clear()
-    fake.faults._queue.clear()
+    fake.faults.clear()
     configure(esign_provider="dropbox_sign", dropbox_sign_api_key=fake.api_key, dropbox_sign_api_host=fake.url,
               esign_timeout_seconds=3)
     return DropboxSignProvider(get_settings().esign)
@@ -286,7 +286,7 @@ def test_two_workers_sending_the_same_request_create_it_once(dbs, fake):
     import threading
 
     row = contract_out_for_signature("dropbox_sign")
-    fake.faults.stall_next(0.5, path_contains="/send")  # keep the first create in flight
+    fake.faults.delay_next(0.5, path_contains="/send")  # keep the first create in flight
     barrier = threading.Barrier(2)
     results: list = []
 

@@ -64,14 +64,14 @@ def test_paying_again_reads_the_original_batch_instead_of_paying_twice(rail, pay
 
 
 def test_accepted_then_timeout_pays_once(rail, paypal):
-    paypal.faults.stall(1.5, after_effect=True)  # PayPal creates the batch; we give up after 0.5 s
+    paypal.faults.stall_next(1.5, after_effect=True)  # PayPal creates the batch; we give up after 0.5 s
     result = rail.pay(instruction())
     assert len(paypal.items_for("payout:1:7")) == 1
     assert result.provider_ref in paypal.batches
 
 
 def test_nothing_heard_at_all_is_ambiguous_and_the_next_run_pays_once(rail, paypal):
-    paypal.faults.stall(1.5, after_effect=True, times=4)
+    paypal.faults.stall_next(1.5, after_effect=True, times=4)
     with pytest.raises(AmbiguousError):
         rail.pay(instruction())
     assert len(paypal.items()) == 1  # the first attempt went through
@@ -80,12 +80,12 @@ def test_nothing_heard_at_all_is_ambiguous_and_the_next_run_pays_once(rail, payp
 
 
 def test_rate_limits_and_server_errors_are_retried(rail, paypal, sleeps):
-    paypal.faults.status(429, retry_after=2)
-    paypal.faults.status(503)
+    paypal.faults.fail_next(429, retry_after=2)
+    paypal.faults.fail_next(503)
     assert rail.pay(instruction()).status == "processing"
     assert sleeps[0] == 2.0 and len(sleeps) == 2
     assert len(paypal.items()) == 1
-    paypal.faults.status(503, times=4)
+    paypal.faults.fail_next(503, times=4)
     with pytest.raises(RetryableError):
         rail.pay(instruction("payout:1:8"))
     assert len(paypal.items()) == 1
@@ -171,7 +171,7 @@ def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal
                      {"partner_id": two, "amount_minor": 55555, "external_id": "b"}])
     compute_commissions(now=after_lock())
     paypal.settle_on_read = False  # PayPal still working on it when the flow ends
-    paypal.faults.stall(1.5, after_effect=True)  # the first batch is accepted, its answer lost
+    paypal.faults.stall_next(1.5, after_effect=True)  # the first batch is accepted, its answer lost
     result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
     assert result["status"] == "approved" and result["paid"] == 0  # processing at PayPal
     paid = sorted((i["payout_item"]["receiver"], i["payout_item"]["amount"]["value"]) for i in paypal.items())

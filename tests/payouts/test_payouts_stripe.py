@@ -62,16 +62,16 @@ def test_paying_again_finds_the_transfer_even_after_stripe_forgot_the_key(rail, 
 
 
 def test_rate_limit_waits_as_told(rail, stripe, sleeps):
-    stripe.faults.status(429, times=2, retry_after=3)
+    stripe.faults.fail_next(429, times=2, retry_after=3)
     assert rail.pay(instruction()).status == "paid"
     assert sleeps == [3.0, 3.0]
     assert len(stripe.transfers) == 1
 
 
 def test_server_errors_are_retried_then_reported_retryable(rail, stripe, sleeps):
-    stripe.faults.status(503, times=2)
+    stripe.faults.fail_next(503, times=2)
     assert rail.pay(instruction(1)).status == "paid"
-    stripe.faults.status(503, times=4)
+    stripe.faults.fail_next(503, times=4)
     with pytest.raises(RetryableError) as err:
         rail.pay(instruction(2))
     assert not isinstance(err.value, AmbiguousError)  # 503 means nothing was done
@@ -79,7 +79,7 @@ def test_server_errors_are_retried_then_reported_retryable(rail, stripe, sleeps)
 
 
 def test_accepted_then_timeout_is_retried_with_the_same_key_and_pays_once(rail, stripe):
-    stripe.faults.stall(1.5, after_effect=True)  # Stripe creates the transfer, we time out (0.5 s)
+    stripe.faults.stall_next(1.5, after_effect=True)  # Stripe creates the transfer, we time out (0.5 s)
     result = rail.pay(instruction())
     assert result.status == "paid"
     assert len(stripe.transfers) == 1
@@ -88,13 +88,13 @@ def test_accepted_then_timeout_is_retried_with_the_same_key_and_pays_once(rail, 
 
 
 def test_no_answer_at_all_is_resolved_from_stripes_record(rail, stripe):
-    stripe.faults.stall(1.5, after_effect=True, times=4)  # every attempt times out, the first one paid
+    stripe.faults.stall_next(1.5, after_effect=True, times=4)  # every attempt times out, the first one paid
     result = rail.pay(instruction())
     assert result.status == "paid" and len(stripe.transfers) == 1
 
 
 def test_timeout_before_stripe_acted_is_ambiguous_and_pays_nothing(rail, stripe):
-    stripe.faults.stall(1.5, after_effect=False, times=4)
+    stripe.faults.stall_next(1.5, after_effect=False, times=4)
     with pytest.raises(AmbiguousError):
         rail.pay(instruction())
     assert stripe.transfers == {}
@@ -152,7 +152,7 @@ def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, out
     add_conversions([{"partner_id": one, "amount_minor": 100000, "external_id": "a"},
                      {"partner_id": two, "amount_minor": 55555, "external_id": "b"}])
     compute_commissions(now=after_lock())
-    stripe.faults.stall(1.5, after_effect=True)  # the first transfer is made, its answer lost
+    stripe.faults.stall_next(1.5, after_effect=True)  # the first transfer is made, its answer lost
     result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
     assert result["status"] == "paid" and result["paid"] == 2
     amounts = sorted((t["destination"], t["amount"], t["currency"]) for t in stripe.transfers.values())
