@@ -1,8 +1,9 @@
-"""Tables: compliance (issue 6) — findings, sanctions screenings, sanctions list versions, promo pages."""
+"""Tables: compliance — findings, sanctions screenings, sanctions list versions, promotional pages."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, UniqueConstraint
@@ -11,25 +12,58 @@ from sqlmodel import Field, SQLModel
 from partnerflow.models.types import UTCDateTime, utcnow
 
 
-class FindingStatus:
+class FindingStatus(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"  # a person saw it and acted (hold, suspend, notify); still unresolved
     RESOLVED = "resolved"  # the problem is gone (a fixed page) or a person closed it
     DISMISSED = "dismissed"  # a person decided it is not a problem (reason required)
-    ACTIVE = (OPEN, ACKNOWLEDGED)
-    ALL = (OPEN, ACKNOWLEDGED, RESOLVED, DISMISSED)
 
 
-class FindingKind:
+ACTIVE_STATUSES = (FindingStatus.OPEN, FindingStatus.ACKNOWLEDGED)  # still to be dealt with; may hold payouts
+
+
+class FindingKind(StrEnum):
     DISCLOSURE = "disclosure"
     BRAND_RULE = "brand_rule"
     COULD_NOT_CHECK = "could_not_check"
     SANCTIONS = "sanctions"
     FRAUD = "fraud"
-    ALL = (DISCLOSURE, BRAND_RULE, COULD_NOT_CHECK, SANCTIONS, FRAUD)
 
 
-SEVERITIES = ("low", "medium", "high", "critical")
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+SEVERITIES = tuple(Severity)  # in rising order
+
+
+class PageResult(StrEnum):
+    """A page's last check: OK, or COULD_NOT_CHECK followed by ":<reason>"."""
+
+    OK = "ok"
+    COULD_NOT_CHECK = "could_not_check"
+
+
+class FindingAction(StrEnum):
+    """What a person (or the policy) can do about findings."""
+
+    WITHHOLD_PAYOUTS = "withhold_payouts"
+    SUSPEND_PARTNER = "suspend_partner"
+    NOTIFY_PARTNER = "notify_partner"
+    DISMISS = "dismiss"
+    RESOLVE = "resolve"
+
+
+class ScreeningResult(StrEnum):
+    """The outcome of screening a name; only MATCH and CLEAR are stored on a SanctionsScreening."""
+
+    MATCH = "match"
+    CLEAR = "clear"
+    NOT_CONFIGURED = "not_configured"  # no list is configured
+    UNAVAILABLE = "unavailable"  # the list could not be read: not screened, never clear
 
 
 class Finding(SQLModel, table=True):
@@ -41,13 +75,13 @@ class Finding(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     partner_id: int = Field(foreign_key="partner.id", index=True)
-    kind: str = Field(index=True)  # FindingKind
+    kind: str = Field(index=True)  # a FindingKind
     rule: str  # e.g. "disclosure.missing", "claims.income", "fraud.self_referral", "fetch.timeout"
-    severity: str = Field(index=True)  # low | medium | high | critical
+    severity: str = Field(index=True)  # a Severity
     title: str = ""
     url: str | None = None
     evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default=FindingStatus.OPEN, index=True)
+    status: str = Field(default=FindingStatus.OPEN, index=True)  # a FindingStatus
     status_reason: str | None = None
     owner: str | None = None
     blocking: bool = False  # holds the partner's payouts while open/acknowledged
@@ -92,7 +126,7 @@ class SanctionsScreening(SQLModel, table=True):
     country: str = ""
     list_checksum: str = Field(index=True)
     list_date: str | None = None
-    result: str  # clear | match
+    result: str  # ScreeningResult.MATCH or CLEAR
     matches: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     screened_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -108,7 +142,7 @@ class PartnerPage(SQLModel, table=True):
     url: str
     active: bool = True
     last_checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    last_result: str | None = None  # ok | could_not_check:<reason>
+    last_result: str | None = None  # PageResult.OK, or "could_not_check:<reason>"
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -8,6 +8,8 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: each command imports what it needs, so `partnerflow --help` starts fast.
+
 compliance_app = typer.Typer(no_args_is_help=True, help="Compliance checks and partner pages.")
 findings_app = typer.Typer(no_args_is_help=True, help="Compliance findings.")
 app.add_typer(compliance_app, name="compliance")
@@ -42,28 +44,19 @@ def compliance_add_page(partner: int = typer.Option(..., "--partner"), url: str 
 
 @findings_app.command("list")
 def findings_list(
-    status: str = typer.Option("active", help="active (open+acknowledged), open, acknowledged, resolved, dismissed, all"),
+    status: str = typer.Option(
+        "active", help="active (open+acknowledged), open, acknowledged, resolved, dismissed, all"),
     partner: int = typer.Option(None, "--partner"),
 ) -> None:
     """List findings, newest first."""
-    from sqlmodel import select
+    from partnerflow.models.compliance import ACTIVE_STATUSES
+    from partnerflow.tasks.compliance.findings import list_findings
 
-    from partnerflow.models import session_scope
-    from partnerflow.models.compliance import Finding, FindingStatus
-
-    with session_scope() as session:
-        query = select(Finding).order_by(Finding.id.desc())
-        if status == "active":
-            query = query.where(Finding.status.in_(FindingStatus.ACTIVE))
-        elif status != "all":
-            query = query.where(Finding.status == status)
-        if partner is not None:
-            query = query.where(Finding.partner_id == partner)
-        rows = session.exec(query).all()
+    rows = list_findings(status, partner)
     if not rows:
         typer.echo("no findings")
     for f in rows:
-        hold = " HOLDS PAYOUTS" if f.blocking and f.status in FindingStatus.ACTIVE else ""
+        hold = " HOLDS PAYOUTS" if f.blocking and f.status in ACTIVE_STATUSES else ""
         typer.echo(f"#{f.id} partner {f.partner_id} {f.severity:8} {f.status:12} {f.rule}{hold}: {f.title}"
                    + (f" <{f.url}>" if f.url else ""))
 
@@ -76,7 +69,7 @@ def findings_set(
     reason: str = typer.Option("", "--reason"),
 ) -> None:
     """Act on one finding (dismiss and resolve need --reason)."""
-    from partnerflow.flows.compliance import apply_action
+    from partnerflow.tasks.compliance.actions import apply_action
 
     try:
         apply_action(action, [finding_id], actor=by, reason=reason)

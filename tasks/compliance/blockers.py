@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from partnerflow.models.compliance import Finding, FindingStatus
+from partnerflow.models.compliance import ACTIVE_STATUSES, Finding
 from partnerflow.models.partners import Partner, Stage
 
 
@@ -24,7 +24,7 @@ def payout_blockers(session: Session, partner_ids: list[int]) -> dict[int, list[
         rows = session.exec(
             select(Finding)
             .where(Finding.partner_id.in_(chunk), Finding.blocking == True,  # noqa: E712
-                   Finding.status.in_(FindingStatus.ACTIVE))
+                   Finding.status.in_(ACTIVE_STATUSES))
             .order_by(Finding.partner_id, Finding.id)
         ).all()
         for f in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from partnerflow.models.compliance import FindingKind
 from partnerflow.tasks.compliance.disclosure import PageText, find_word, phrase_regex
 from partnerflow.tasks.compliance.findings import Detected
 
@@ -39,6 +40,6 @@ def check_brand_rules(page: PageText, *, partner_id: int, partner_type: str, cou
                     "reason": f"the page says {page.display[match.start():match.end()]!r}"}
         if rule.get("kind") == "coupon_listing":
             evidence["reason"] += f" next to the partner's coupon code {coupon_code}"
-        out.append(Detected(partner_id, "brand_rule", rule["id"], rule["severity"],
+        out.append(Detected(partner_id, FindingKind.BRAND_RULE, rule["id"], rule["severity"],
                             rule.get("description", rule["id"]), evidence, url=url))
     return out

@@ -1,7 +1,7 @@
 """Disclosure check: where our tracking links or codes appear on a partner's page, is there a clear
 disclosure before or near the first one, and not only in the footer?
 
-Pure functions over fetched HTML; the flow fetches pages with tasks.webfetch and records findings.
+Pure functions over fetched HTML; the page-check task (pages.py) fetches the pages and records findings.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import lxml.html
 from lxml import etree
 
+from partnerflow.models.compliance import FindingKind, Severity
 from partnerflow.tasks.compliance.findings import Detected
 
 LINK = "\u2063L\u2063"  # an invisible marker put in the text where a tracking link sits
@@ -162,30 +163,32 @@ def check_disclosure(page: PageText, *, partner_id: int, url: str, policy: dict)
     if not page.link_offsets:
         return []
     conf = policy["disclosure"]
-    severity = conf.get("severity", {})
     near = int(conf.get("near_chars", 300))
     first = page.link_offsets[0]
     pattern = phrase_regex(disclosure_phrases(policy, page.lang))
-    hits = [m for m in pattern.finditer(page.text)] if pattern else []
+    hits = list(pattern.finditer(page.text)) if pattern else []
     evidence = {"links_found": len(page.link_offsets), "first_link_excerpt": page.excerpt(first),
                 "language": page.lang or "unknown"}
+
+    def problem(name: str, default: Severity, title: str, **more) -> list[Detected]:
+        severity = conf.get("severity", {}).get(name, default)
+        return [Detected(partner_id, FindingKind.DISCLOSURE, f"disclosure.{name}", severity, title,
+                         {**evidence, **more}, url=url)]
+
     if not hits:
-        return [Detected(partner_id, "disclosure", "disclosure.missing", severity.get("missing", "high"),
-                         "Tracking link without any disclosure", {**evidence,
-                         "reason": "no disclosure phrase anywhere on the page"}, url=url)]
+        return problem("missing", Severity.HIGH, "Tracking link without any disclosure",
+                       reason="no disclosure phrase anywhere on the page")
     body_hits = [m for m in hits if not page.in_footer(m.start())]
     if not body_hits:
         m = hits[0]
-        return [Detected(partner_id, "disclosure", "disclosure.footer_only", severity.get("footer_only", "medium"),
-                         "Disclosure only in the page footer", {**evidence, "disclosure": m.group(0),
-                         "disclosure_excerpt": page.excerpt(m.start()),
-                         "reason": "the only disclosure is in the footer, far from the link"}, url=url)]
-    clear = [m for m in body_hits if m.start() <= first + near]
-    if not clear:
+        return problem("footer_only", Severity.MEDIUM, "Disclosure only in the page footer",
+                       disclosure=m.group(0), disclosure_excerpt=page.excerpt(m.start()),
+                       reason="the only disclosure is in the footer, far from the link")
+    if not any(m.start() <= first + near for m in body_hits):
         m = body_hits[0]
-        return [Detected(partner_id, "disclosure", "disclosure.late", severity.get("late", "medium"),
-                         "Disclosure far after the first tracking link", {**evidence, "disclosure": m.group(0),
-                         "disclosure_excerpt": page.excerpt(m.start()), "chars_after_first_link": m.start() - first,
-                         "reason": f"first disclosure comes {m.start() - first} characters after the first link "
-                                   f"(allowed: {near})"}, url=url)]
+        return problem("late", Severity.MEDIUM, "Disclosure far after the first tracking link",
+                       disclosure=m.group(0), disclosure_excerpt=page.excerpt(m.start()),
+                       chars_after_first_link=m.start() - first,
+                       reason=f"first disclosure comes {m.start() - first} characters after the first link "
+                              f"(allowed: {near})")
     return []

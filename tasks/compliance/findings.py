@@ -18,16 +18,21 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from partnerflow.models import session_scope
 from partnerflow.models.audit import audit, current_flow_run_id
-from partnerflow.models.compliance import Finding, FindingStatus
+from partnerflow.models.compliance import ACTIVE_STATUSES, SEVERITIES, Finding, FindingKind, FindingStatus
 from partnerflow.models.partners import Partner, Stage
 from partnerflow.models.types import utcnow
+
+SYSTEM = "system"  # the actor for what the checks do by themselves
+POLICY = "policy"  # the actor for the policy's automatic actions (never acknowledges a finding)
+ANY_ACTIVE, ANY = "active", "all"  # status filters of list_findings besides a FindingStatus
 
 
 @dataclass
 class Detected:
     partner_id: int
-    kind: str
+    kind: FindingKind
     rule: str
     severity: str
     title: str
@@ -51,6 +56,10 @@ class RecordOutcome:
     updated: list[int] = field(default_factory=list)
     suppressed: list[int] = field(default_factory=list)  # seen again but dismissed by a person
     resolved: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[int]]:
+        return {"opened": self.opened, "updated": self.updated, "suppressed": self.suppressed,
+                "resolved": self.resolved}
 
 
 def _active(session: Session, fingerprint: str) -> Finding | None:
@@ -87,7 +96,7 @@ def record(session: Session, detected: list[Detected], policy: dict, out: Record
                 if row is None:
                     raise
             else:
-                audit(session, actor="system", action="finding.opened", subject_type="finding", subject_id=row.id,
+                audit(session, actor=SYSTEM, action="finding.opened", subject_type="finding", subject_id=row.id,
                       details={"partner_id": d.partner_id, "rule": d.rule, "severity": d.severity, "url": d.url})
                 session.commit()
                 out.opened.append(row.id)
@@ -110,19 +119,19 @@ def resolve_missing(session: Session, partner_id: int, *, kinds: tuple[str, ...]
     """Resolve active findings of `partner_id` with a kind in `kinds` (and this `url` when given) not in `seen`."""
     out = out or RecordOutcome()
     query = select(Finding).where(Finding.partner_id == partner_id, Finding.kind.in_(kinds),
-                                  Finding.status.in_(FindingStatus.ACTIVE))
+                                  Finding.status.in_(ACTIVE_STATUSES))
     if url is not None:
         query = query.where(Finding.url == url)
     for row in session.exec(query).all():
         if row.fingerprint in seen:
             continue
-        close(session, row, FindingStatus.RESOLVED, reason=reason, actor="system")
+        close(session, row, FindingStatus.RESOLVED, reason=reason, actor=SYSTEM)
         out.resolved.append(row.id)
     session.commit()
     return out
 
 
-def close(session: Session, row: Finding, status: str, *, reason: str, actor: str) -> None:
+def close(session: Session, row: Finding, status: FindingStatus, *, reason: str, actor: str) -> None:
     """Resolve or dismiss a finding (frees its slot and releases any payout hold it caused)."""
     now = utcnow()
     row.status = status
@@ -130,7 +139,7 @@ def close(session: Session, row: Finding, status: str, *, reason: str, actor: st
     row.active_fingerprint = None
     row.closed_at = now
     row.updated_at = now
-    row.decided_by = actor if actor != "system" else row.decided_by
+    row.decided_by = actor if actor != SYSTEM else row.decided_by
     session.add(row)
     audit(session, actor=actor, action=f"finding.{status}", subject_type="finding", subject_id=row.id,
           details={"partner_id": row.partner_id, "rule": row.rule, "reason": reason})
@@ -155,9 +164,9 @@ def suspend_partner(session: Session, row: Finding, *, actor: str, reason: str =
 
 
 def _acknowledge(session: Session, row: Finding, actor: str, action: str, reason: str) -> None:
-    if row.status == FindingStatus.OPEN and actor != "policy":  # only a person acknowledges
+    if row.status == FindingStatus.OPEN and actor != POLICY:  # only a person acknowledges
         row.status = FindingStatus.ACKNOWLEDGED
-    row.owner = row.owner or (actor if actor != "policy" else None)
+    row.owner = row.owner or (actor if actor != POLICY else None)
     row.decided_by = actor
     row.status_reason = reason or row.status_reason
     row.updated_at = utcnow()
@@ -172,6 +181,17 @@ def mark_notified(session: Session, row: Finding, *, actor: str, message_id: int
 
 
 def _rank(severity: str) -> int:
-    from partnerflow.models.compliance import SEVERITIES
-
     return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+
+
+def list_findings(status: str = ANY_ACTIVE, partner_id: int | None = None) -> list[Finding]:
+    """Findings newest first: `status` is a FindingStatus, ANY_ACTIVE (open or acknowledged) or ANY."""
+    query = select(Finding).order_by(Finding.id.desc())
+    if status == ANY_ACTIVE:
+        query = query.where(Finding.status.in_(ACTIVE_STATUSES))
+    elif status != ANY:
+        query = query.where(Finding.status == status)
+    if partner_id is not None:
+        query = query.where(Finding.partner_id == partner_id)
+    with session_scope() as session:
+        return list(session.exec(query).all())

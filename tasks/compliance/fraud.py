@@ -14,13 +14,18 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from prefect import task
 from sqlmodel import Session, select
 
+from partnerflow.models import session_scope
+from partnerflow.models.compliance import FindingKind, Severity
 from partnerflow.models.partners import Partner
 from partnerflow.models.payouts import Conversion
 from partnerflow.models.types import utcnow
 from partnerflow.secrets import mask
+from partnerflow.tasks.compliance import findings as store
 from partnerflow.tasks.compliance.findings import Detected
+from partnerflow.tasks.compliance.policy import load_policy
 
 
 def _domain(email: str | None) -> str:
@@ -37,7 +42,17 @@ def _rate(num: int, den: int) -> str:
     return str((Decimal(num) / Decimal(den)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN)) if den else "0"
 
 
-def fraud_signals(session: Session, partner_ids: list[int], policy: dict, now: datetime | None = None) -> list[Detected]:
+@task
+def check_fraud(partner_ids: list[int]) -> dict:
+    """Record the fraud signals of these partners' recent conversions as findings."""
+    policy = load_policy()
+    with session_scope() as session:
+        found = fraud_signals(session, partner_ids, policy)
+        return store.record(session, found, policy).as_dict()
+
+
+def fraud_signals(session: Session, partner_ids: list[int], policy: dict,
+                  now: datetime | None = None) -> list[Detected]:
     """Detected fraud signals for `partner_ids` (one query per batch, not per partner)."""
     conf = policy["fraud"]
     now = now or utcnow()
@@ -45,7 +60,8 @@ def fraud_signals(session: Session, partner_ids: list[int], policy: dict, now: d
     counted = set(conf.get("counted_kinds", ["sale", "lead", "signup", "recurring"]))
     refunds = set(conf.get("refund_kinds", ["refund", "chargeback", "reversal"]))
     vel = conf.get("velocity", {})
-    history_start = min(window_start, now - timedelta(days=int(vel.get("recent_days", 1)) + int(vel.get("history_days", 90))))
+    history_days = int(vel.get("recent_days", 1)) + int(vel.get("history_days", 90))
+    history_start = min(window_start, now - timedelta(days=history_days))
 
     partners = {p.id: p for p in session.exec(select(Partner).where(Partner.id.in_(partner_ids))).all()}
     rows = session.exec(select(Conversion).where(Conversion.partner_id.in_(partner_ids),
@@ -88,7 +104,7 @@ def _self_referral(partner: Partner, sales: list[Conversion], conf: dict) -> lis
     if not hits:
         return []
     ids = sorted(c.id for c, _ in hits)
-    return [Detected(partner.id, "fraud", "fraud.self_referral", conf.get("severity", "high"),
+    return [Detected(partner.id, FindingKind.FRAUD, "fraud.self_referral", conf.get("severity", Severity.HIGH),
                      f"{len(hits)} conversion(s) bought by the partner themself",
                      {"conversions": len(hits), "of_conversions": len(sales), "conversion_ids": ids[:50],
                       "examples": [{"conversion_id": c.id, "customer": mask(c.customer_email or c.customer_ref or ""),
@@ -105,7 +121,7 @@ def _click_speed(partner: Partner, sales: list[Conversion], conf: dict) -> list[
         return []
     ids = sorted(c.id for c, _ in fast)
     seconds = sorted(s for _, s in fast)
-    return [Detected(partner.id, "fraud", "fraud.click_to_conversion", conf.get("severity", "medium"),
+    return [Detected(partner.id, FindingKind.FRAUD, "fraud.click_to_conversion", conf.get("severity", Severity.MEDIUM),
                      f"{len(fast)} conversion(s) less than {min_seconds} s after the click",
                      {"fast_conversions": len(fast), "timed_conversions": len(timed), "min_seconds": min_seconds,
                       "fastest_seconds": seconds[0], "median_fast_seconds": seconds[len(seconds) // 2],
@@ -132,13 +148,14 @@ def _velocity(partner: Partner, convs: list[Conversion], conf: dict, now: dateti
     if Decimal(recent) <= factor * expected:
         return []
     ratio = (Decimal(recent) / expected).quantize(Decimal("0.1"))
-    return [Detected(partner.id, "fraud", "fraud.velocity", conf.get("severity", "medium"),
+    return [Detected(partner.id, FindingKind.FRAUD, "fraud.velocity", conf.get("severity", Severity.MEDIUM),
                      f"Conversion spike: {recent} in {recent_days} day(s), {ratio}x the partner's usual rate",
                      {"recent_conversions": recent, "recent_days": recent_days, "history_conversions": history,
                       "history_days": days, "baseline_per_day": str(per_day.quantize(Decimal("0.01"))),
                       "ratio": str(ratio), "factor": str(factor),
                       "reason": f"{recent} conversions in the last {recent_days} day(s) against a baseline of "
-                                f"{per_day.quantize(Decimal('0.01'))}/day over {days} day(s) ({ratio}x, limit {factor}x)"},
+                                f"{per_day.quantize(Decimal('0.01'))}/day over {days} day(s) "
+                                f"({ratio}x, limit {factor}x)"},
                      detail=[spike_start.date().isoformat()])]
 
 
@@ -152,7 +169,7 @@ def _refund_rate(partner: Partner, sales: list[Conversion], refunds: list[Conver
     by_kind: dict[str, int] = defaultdict(int)
     for c in refunds:
         by_kind[c.kind] += 1
-    return [Detected(partner.id, "fraud", "fraud.refund_rate", conf.get("severity", "high"),
+    return [Detected(partner.id, FindingKind.FRAUD, "fraud.refund_rate", conf.get("severity", Severity.HIGH),
                      f"Refund/chargeback rate {_rate(len(refunds), len(sales))} above {max_rate}",
                      {"refunds": len(refunds), "by_kind": dict(by_kind), "conversions": len(sales),
                       "rate": _rate(len(refunds), len(sales)), "max_rate": str(max_rate),
@@ -180,10 +197,11 @@ def _duplicates(session: Session, partners: dict[int, Partner], since: datetime,
     out = []
     for pid, refs in shared.items():
         others = sorted({o for v in refs.values() for o in v})
-        out.append(Detected(pid, "fraud", "fraud.duplicate_customer", conf.get("severity", "medium"),
+        out.append(Detected(pid, FindingKind.FRAUD, "fraud.duplicate_customer", conf.get("severity", Severity.MEDIUM),
                             f"{len(refs)} customer(s) also credited to other partners",
                             {"customers": len(refs), "other_partner_ids": others[:50],
-                             "examples": [{"customer": mask(r), "other_partners": o} for r, o in list(refs.items())[:10]],
+                             "examples": [{"customer": mask(r), "other_partners": o}
+                                          for r, o in list(refs.items())[:10]],
                              "reason": f"{len(refs)} customer id(s) of this partner were also credited to "
                                        f"{len(others)} other partner(s) in the window"},
                             detail=sorted(refs)))

@@ -9,10 +9,12 @@ from typing import Any
 
 import yaml
 
-from partnerflow.models.compliance import SEVERITIES
+from partnerflow.models.compliance import SEVERITIES, FindingAction
 from partnerflow.settings import ConfigError, get_settings
 
-ACTIONS = ("withhold_payouts", "suspend_partner", "notify_partner")
+# What the policy may do by itself (dismissing or resolving takes a person).
+ACTIONS = (FindingAction.WITHHOLD_PAYOUTS, FindingAction.SUSPEND_PARTNER, FindingAction.NOTIFY_PARTNER)
+NO_ACTION = "nothing"  # actions.on_timeout: leave the findings as they are
 
 
 def load_policy(path: Path | str | None = None) -> dict[str, Any]:
@@ -58,7 +60,8 @@ def _check(policy: dict, where: str) -> None:
                     try:
                         Decimal(str(v))
                     except InvalidOperation:
-                        raise ConfigError(f"compliance policy {where}: fraud.{signal}.{k}={v!r} is not a number.") from None
+                        raise ConfigError(
+                            f"compliance policy {where}: fraud.{signal}.{k}={v!r} is not a number.") from None
     actions = policy["actions"]
     for sev in actions.get("ask_person", []):
         _severity(sev, "actions.ask_person", where)
@@ -67,5 +70,5 @@ def _check(policy: dict, where: str) -> None:
         for act in acts or []:
             if act not in ACTIONS:
                 raise ConfigError(f"compliance policy {where}: actions.auto.{sev} has unknown action {act!r}.")
-    if actions.get("on_timeout", "withhold_payouts") not in (*ACTIONS, "nothing"):
+    if actions.get("on_timeout", FindingAction.WITHHOLD_PAYOUTS) not in (*ACTIONS, NO_ACTION):
         raise ConfigError(f"compliance policy {where}: actions.on_timeout={actions.get('on_timeout')!r} is unknown.")

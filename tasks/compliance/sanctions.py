@@ -1,403 +1,143 @@
-"""Sanctions screening against a list in OFAC's SDN CSV format.
+"""Screening partners and applicants against the configured sanctions list.
 
-The list
-    SDN.CSV has no header; columns: ent_num, SDN_Name, SDN_Type, Program, Title, Call_Sign,
-    Vess_type, Tonnage, GRT, Vess_flag, Vess_owner, Remarks. "-0-" means empty. Individuals are
-    written "LASTNAME, Firstname". Aliases come from the optional ALT.CSV (ent_num, alt_num,
-    alt_type, alt_name, alt_remarks) and from "a.k.a. 'NAME'" in the remarks; countries from the
-    optional ADD.CSV (ent_num, add_num, address, city, country, remarks) and from "nationality X" /
-    "citizen X" in the remarks. Vessels and aircraft are not screened (partners are people or firms).
-    `load_sanctions_list(source)` reads a path or an http(s) URL; the list carries the sha256
-    checksum of its bytes and its date (the server's Last-Modified, or the file's mtime).
-
-The matcher (documented threshold: MATCH_THRESHOLD = 88 out of 100)
-    Names are normalised: transliterated to ASCII (unidecode, so "Müller" = "Muller"), lower-cased,
-    punctuation removed, legal-form words (llc, ltd, inc, gmbh, ...) dropped, tokens sorted (so
-    word order and the "LAST, First" comma do not matter). A pair's score is the best of:
-      - the edit-distance similarity of the sorted token strings (rapidfuzz token_sort_ratio);
-      - token_set_ratio, only when the names share at least two whole tokens (so a lone
-        "John" never matches "SMITH, John");
-      - query coverage: when the screened name has two or more tokens and every one of them is
-        close (>= 80) to a distinct token of the listed name, the length-weighted mean of those
-        similarities (catches a typo plus a missing middle name: "Vladmir Putin").
-    A country differing from every country the list gives for the entry lowers the score by
-    COUNTRY_MISMATCH_PENALTY and says so; a sanctions hit is a reason for a person to look, not proof.
-    For speed, only candidates are scored: listed names with at least two tokens resembling two of
-    the name's tokens (one for single-word names), where "resembling" means the same first three
-    letters or the same sound skeleton (first letter + next two consonants after folding w/v, ph/f,
-    c/k, y/j/i, z/s: "Wladimir" = "Vladimir", "Poutine" = "Putin"). A token misspelt both in its
-    first three letters and in its skeleton ("Alrashid" for "Al Rashid") is missed.
+`screen_name()` is the one way to screen a name: the application screening before approval and the
+compliance checks over every partner both call it. `screen_partners` screens each (partner, name,
+list version) once, keeps every screening, and turns possible matches into findings that a person
+reviews. The list format is in sanctions_list, the matcher in sanctions_match.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import hashlib
-import io
-import re
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from itertools import chain
-from pathlib import Path
 
-import httpx
-from rapidfuzz import fuzz
-from unidecode import unidecode
+from prefect import get_run_logger, task
+from sqlmodel import select
 
-MATCH_THRESHOLD = 88.0
-TOKEN_MATCH_MIN = 80.0
-COUNTRY_MISMATCH_PENALTY = 5.0
-SKIPPED_TYPES = {"vessel", "aircraft"}
-LEGAL_FORMS = {
-    "llc", "ltd", "limited", "inc", "incorporated", "corp", "corporation", "co", "company", "gmbh", "ag",
-    "sa", "sas", "sarl", "srl", "spa", "bv", "nv", "plc", "llp", "lp", "oy", "ab", "as", "kg", "pjsc",
-    "ojsc", "cjsc", "jsc", "ooo", "zao", "oao", "fze", "fzco", "the", "of", "and",
-}
-_AKA = re.compile(r"a\.k\.a\.?\s*'([^']+)'", re.I)
-_NATIONALITY = re.compile(r"(?:nationality|citizen)\s+([A-Za-z][A-Za-z .,'-]+?)(?:;|\.|$)", re.I)
-
-
-class SanctionsListError(Exception):
-    """The sanctions list could not be read; the message names the source and the reason."""
+from partnerflow.models import Partner, session_scope
+from partnerflow.models.compliance import (
+    FindingKind,
+    SanctionsListVersion,
+    SanctionsScreening,
+    ScreeningResult,
+    Severity,
+)
+from partnerflow.settings import get_settings
+from partnerflow.tasks.compliance import findings as store
+from partnerflow.tasks.compliance.findings import Detected, RecordOutcome
+from partnerflow.tasks.compliance.policy import load_policy
+from partnerflow.tasks.compliance.sanctions_list import SanctionsListError, load_sanctions_list
+from partnerflow.tasks.compliance.sanctions_match import SanctionsMatch, SdnList, normalize_tokens, screen
 
 
 @dataclass
-class SdnEntry:
-    ent_num: int
+class NameScreening:
+    """One name screened: MATCH or CLEAR against a list version, or NOT_CONFIGURED / UNAVAILABLE
+    (the list could not be read: treat as not screened, never as clear)."""
+
     name: str
-    sdn_type: str = ""
-    program: str = ""
-    title: str = ""
-    remarks: str = ""
-    aliases: list[str] = field(default_factory=list)
-    countries: list[str] = field(default_factory=list)  # ISO alpha-2 codes (or plain names when unknown)
-
-    def as_dict(self) -> dict:
-        return {"ent_num": self.ent_num, "name": self.name, "type": self.sdn_type, "program": self.program,
-                "aliases": self.aliases, "countries": self.countries}
+    result: ScreeningResult
+    matches: list[SanctionsMatch] = field(default_factory=list)  # best first
+    list_date: str | None = None
+    list_checksum: str = ""
+    error: str = ""
 
 
-@dataclass
-class SanctionsMatch:
-    entry: SdnEntry
-    score: float
-    reason: str
-    matched_name: str = ""
-
-    def as_dict(self) -> dict:
-        return {**self.entry.as_dict(), "score": round(self.score, 1), "reason": self.reason,
-                "matched_name": self.matched_name}
-
-
-def normalize_tokens(name: str) -> list[str]:
-    """ASCII, lower case, no punctuation, no legal-form words, sorted tokens."""
-    text = unidecode(name or "").lower().replace("&", " ")
-    text = re.sub(r"[^a-z0-9]+", " ", text.replace("'", ""))
-    tokens = [t for t in text.split() if t not in LEGAL_FORMS]
-    return sorted(tokens)
-
-
-_FOLD = [("ph", "f"), ("w", "v"), ("ck", "k"), ("c", "k"), ("q", "k"), ("z", "s"), ("y", "i"), ("j", "i"),
-         ("dh", "d"), ("kh", "h"), ("th", "t"), ("gh", "g")]
-
-
-@functools.lru_cache(maxsize=200_000)
-def _skeleton(token: str) -> str:
-    """A coarse sound key: the first letter and the next two consonants, spelling variants folded
-    ("Wladimir" = "Vladimir", "Muhammad" = "Mohamed", "Poutine" = "Putin")."""
-    for a, b in _FOLD:
-        token = token.replace(a, b)
-    rest = "".join(ch for ch in token[1:] if ch not in "aeiou")
-    return token[0] + rest[:2] if rest else token[:3]
-
-
-def _token_keys(token: str) -> tuple[str, ...]:
-    """A token's blocking keys: its first three letters and its sound skeleton."""
-    prefix, skeleton = token[:3], "~" + _skeleton(token)
-    return (prefix, skeleton)
-
-
-def _blocking_keys(tokens: list[str]) -> set[str]:
-    return {key for t in tokens if len(t) >= 2 for key in _token_keys(t)}
-
-
-@functools.lru_cache(maxsize=4096)
-def normalize_country(value: str | None) -> str:
-    """An ISO 3166 code or a country name ("Russia", "Korea, North") -> its alpha-2 code, else the plain name."""
-    value = (value or "").strip().strip(".")
-    if not value or value == "-0-":
-        return ""
-    import pycountry
-
-    plain = " ".join(re.sub(r"[^a-z ]+", " ", unidecode(value).lower()).split())
-    special = {"korea north": "KP", "north korea": "KP", "korea south": "KR", "south korea": "KR",
-               "russia": "RU", "iran": "IR", "syria": "SY", "burma": "MM", "vietnam": "VN", "venezuela": "VE",
-               "bolivia": "BO", "tanzania": "TZ", "moldova": "MD", "laos": "LA", "united kingdom": "GB"}
-    if plain in special:
-        return special[plain]
-    try:
-        return pycountry.countries.lookup(value).alpha_2
-    except LookupError:
-        pass
-    try:
-        found = pycountry.countries.search_fuzzy(value)
-        if len(found) == 1:
-            return found[0].alpha_2
-    except LookupError:
-        pass
-    return plain
-
-
-@dataclass
-class _Name:
-    entry_index: int
-    text: str
-    tokens: list[str]
-    key: str
-    tokset: frozenset
-
-
-class SdnList:
-    """A parsed sanctions list with a token-prefix index for fast screening."""
-
-    def __init__(self, entries: list[SdnEntry], *, checksum: str, list_date: str | None, source: str):
-        self.entries = entries
-        self.checksum = checksum
-        self.list_date = list_date
-        self.source = source
-        self.names: list[_Name] = []
-        self.index: dict[str, list[int]] = defaultdict(list)
-        for i, entry in enumerate(entries):
-            for text in [entry.name, *entry.aliases]:
-                tokens = normalize_tokens(text)
-                if not tokens:
-                    continue
-                n = len(self.names)
-                self.names.append(_Name(i, text, tokens, " ".join(tokens), frozenset(tokens)))
-                for key in _blocking_keys(tokens):
-                    self.index[key].append(n)
-        self.single = [len(name.tokens) < 2 for name in self.names]  # listed names of one token
-        self._similar: dict[str, tuple[int, ...]] = {}
-
-    def similar_to(self, token: str):
-        """Names with a token of the same prefix or skeleton as `token` (cached: names share tokens)."""
-        found = self._similar.get(token)
-        if found is None:
-            a, b = (self.index.get(k, ()) for k in _token_keys(token))
-            found = tuple(set(a).union(b)) if a and b else tuple(a or b)
-            if len(self._similar) > 50_000:
-                self._similar.clear()
-            self._similar[token] = found
-        return found
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-def _score(q_tokens: list[str], q_key: str, q_set: frozenset, cand: _Name) -> tuple[float, str]:
-    best, how = fuzz.ratio(q_key, cand.key), "same words in any order"
-    if best >= 100:
-        return 100.0, "exact name after normalisation"
-    if len(q_set & cand.tokset) >= 2:
-        s = fuzz.token_set_ratio(q_key, cand.key)
-        if s > best:
-            best, how = s, "all words of one name appear in the other"
-    if len(q_tokens) >= 2 and len(q_tokens) <= len(cand.tokens):
-        used: set[int] = set()
-        total = weight = 0.0
-        for tok in q_tokens:
-            pick, pick_score = -1, 0.0
-            for j, other in enumerate(cand.tokens):
-                if j in used:
-                    continue
-                s = fuzz.ratio(tok, other)
-                if s > pick_score:
-                    pick, pick_score = j, s
-            if pick_score < TOKEN_MATCH_MIN:
-                total = 0.0
-                break
-            used.add(pick)
-            total += pick_score * len(tok)
-            weight += len(tok)
-        if total and weight:
-            s = total / weight
-            if s > best:
-                best, how = s, "every word close to a word of the listed name"
-    return best, how
-
-
-def screen(name: str, country: str | None, sdn_list: SdnList, *, threshold: float = MATCH_THRESHOLD) -> list[SanctionsMatch]:
-    """Entries of `sdn_list` that `name` (in `country`, ISO code or name) may be; best first."""
-    q_tokens = normalize_tokens(name)
-    if not q_tokens:
-        return []
-    q_key = " ".join(q_tokens)
-    q_set = frozenset(q_tokens)
-    # Per query token, the listed names having a token with the same prefix or the same skeleton.
-    per_token = [sdn_list.similar_to(tok) for tok in dict.fromkeys(t for t in q_tokens if len(t) >= 2)]
-    if len(per_token) >= 2:
-        # Candidates resemble at least two of the name's tokens; single-token listed names need one.
-        counts = Counter(chain.from_iterable(per_token))
-        candidates = [n for n, shared in counts.items() if shared >= 2 or sdn_list.single[n]]
-    else:
-        candidates = list(set(chain.from_iterable(per_token)))
-    partner_country = normalize_country(country)
-    best_by_entry: dict[int, SanctionsMatch] = {}
-    for n in candidates:
-        cand = sdn_list.names[n]
-        score, how = _score(q_tokens, q_key, q_set, cand)
-        if score < threshold - 0.01:
-            continue
-        entry = sdn_list.entries[cand.entry_index]
-        reason = f"{how} ({score:.0f}/100 vs {cand.text!r})"
-        if partner_country and entry.countries:
-            if partner_country in entry.countries:
-                reason += f"; country matches ({partner_country})"
-            else:
-                score -= COUNTRY_MISMATCH_PENALTY
-                reason += f"; country differs (list: {', '.join(entry.countries)}; partner: {partner_country})"
-                if score < threshold - 0.01:
-                    continue
-        prior = best_by_entry.get(cand.entry_index)
-        if prior is None or score > prior.score:
-            best_by_entry[cand.entry_index] = SanctionsMatch(entry, round(score, 1), reason, cand.text)
-    return sorted(best_by_entry.values(), key=lambda m: (-m.score, m.entry.ent_num))
-
-
-# --- loading -----------------------------------------------------------------------------------
-
-
-def _empty(value: str | None) -> str:
-    value = (value or "").strip()
-    return "" if value == "-0-" else value
-
-
-def _decode(data: bytes) -> str:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")  # OFAC's files are Windows-1252
-    return text.replace("\x1a", "")  # the DOS end-of-file mark OFAC appends
-
-
-def _rows(data: bytes) -> list[list[str]]:
-    return [row for row in csv.reader(io.StringIO(_decode(data))) if row and any(c.strip() for c in row)]
-
-
-def parse_sdn(data: bytes, alt: bytes | None = None, add: bytes | None = None) -> list[SdnEntry]:
-    """Parse SDN.CSV bytes (plus optional ALT.CSV and ADD.CSV). Raises SanctionsListError on a non-SDN file."""
-    entries: dict[int, SdnEntry] = {}
-    bad = 0
-    for row in _rows(data):
-        try:
-            ent_num = int(row[0].strip())
-            name = _empty(row[1])
-        except (ValueError, IndexError):
-            bad += 1
-            continue
-        row = row + [""] * (12 - len(row))
-        sdn_type = _empty(row[2]).lower()
-        if not name or sdn_type in SKIPPED_TYPES:
-            continue
-        remarks = _empty(row[11])
-        entry = SdnEntry(ent_num=ent_num, name=name, sdn_type=sdn_type or "entity", program=_empty(row[3]),
-                         title=_empty(row[4]), remarks=remarks)
-        entry.aliases = [a.strip() for a in _AKA.findall(remarks) if a.strip()]
-        entry.countries = sorted({c for c in (normalize_country(m) for m in _NATIONALITY.findall(remarks)) if c})
-        entries[ent_num] = entry
-    if not entries and bad:
-        raise SanctionsListError("the file is not in SDN CSV format (no row starts with a numeric ent_num)")
-    for row in _rows(alt or b""):
-        try:
-            entry = entries.get(int(row[0].strip()))
-        except (ValueError, IndexError):
-            continue
-        alias = _empty(row[3]) if len(row) > 3 else ""
-        if entry and alias and alias not in entry.aliases:
-            entry.aliases.append(alias)
-    for row in _rows(add or b""):
-        try:
-            entry = entries.get(int(row[0].strip()))
-        except (ValueError, IndexError):
-            continue
-        country = normalize_country(row[4]) if len(row) > 4 else ""
-        if entry and country and country not in entry.countries:
-            entry.countries = sorted({*entry.countries, country})
-    return list(entries.values())
-
-
-def _read(source: str, timeout: float = 60.0) -> tuple[bytes, str | None]:
-    """(bytes, date) of a path or URL."""
-    if source.startswith(("http://", "https://")):
-        try:
-            response = httpx.get(source, timeout=timeout, follow_redirects=True)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise SanctionsListError(f"cannot download the sanctions list {source}: {exc}") from None
-        date = None
-        if response.headers.get("last-modified"):
-            try:
-                date = parsedate_to_datetime(response.headers["last-modified"]).date().isoformat()
-            except (TypeError, ValueError):
-                date = None
-        return response.content, date
-    path = Path(source).expanduser()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SanctionsListError(f"cannot read the sanctions list {source}: {exc.strerror or exc}") from None
-    return data, datetime.fromtimestamp(path.stat().st_mtime, UTC).date().isoformat()
-
-
-_cache: dict[str, SdnList] = {}
-
-
-def load_sanctions_list(source: str | None = None, *, alt: str | None = None, add: str | None = None) -> SdnList:
-    """Load the list from `source` (default: PARTNERFLOW_SANCTIONS_LIST), cached by checksum."""
-    if source is None:
-        from partnerflow.settings import get_settings
-
-        settings = get_settings()
-        source = settings.compliance.sanctions_list
-        alt = alt or settings.compliance.sanctions_alt_list
-        add = add or settings.compliance.sanctions_address_list
-    if not source:
-        raise SanctionsListError("no sanctions list configured: set PARTNERFLOW_SANCTIONS_LIST to a path or URL")
-    data, date = _read(source)
-    alt_data = _read(alt)[0] if alt else None
-    add_data = _read(add)[0] if add else None
-    digest = hashlib.sha256(data)
-    for extra in (alt_data, add_data):
-        if extra:
-            digest.update(b"\0" + extra)
-    checksum = digest.hexdigest()
-    list_date = date or datetime.now(UTC).date().isoformat()
-    cache_key = f"{checksum}|{list_date}|{source}"
-    if cache_key in _cache:
-        return _cache[cache_key]
-    sdn = SdnList(parse_sdn(data, alt_data, add_data), checksum=checksum, list_date=list_date, source=source)
-    _cache.clear()  # keep only the newest list in memory
-    _cache[cache_key] = sdn
-    return sdn
-
-
-def screen_configured(name: str, country: str | None) -> dict:
-    """Screen one name against PARTNERFLOW_SANCTIONS_LIST, as a JSON-able record (for application screening).
-
-    result is "match", "clear", "not_configured" or "unavailable" (the list could not be read: treat as
-    not screened, never as clear).
-    """
-    from partnerflow.settings import get_settings
-
+def configured_list() -> SdnList | None:
+    """The configured list, or None when none is configured; raises SanctionsListError when it cannot be read."""
     if not get_settings().compliance.sanctions_list:
-        return {"result": "not_configured", "matches": []}
-    try:
-        sdn = load_sanctions_list()
-    except SanctionsListError as exc:
-        return {"result": "unavailable", "error": str(exc), "matches": []}
+        return None
+    return load_sanctions_list()
+
+
+def screen_name(name: str, country: str | None, sdn: SdnList | None = None) -> NameScreening:
+    """Screen `name` (in `country`, an ISO code or a name) against `sdn`, by default the configured list."""
+    if sdn is None:
+        try:
+            sdn = configured_list()
+        except SanctionsListError as exc:
+            return NameScreening(name, ScreeningResult.UNAVAILABLE, error=str(exc))
+        if sdn is None:
+            return NameScreening(name, ScreeningResult.NOT_CONFIGURED)
     matches = screen(name, country, sdn)
-    return {"result": "match" if matches else "clear", "list_date": sdn.list_date, "list_checksum": sdn.checksum,
-            "threshold": MATCH_THRESHOLD, "matches": [m.as_dict() for m in matches[:10]]}
+    return NameScreening(name, ScreeningResult.MATCH if matches else ScreeningResult.CLEAR, matches,
+                         list_date=sdn.list_date, list_checksum=sdn.checksum)
+
+
+def record_list_version(sdn: SdnList) -> None:
+    with session_scope() as session:
+        if not session.exec(select(SanctionsListVersion).where(SanctionsListVersion.checksum == sdn.checksum)).first():
+            session.add(SanctionsListVersion(checksum=sdn.checksum, source=sdn.source, list_date=sdn.list_date,
+                                             entries=len(sdn)))
+
+
+def list_for_run() -> tuple[SdnList | None, str]:
+    """The configured list (its version recorded) and a line for the report; None: skip the screening."""
+    try:
+        sdn = configured_list()
+    except SanctionsListError as exc:
+        get_run_logger().error("Sanctions screening skipped: %s", exc)
+        return None, f"could not load the list: {exc}"
+    if sdn is None:
+        return None, "not configured"
+    record_list_version(sdn)
+    return sdn, f"list of {sdn.list_date} ({sdn.checksum[:12]}, {len(sdn)} entries)"
+
+
+def _subjects(partner: Partner) -> list[tuple[str, str]]:
+    """(name, subject key) for the partner's legal name and a different contact name."""
+    names = [partner.legal_name]
+    if partner.contact_name and normalize_tokens(partner.contact_name) != normalize_tokens(partner.legal_name):
+        names.append(partner.contact_name)
+    country = (partner.country or "").upper()
+    return [(n, f"{' '.join(normalize_tokens(n))}|{country}") for n in names if n and n.strip()]
+
+
+def _finding(partner_id: int, sdn: SdnList, hits: list[tuple[str, SanctionsMatch]]) -> Detected:
+    name, best = max(hits, key=lambda h: h[1].score)
+    return Detected(
+        partner_id, FindingKind.SANCTIONS, "sanctions.match", Severity.CRITICAL,
+        f"Possible sanctions list match: {best.entry.name} ({best.score:.0f}/100)",
+        {"list_date": sdn.list_date, "list_checksum": sdn.checksum,
+         "matches": [{"screened_name": n, **m.as_dict()} for n, m in hits[:10]],
+         "reason": f"{name!r} — {best.reason}; program {best.entry.program or 'n/a'}"},
+        detail=sorted({m.entry.ent_num for _, m in hits}))
+
+
+@task
+def screen_partners(partner_ids: list[int], force: bool = False) -> dict:
+    """Screen these partners against the configured list; each (partner, name, list) is screened once."""
+    policy = load_policy()
+    sdn = load_sanctions_list()
+    out = RecordOutcome()
+    screened = matched = skipped = 0
+    with session_scope() as session:
+        partners = session.exec(select(Partner).where(Partner.id.in_(partner_ids))).all()
+        done = {(s.partner_id, s.subject_key) for s in session.exec(
+            select(SanctionsScreening).where(SanctionsScreening.partner_id.in_(partner_ids),
+                                             SanctionsScreening.list_checksum == sdn.checksum)).all()}
+        for partner in partners:
+            subjects = _subjects(partner)
+            if not force and all((partner.id, key) in done for _, key in subjects):
+                skipped += 1
+                continue
+            hits = []
+            for name, key in subjects:
+                screening = screen_name(name, partner.country or None, sdn)
+                if (partner.id, key) not in done:
+                    session.add(SanctionsScreening(partner_id=partner.id, subject_key=key, name=name,
+                                                   country=partner.country or "", list_checksum=sdn.checksum,
+                                                   list_date=sdn.list_date, result=screening.result,
+                                                   matches=[m.as_dict() for m in screening.matches[:10]]))
+                hits += [(name, m) for m in screening.matches]
+            session.commit()
+            screened += 1
+            found = [_finding(partner.id, sdn, hits)] if hits else []
+            if found:
+                matched += 1
+                store.record(session, found, policy, out)
+            store.resolve_missing(session, partner.id, kinds=(FindingKind.SANCTIONS,), url=None,
+                                  seen={d.fingerprint for d in found},
+                                  reason=f"no match on the sanctions list of {sdn.list_date} ({sdn.checksum[:12]})",
+                                  out=out)
+    return {**out.as_dict(), "screened": screened, "matched": matched, "unchanged": skipped,
+            "list_date": sdn.list_date, "list_checksum": sdn.checksum}

@@ -11,7 +11,6 @@ from sqlmodel import select
 from support import run_answering
 
 from partnerflow.flows.compliance import (
-    apply_action,
     check_compliance,
     rescreen_sanctions,
     review_findings,
@@ -31,7 +30,10 @@ from partnerflow.models.compliance import (
     SanctionsListVersion,
     SanctionsScreening,
 )
+from partnerflow.tasks.compliance.actions import apply_action
 from partnerflow.tasks.compliance.blockers import payout_blockers
+from partnerflow.tasks.compliance.findings import Detected, record
+from partnerflow.tasks.compliance.policy import load_policy
 
 DATA = Path(__file__).parents[1] / "data"
 REVIEW = "review-compliance-findings"
@@ -112,7 +114,7 @@ def test_rescreen_only_when_the_list_changes_and_resolves_delisted(sdn_file):
     assert hit.status == FindingStatus.OPEN
 
     lines = sdn_file.read_text(encoding="utf-8").splitlines(keepends=True)
-    sdn_file.write_text("".join(l for l in lines if not l.startswith("1001,")), encoding="utf-8")  # delisted
+    sdn_file.write_text("".join(line for line in lines if not line.startswith("1001,")), encoding="utf-8")  # delisted
     changed = rescreen_sanctions()
     assert changed["screened"] == 2 and changed["list_checksum"] != first["list_checksum"]
     (hit,) = rows(kind="sanctions")
@@ -157,9 +159,6 @@ def test_fraud_finding_from_the_flow_blocks_and_suspend_action(configure):
 
 
 def disclosure_finding(pid: int) -> int:
-    from partnerflow.tasks.compliance.findings import Detected, record
-    from partnerflow.tasks.compliance.policy import load_policy
-
     with session_scope() as session:
         out = record(session, [Detected(pid, "disclosure", "disclosure.missing", "high",
                                         "Tracking link without any disclosure",

@@ -19,7 +19,8 @@ from partnerflow.tasks.compliance.pages import register_pages
 def server():
     srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     srv.start()
-    srv.expect_request("/robots.txt").respond_with_data("User-agent: *\nDisallow: /private\n", content_type="text/plain")
+    srv.expect_request("/robots.txt").respond_with_data("User-agent: *\nDisallow: /private\n",
+                                                        content_type="text/plain")
     yield srv
     srv.clear()
     if srv.is_running():
@@ -67,7 +68,8 @@ def test_disclosure_cases_on_real_pages(server):
         content_type="text/html; charset=utf-8")
     server.expect_request("/near").respond_with_data(
         page(f"<p>{LINK} (#ad)</p>{FILLER}"), content_type="text/html")
-    server.expect_request("/none").respond_with_data(page(f"<p>I love it: {LINK}</p>{FILLER}"), content_type="text/html")
+    server.expect_request("/none").respond_with_data(page(f"<p>I love it: {LINK}</p>{FILLER}"),
+                                                     content_type="text/html")
     server.expect_request("/footer").respond_with_data(
         page(f"<p>{LINK}</p>{FILLER}<footer>Disclosure: I earn a commission from purchases.</footer>"),
         content_type="text/html")
@@ -152,7 +154,8 @@ def test_hostile_pages_are_could_not_check_never_compliant(server):
 
 def test_brand_and_claims_rules(server):
     server.expect_request("/claims").respond_with_data(page(
-        f"<p>#ad {LINK}. With Acme you can earn $3,000 per month and it is FDA approved!</p>"), content_type="text/html")
+        f"<p>#ad {LINK}. With Acme you can earn $3,000 per month and it is FDA approved!</p>"),
+        content_type="text/html")
     server.expect_request("/coupons").respond_with_data(page(
         "<h1>All coupons</h1><p>Best promo codes today: ANN10 gives 10% off</p>"), content_type="text/html")
     server.expect_request("/clean").respond_with_data(page(

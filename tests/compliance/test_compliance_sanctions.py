@@ -6,13 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from partnerflow.tasks.compliance.sanctions import (
-    MATCH_THRESHOLD,
-    SanctionsListError,
-    load_sanctions_list,
-    parse_sdn,
-    screen,
-)
+from partnerflow.models.compliance import ScreeningResult
+from partnerflow.tasks.compliance.sanctions import screen_name
+from partnerflow.tasks.compliance.sanctions_list import SanctionsListError, load_sanctions_list, parse_sdn
+from partnerflow.tasks.compliance.sanctions_match import MATCH_THRESHOLD, screen
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -95,13 +92,19 @@ def test_list_from_url_uses_last_modified(httpserver):
     assert sdn.list_date == "2026-11-03" and len(sdn) == 9
 
 
-def test_screen_configured_for_application_screening(configure, tmp_path):
-    from partnerflow.tasks.compliance.sanctions import screen_configured
-
-    assert screen_configured("Vladimir Putin", "RU")["result"] == "not_configured"
+def test_screen_name_against_the_configured_list(configure, tmp_path):
+    assert screen_name("Vladimir Putin", "RU").result == ScreeningResult.NOT_CONFIGURED
     configure(sanctions_list=str(tmp_path / "missing.csv"))
-    assert screen_configured("Vladimir Putin", "RU")["result"] == "unavailable"
+    unavailable = screen_name("Vladimir Putin", "RU")
+    assert unavailable.result == ScreeningResult.UNAVAILABLE and "cannot read" in unavailable.error
+    assert not unavailable.matches
     configure(sanctions_list=str(DATA / "sdn_sample.csv"))
-    hit = screen_configured("Vladimir Putin", "RU")
-    assert hit["result"] == "match" and hit["matches"][0]["ent_num"] == 1001 and len(hit["list_checksum"]) == 64
-    assert screen_configured("Ann Blogger", "US")["result"] == "clear"
+    hit = screen_name("Vladimir Putin", "RU")
+    assert hit.result == ScreeningResult.MATCH and hit.matches[0].entry.ent_num == 1001 and len(hit.list_checksum) == 64
+    assert screen_name("Ann Blogger", "US").result == ScreeningResult.CLEAR
+
+
+def test_screen_name_against_a_given_list(sdn):
+    hit = screen_name("Vladimir Putin", "RU", sdn)
+    assert hit.result == ScreeningResult.MATCH and hit.list_checksum == sdn.checksum
+    assert [m.entry.ent_num for m in hit.matches] == _hit(sdn, "Vladimir Putin", "RU")

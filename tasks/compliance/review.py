@@ -1,0 +1,57 @@
+"""A person's review of a partner's serious findings: which findings, the form, and its description."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.input import RunInput
+from sqlmodel import select
+
+from partnerflow.models import Partner, session_scope
+from partnerflow.models.compliance import ACTIVE_STATUSES, Finding, Severity
+from partnerflow.tasks.compliance.findings import POLICY
+
+
+class FindingDecision(RunInput):
+    """What to do about a partner's compliance findings."""
+
+    action: Literal["withhold_payouts", "suspend_partner", "notify_partner", "dismiss"] = "withhold_payouts"
+    reason: str = ""
+    approver: str = ""
+
+
+def findings_to_review(partner_id: int, policy: dict) -> tuple[Partner | None, list[Finding]]:
+    """The partner and its active findings of the severities the policy asks about that no person decided."""
+    ask = policy["actions"].get("ask_person", [Severity.HIGH, Severity.CRITICAL])
+    with session_scope() as session:
+        partner = session.get(Partner, partner_id)
+        rows = session.exec(select(Finding).where(
+            Finding.partner_id == partner_id, Finding.status.in_(ACTIVE_STATUSES),
+            Finding.severity.in_(ask), Finding.decided_by.is_(None) | (Finding.decided_by == POLICY))
+            .order_by(Finding.id)).all()
+    return partner, list(rows)
+
+
+def review_description(partner: Partner, rows: list[Finding]) -> str:
+    """The Markdown above the form: the partner, then each finding with its evidence."""
+    lines = [f"## Compliance review: {partner.legal_name} (partner #{partner.id}, {partner.email}, "
+             f"{partner.country or 'country unknown'}, stage {partner.stage})", ""]
+    for f in rows:
+        ev = f.evidence or {}
+        lines += [f"### #{f.id} {f.title}", f"- **rule** `{f.rule}` · **severity** {f.severity} · **status** {f.status}"
+                  + (" · **holds payouts**" if f.blocking else "")]
+        if f.url:
+            lines.append(f"- **page** {f.url}")
+        if ev.get("reason"):
+            lines.append(f"- **why** {ev['reason']}")
+        for key in ("excerpt", "first_link_excerpt", "disclosure_excerpt"):
+            if ev.get(key):
+                lines.append(f"- **{key.replace('_', ' ')}**: > {ev[key]}")
+        for m in (ev.get("matches") or [])[:3]:
+            lines.append(f"- **list entry** {m.get('name')} (#{m.get('ent_num')}, {m.get('program')}), "
+                         f"score {m.get('score')}: {m.get('reason')}")
+        lines.append("")
+    lines += ["**Choose**: `withhold_payouts` (hold payouts until resolved), `suspend_partner`, "
+              "`notify_partner` (templated mail asking for a fix), or `dismiss` (give the reason). "
+              "Fill in `approver` with your name."]
+    return "\n".join(lines)
