@@ -31,7 +31,8 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Import candidates; bad rows are reported by line and the good ones imported."""
-    from partnerflow.tasks.discovery.imports import ImportFileError, import_file
+    from partnerflow.tasks.discovery.csvfile import ImportFileError
+    from partnerflow.tasks.discovery.imports import import_file
 
     _prepare()
     try:
@@ -61,7 +62,7 @@ def enrich_cmd(
 ) -> None:
     """Fetch each prospect's page, extract contacts and signals, and score the fit."""
     from partnerflow.settings import get_settings
-    from partnerflow.tasks.discovery.imports import enrich_batch, prospects_to_enrich
+    from partnerflow.tasks.discovery.enrichment import enrich_batch, prospects_to_enrich
 
     _prepare()
     ids = prospects_to_enrich(prospect or None, limit)
@@ -81,7 +82,7 @@ def enrich_cmd(
 @prospects_app.command("rescore")
 def rescore_cmd(prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all.")) -> None:
     """Score prospects again with the current scoring policy (after editing it); nothing is fetched."""
-    from partnerflow.tasks.discovery.imports import rescore
+    from partnerflow.tasks.discovery.enrichment import rescore
 
     _prepare()
     stats = rescore(prospect or None)

@@ -203,7 +203,7 @@ def test_pages_on_private_addresses_are_refused_by_default(server, configure):
 
 def test_a_page_the_extractor_chokes_on_is_recorded_and_the_rest_scored(server, configure, monkeypatch):
     from partnerflow.tasks.discovery import enrich
-    from partnerflow.tasks.discovery import imports as discovery
+    from partnerflow.tasks.discovery import enrichment as discovery
 
     configure(discovery_fetch_delay_seconds=0, discovery_allow_private_addresses=True)
     server.expect_request("/robots.txt").respond_with_data("", status=404)

@@ -5,12 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from partnerflow.tasks.discovery.csvfile import ImportFileError, parse_file
 from partnerflow.tasks.discovery.enrich import extract
-from partnerflow.tasks.discovery.imports import (
-    ImportFileError,
-    dedupe_in_file,
-    parse_file,
-)
+from partnerflow.tasks.discovery.imports import dedupe_in_file
 from partnerflow.tasks.shared.identity import (
     dedup_domain,
     normalise_domain,

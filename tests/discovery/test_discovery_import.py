@@ -10,12 +10,9 @@ from sqlmodel import select
 
 from partnerflow.flows.discovery import import_prospects
 from partnerflow.models import Partner, Prospect, session_scope
-from partnerflow.tasks.discovery.imports import (
-    ImportFileError,
-    import_file,
-    map_headers,
-    parse_audience,
-)
+from partnerflow.tasks.discovery.columns import map_headers, parse_audience
+from partnerflow.tasks.discovery.csvfile import ImportFileError
+from partnerflow.tasks.discovery.imports import import_file
 
 DATA = Path(__file__).parents[1] / "data"
 SAMPLE = Path(__file__).parents[2] / "templates" / "demo" / "prospects.csv"
