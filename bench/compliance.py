@@ -3,6 +3,7 @@
     .venv/bin/python bench/compliance.py                          # 2,000 pages; 100,000 names vs 15,000 entries
     .venv/bin/python bench/compliance.py --pages 500 --names 20000 --entries 15000 --growth 1000,5000,15000,30000
     .venv/bin/python bench/compliance.py --skip-pages             # sanctions only
+    .venv/bin/python bench/compliance.py --smoke                  # small sizes: does it still run?
 
 Pages: 2,000 partner pages (about 12 KB each; with, without and footer-only disclosures and some
 claims) served by a threaded HTTP server in a separate process. Ours: `fetch_and_analyse` — `fetch_pages`
@@ -15,7 +16,8 @@ Target: within 2x of the floor.
 Sanctions: a generated list of --entries entries (70% "LAST, First [Middle]" people, 30% firms, with
 common first names) and --names generated partner names sharing first names and some surnames with it.
 Screening runs in --workers processes (forked; the list is built once). Target: 100,000 names in
-under 60 s on 2 cores. --growth prints names/s for several list sizes.
+under 60 s on 2 cores. Floor: each name normalised and looked up exactly in the normalised list (no
+fuzzy matching). --growth prints names/s for several list sizes.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ import multiprocessing as mp
 import os
 import random
 import sys
-import tempfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
-work = Path(tempfile.mkdtemp(prefix="pf-bench-compliance-"))
-os.environ.setdefault("PARTNERFLOW_VAR_DIR", str(work / "var"))
-os.environ.setdefault("PARTNERFLOW_SECRET_KEY", "bench-secret")
+from partnerflow.testing.sandbox import sandbox
+
+# Function-local imports: Prefect (under our tasks) reads its settings once, at import, so our modules
+# are imported inside the sandbox that sets them; the page server's process needs none of them.
 
 LINK = "<a href='https://acme.example/signup?ref=PF{i}'>try Acme</a>"
 PARA = "<p>Dashboards, metrics and notes on running a small analytics team, week {n} of the series.</p>"
@@ -85,10 +86,9 @@ async def floor_fetch(urls: list[str], concurrency: int) -> int:
 
 
 def bench_pages(n: int, concurrency: int) -> None:
-    from partnerflow.flows.compliance import analyse_page
     from partnerflow.models import Partner
     from partnerflow.tasks.compliance.brand_rules import compile_rules
-    from partnerflow.tasks.compliance.pages import fetch_and_analyse
+    from partnerflow.tasks.compliance.pages import analyse_page, fetch_and_analyse
     from partnerflow.tasks.compliance.policy import load_policy
     from partnerflow.tasks.shared.webfetch import fetch_pages
 
@@ -125,7 +125,7 @@ def bench_pages(n: int, concurrency: int) -> None:
     print(f"  floor (httpx alone):        {floor:6.2f} s  {n / floor:8.0f} pages/s")
     print(f"  ours fetch only:            {fetched:6.2f} s  {n / fetched:8.0f} pages/s")
     print(f"  ours fetch + checks:        {ours:6.2f} s  {n / ours:8.0f} pages/s  ({ok} read, {findings} findings)")
-    print(f"  ratio to floor: {ours / floor:.2f}x (target <= 2x)")
+    print(f"  ratio {ours / floor:.1f}x to the floor (target <= 2x)")
 
 
 # --- sanctions -----------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ _LIST = None
 
 
 def _screen_chunk(chunk: list[str]) -> int:
-    from partnerflow.tasks.compliance.sanctions import screen
+    from partnerflow.tasks.compliance.sanctions_match import screen
 
     return sum(1 for q in chunk if screen(q, None, _LIST))
 
@@ -183,8 +183,22 @@ def screen_all(sdn, queries: list[str], workers: int) -> tuple[float, int]:
     return time.perf_counter() - t, hits
 
 
+def _normalised(name: str) -> str:
+    from unidecode import unidecode  # the transliteration screening uses too
+
+    return " ".join(sorted(unidecode(name).lower().replace(",", " ").split()))
+
+
+def exact_lookup_floor(listed: list[str], queries: list[str]) -> float:
+    """Seconds to normalise every name and look it up exactly: the work no screening can skip."""
+    t = time.perf_counter()
+    known = {_normalised(n) for n in listed}
+    sum(1 for q in queries if _normalised(q) in known)
+    return time.perf_counter() - t
+
+
 def bench_sanctions(entries: int, names: int, workers: int, growth: list[int]) -> None:
-    from partnerflow.tasks.compliance.sanctions import SdnEntry, SdnList
+    from partnerflow.tasks.compliance.sanctions_match import SdnEntry, SdnList
 
     def build(listed):
         t = time.perf_counter()
@@ -194,11 +208,13 @@ def bench_sanctions(entries: int, names: int, workers: int, growth: list[int]) -
 
     listed, queries = make_names(entries, names)
     sdn, built = build(listed)
+    floor = exact_lookup_floor(listed, queries)
     took, hits = screen_all(sdn, queries, workers)
     print(f"sanctions: {names} names vs {entries} entries, {workers} worker(s)")
     print(f"  list indexed in {built:.2f} s; screened in {took:.1f} s = {names / took:,.0f} names/s; "
           f"{hits} names matched ({names // 1000} planted)")
-    print(f"  ratio to the 60 s target: {took / 60:.2f}")
+    print(f"  floor (normalise + exact lookup, 1 worker) {floor:.2f} s = {names / floor:,.0f} names/s; "
+          f"ratio {took / floor:.1f}x to the floor; {took / 60:.2f} of the 60 s target")
     if growth:
         sample = queries[:min(len(queries), 20000)]
         print(f"  growth with list size ({len(sample)} names, {workers} worker(s)):")
@@ -219,12 +235,16 @@ def main() -> None:
     parser.add_argument("--growth", default="1000,5000,15000,30000", help="list sizes to compare ('' to skip)")
     parser.add_argument("--skip-pages", action="store_true")
     parser.add_argument("--skip-sanctions", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="small sizes: a quick check that it runs")
     args = parser.parse_args()
-    if not args.skip_pages:
-        bench_pages(args.pages, args.concurrency)
-    if not args.skip_sanctions:
-        bench_sanctions(args.entries, args.names, args.workers,
-                        [int(x) for x in args.growth.split(",") if x.strip()])
+    if args.smoke:
+        args.pages, args.names, args.entries, args.growth = 100, 2000, 2000, "1000,2000"
+    with sandbox("bench-compliance"):
+        if not args.skip_pages:
+            bench_pages(args.pages, args.concurrency)
+        if not args.skip_sanctions:
+            bench_sanctions(args.entries, args.names, args.workers,
+                            [int(x) for x in args.growth.split(",") if x.strip()])
 
 
 if __name__ == "__main__":
