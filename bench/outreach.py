@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/outreach.py                  # 10,000 then 100,000 prospects
     .venv/bin/python bench/outreach.py --sizes 10000    # one size
+    .venv/bin/python bench/outreach.py --smoke          # 500 prospects: does it still run?
 
 For each size (each in its own process, own temp SQLite and own Prefect test server) it prints
 emails/s of the `send-due-outreach` flow, peak memory, Prefect task runs created, and the ratio
@@ -18,9 +19,11 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from partnerflow.testing.sandbox import sandbox
+from partnerflow.testing.sendgrid import FakeSendGrid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,36 +33,27 @@ def rss_mb() -> float:
 
 
 def run_one(size: int) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="pf-bench-outreach-"))
-    os.environ.update({
-        "PARTNERFLOW_VAR_DIR": str(work / "var"), "PARTNERFLOW_SECRET_KEY": "bench-secret",
-        "PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-        "PREFECT_LOGGING_LEVEL": "WARNING", "PARTNERFLOW_EMAIL_PROVIDER": "sendgrid",
-        "PARTNERFLOW_SENDGRID_API_KEY": "SG.bench", "PARTNERFLOW_DAILY_SEND_CAP": str(size * 2),
-        "PARTNERFLOW_OUTREACH_BATCH_SIZE": "1000",
-    })
-    os.environ.pop("PARTNERFLOW_DATABASE_URL", None)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from partnerflow.testing.sendgrid import FakeSendGrid
+    """One size, in this process: its own sandbox (folder, SQLite, Prefect test server)."""
+    settings = {"PARTNERFLOW_EMAIL_PROVIDER": "sendgrid", "PARTNERFLOW_SENDGRID_API_KEY": "SG.bench",
+                "PARTNERFLOW_DAILY_SEND_CAP": str(size * 2), "PARTNERFLOW_OUTREACH_BATCH_SIZE": "1000"}
+    with sandbox("bench-outreach", **settings), FakeSendGrid(record=False) as server:
+        os.environ["PARTNERFLOW_SENDGRID_API_HOST"] = server.url
+        return measure(size, server)
 
-    server = FakeSendGrid(record=False).start()
-    os.environ["PARTNERFLOW_SENDGRID_API_HOST"] = server.url
 
+def measure(size: int, server: FakeSendGrid) -> dict:
+    # Function-local imports: the sandbox sets the environment Prefect and our settings read at import.
+    from prefect import get_client
     from prefect.testing.utilities import prefect_test_harness
     from sqlalchemy import insert
-    from sqlmodel import SQLModel
 
-    from partnerflow import dbtools
+    from partnerflow.flows.outreach import send_due_outreach
     from partnerflow.models import Prospect, get_engine
+    from partnerflow.settings import reset_settings
+    from partnerflow.tasks.outreach.enrollment import enroll
+    from partnerflow.tasks.outreach.sequences import load_sequence_files
 
-    dbtools.upgrade()
-    SQLModel.metadata.create_all(get_engine())
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import (
-        _add_unmigrated_columns,  # columns not yet in a migration (work in progress)
-    )
-
-    _add_unmigrated_columns(get_engine())
+    reset_settings()
     with get_engine().begin() as conn:  # streamed in chunks, like a real import
         for start in range(0, size, 5000):
             conn.execute(insert(Prospect), [
@@ -69,12 +63,6 @@ def run_one(size: int) -> dict:
                 for i in range(start, min(size, start + 5000))])
 
     with prefect_test_harness(server_startup_timeout=120):
-        from prefect import get_client
-
-        from partnerflow.flows.outreach import send_due_outreach
-        from partnerflow.tasks.outreach.sequences import load_sequence_files
-        from partnerflow.tasks.outreach.steps import enroll
-
         load_sequence_files()
         enroll("partner-recruitment")
         rss_before = rss_mb()
@@ -87,7 +75,6 @@ def run_one(size: int) -> dict:
     assert result["sent"] == size and server.accepted_messages == size, (result, server.accepted_messages)
 
     floor = measure_floor(size, server.url)
-    server.stop()
     return {"size": size, "seconds": round(elapsed, 2), "emails_per_s": round(size / elapsed),
             "floor_seconds": round(floor, 2), "floor_emails_per_s": round(size / floor),
             "ratio_to_floor": round(elapsed / floor, 2), "task_runs": task_runs,
@@ -107,7 +94,7 @@ def measure_floor(size: int, url: str) -> float:
         read_sequence_dir,
         render_step,
     )
-    from partnerflow.tasks.outreach.steps import unsubscribe_url
+    from partnerflow.tasks.outreach.unsubscribe import unsubscribe_url
 
     definition = read_sequence_dir(default_root() / "partner-recruitment")
     provider = SendGridProvider(get_settings().mail)  # only to build identical request bodies
@@ -134,8 +121,11 @@ def measure_floor(size: int, url: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated prospect counts")
+    parser.add_argument("--smoke", action="store_true", help="one small size: a quick check that it runs")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size in this process
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes = "500"
     if args.one:
         print(json.dumps(run_one(args.one)))
         return
@@ -147,7 +137,7 @@ def main() -> None:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
         print(f"{r['size']:>7} prospects: {r['seconds']:>7}s  {r['emails_per_s']:>6} emails/s | floor "
-              f"{r['floor_seconds']}s ({r['floor_emails_per_s']} emails/s) | ratio to floor {r['ratio_to_floor']}x "
+              f"{r['floor_seconds']}s ({r['floor_emails_per_s']} emails/s) | ratio {r['ratio_to_floor']:.1f}x "
               f"(target <= 3x) | Prefect task runs {r['task_runs']} | peak RSS {r['peak_rss_mb']} MB, "
               f"growth during send {r['send_rss_growth_mb']} MB", flush=True)
     if len(results) > 1:

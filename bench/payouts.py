@@ -5,45 +5,50 @@ approve, pay every partner through the ledger rail), peak memory of the process,
 the floor measured in the same run: one SQL aggregate (GROUP BY partner) over the same conversions.
 
     .venv/bin/python bench/payouts.py                      # quick: 0.1x (100k conversions, 1k partners), SQLite
+    .venv/bin/python bench/payouts.py --smoke              # 10k conversions, 100 partners: does it still run?
     .venv/bin/python bench/payouts.py --scales 0.1,1 --db sqlite,postgres
     .venv/bin/python bench/payouts.py --conversions 1000000 --partners 10000 --scales 0.1,1,3 --db postgres
 
-Each (database, scale) runs in its own process (so peak memory is its own) on a fresh database.
+Each (database, scale) runs in its own process (so peak memory is its own) on a fresh database whose
+schema the migrations build (partnerflow.testing.sandbox).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
+
+from partnerflow.testing.sandbox import sandbox
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
-    """Runs inside a fresh process whose PARTNERFLOW_* environment points at a fresh database."""
+    """Runs in its own process, in a sandbox with a fresh database."""
+    with sandbox("bench-payouts", database_url=PG_URL if db == "postgres" else None):
+        return measure(db, conversions, partners, remit)
+
+
+def measure(db: str, conversions: int, partners: int, remit: bool) -> dict:
+    # Function-local imports: the sandbox sets the environment Prefect and our settings read at import.
     from sqlalchemy import func, insert, select, text
-    from sqlmodel import SQLModel
 
-    from partnerflow.models import (
-        Contract,
-        Conversion,
-        Partner,
-        get_engine,
-        session_scope,
-    )
-    from partnerflow.tasks.payouts import batches as engine
+    from partnerflow.models import Commission, Contract, Conversion, Partner, Payout, get_engine, session_scope
+    from partnerflow.models.contracting import ContractStatus
+    from partnerflow.models.onboarding import TaxFormStatus
+    from partnerflow.models.partners import PartnerType, Stage
+    from partnerflow.models.payouts import ConversionKind, LedgerTransfer
+    from partnerflow.tasks.payouts.batches import build_batch, decide_batch
     from partnerflow.tasks.payouts.commissions import compute_commissions
+    from partnerflow.tasks.payouts.execution import execute_batch
+    from partnerflow.tasks.payouts.remittance import send_remittances
 
-    SQLModel.metadata.create_all(get_engine())
     rnd = random.Random(42)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     with session_scope() as s:
@@ -51,18 +56,19 @@ def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
             "email": f"p{i}@bench.example", "legal_name": f"Partner {i}", "tracking_code": f"B{i}",
             "commission_terms": {"kind": "percentage", "rate": str(rnd.choice(["0.05", "0.10", "0.125", "0.2"])),
                                  "lock_days": 30},
-            "tax_form_status": "received", "stage": "active", "payout_currency": "USD",
-            "payout_threshold_minor": 1000, "partner_type": "affiliate", "tier": "standard",
+            "tax_form_status": TaxFormStatus.RECEIVED, "stage": Stage.ACTIVE, "payout_currency": "USD",
+            "payout_threshold_minor": 1000, "partner_type": PartnerType.AFFILIATE, "tier": "standard",
             "created_at": t0, "updated_at": t0} for i in range(1, partners + 1)])
         s.execute(insert(Contract), [{"partner_id": i, "template_name": "b", "template_sha256": "b",
-                                      "document_path": "b", "document_sha256": "b", "status": "signed",
+                                      "document_path": "b", "document_sha256": "b", "status": ContractStatus.SIGNED,
                                       "commission_terms": {}, "version": 1, "created_at": t0}
                                      for i in range(1, partners + 1)])
     chunk = 50_000
     for start in range(0, conversions, chunk):
         with session_scope() as s:
             s.execute(insert(Conversion), [{
-                "source": "bench", "external_id": f"o{n}", "kind": "sale", "partner_id": rnd.randint(1, partners),
+                "source": "bench", "external_id": f"o{n}", "kind": ConversionKind.SALE,
+                "partner_id": rnd.randint(1, partners),
                 "amount_minor": rnd.randint(100, 100_000), "currency": "USD",
                 "occurred_at": t0 + timedelta(seconds=rnd.randint(0, 28 * 86400)), "created_at": t0,
             } for n in range(start, min(start + chunk, conversions))])
@@ -85,20 +91,17 @@ def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
     stats = compute_commissions(now=period_end)
     steps["compute"] = time.perf_counter() - c0
     c0 = time.perf_counter()
-    batch_id = engine.build_batch(period_end)
-    engine.decide_batch(batch_id, approve=True, actor="bench")
+    batch_id = build_batch(period_end)
+    decide_batch(batch_id, approve=True, actor="bench")
     steps["build+approve"] = time.perf_counter() - c0
     c0 = time.perf_counter()
-    paid = engine.execute_batch(batch_id)
+    paid = execute_batch(batch_id)
     steps["pay"] = time.perf_counter() - c0
     if remit:
         c0 = time.perf_counter()
-        engine.send_remittances(batch_id)
+        send_remittances(batch_id)
         steps["remit"] = time.perf_counter() - c0
     wall = time.perf_counter() - w0
-
-    from partnerflow.models import Commission, Payout
-    from partnerflow.models.payouts import LedgerTransfer
 
     with session_scope() as s:
         ledger = s.execute(select(func.count(), func.sum(LedgerTransfer.amount_minor))).one()
@@ -108,35 +111,17 @@ def one(db: str, conversions: int, partners: int, remit: bool) -> dict:
     return {"db": db, "conversions": conversions, "partners": partners, "commissions": stats.get("created"),
             "payouts_paid": paid.get("paid", 0), "ledger_transfers": ledger[0], "wall_s": round(wall, 2),
             "steps_s": {k: round(v, 2) for k, v in steps.items()}, "floor_s": round(floor, 3),
-            "ratio_to_floor": round(wall / floor, 1) if floor else None,
+            "ratio_to_floor": round(wall / floor, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def spawn(db: str, conversions: int, partners: int, remit: bool) -> dict:
-    tmp = tempfile.mkdtemp(prefix="pf-bench-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERFLOW_")}
-    env.update(PARTNERFLOW_VAR_DIR=tmp, PARTNERFLOW_SECRET_KEY="bench", PREFECT_HOME=os.path.join(tmp, "prefect"))
-    admin = None
-    if db == "postgres":
-        import sqlalchemy as sa
-
-        name = f"pf_bench_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        env["PARTNERFLOW_DATABASE_URL"] = PG_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        out = subprocess.run([sys.executable, __file__, "--one", db, "--conversions", str(conversions),
-                              "--partners", str(partners)] + (["--remit"] if remit else []),
-                             env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(out.stderr[-3000:])
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+    out = subprocess.run([sys.executable, __file__, "--one", db, "--conversions", str(conversions),
+                          "--partners", str(partners)] + (["--remit"] if remit else []),
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -146,8 +131,11 @@ def main() -> None:
     parser.add_argument("--scales", default="0.1", help="comma-separated multiples of the sizes, e.g. 0.1,1,3")
     parser.add_argument("--db", default="sqlite", help="sqlite, postgres, or both: sqlite,postgres")
     parser.add_argument("--remit", action="store_true", help="also send a remittance mail per payout (outbox)")
+    parser.add_argument("--smoke", action="store_true", help="small sizes, SQLite: a quick check that it runs")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.smoke:
+        args.conversions, args.partners, args.scales, args.db = 10_000, 100, "1", "sqlite"
     if args.one:
         print(json.dumps(one(args.one, args.conversions, args.partners, args.remit)))
         return
@@ -159,7 +147,7 @@ def main() -> None:
             r["scale"] = scale
             results.append(r)
             print(f"{r['db']:8} x{scale:<4} {r['conversions']:>9} conversions {r['partners']:>6} partners | "
-                  f"wall {r['wall_s']:>7.2f} s  floor {r['floor_s']:>6.3f} s  ratio {r['ratio_to_floor']:>6}x  "
+                  f"wall {r['wall_s']:>7.2f} s  floor {r['floor_s']:>6.3f} s  ratio {r['ratio_to_floor']:.1f}x  "
                   f"peak {r['peak_rss_mb']:>7.1f} MB | {r['steps_s']} | paid {r['payouts_paid']}", flush=True)
     if len(results) > 1:
         print(json.dumps(results, indent=1))
