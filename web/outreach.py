@@ -178,36 +178,43 @@ def _apply_event(session, event: dict[str, Any]) -> bool:
     if message is None:
         return False
     table = Message.__table__
-    confirm = (update(table).where(table.c.id == message.id,
-                                   table.c.status.in_([MessageStatus.SENDING, MessageStatus.PENDING]))
-               .values(status=MessageStatus.SENT, sent_at=when, provider="sendgrid"))
+    this = update(table).where(table.c.id == message.id)
+    confirm = this.where(table.c.status.in_([MessageStatus.SENDING, MessageStatus.PENDING])).values(
+        status=MessageStatus.SENT, sent_at=when, provider="sendgrid")
     if kind == "processed":
         session.execute(confirm)  # reconciles a send whose answer we never saw
     elif kind == "delivered":
         session.execute(confirm)
-        session.execute(update(table).where(table.c.id == message.id).values(delivered_at=when))
+        session.execute(this.values(delivered_at=when))
     elif kind == "open":
-        session.execute(update(table).where(table.c.id == message.id, table.c.opened_at.is_(None)).values(opened_at=when))
+        session.execute(this.where(table.c.opened_at.is_(None)).values(opened_at=when))
     elif kind == "click":
-        session.execute(update(table).where(table.c.id == message.id, table.c.clicked_at.is_(None)).values(clicked_at=when))
+        session.execute(this.where(table.c.clicked_at.is_(None)).values(clicked_at=when))
     elif kind == "bounce":
         reason = str(event.get("reason") or event.get("type") or "bounced")[:500]
         if event.get("type") == "blocked":  # a soft bounce: this message failed, the address is fine
-            session.execute(update(table).where(table.c.id == message.id).values(status=MessageStatus.FAILED, error=reason))
+            session.execute(this.values(status=MessageStatus.FAILED, error=reason))
         else:
-            session.execute(update(table).where(table.c.id == message.id).values(status=MessageStatus.BOUNCED, error=reason))
+            session.execute(this.values(status=MessageStatus.BOUNCED, error=reason))
             suppress(session, message.to_email, StopReason.BOUNCE, source="sendgrid")
     elif kind == "dropped":
         reason = str(event.get("reason") or "dropped")[:500]
-        session.execute(update(table).where(table.c.id == message.id).values(status=MessageStatus.FAILED, error=reason))
-        lowered = reason.lower()
-        if "bounce" in lowered or "invalid" in lowered:
-            suppress(session, message.to_email, StopReason.BOUNCE, source="sendgrid")
-        elif "spam" in lowered:
-            suppress(session, message.to_email, StopReason.SPAM_REPORT, source="sendgrid")
-        elif "unsubscribe" in lowered:
-            suppress(session, message.to_email, StopReason.UNSUBSCRIBE, source="sendgrid")
+        session.execute(this.values(status=MessageStatus.FAILED, error=reason))
+        stop = _dropped_reason(reason.lower())
+        if stop is not None:
+            suppress(session, message.to_email, stop, source="sendgrid")
     return True
+
+
+def _dropped_reason(reason: str) -> StopReason | None:
+    """What a `dropped` event's reason means for the address (SendGrid drops known-bad ones)."""
+    if "bounce" in reason or "invalid" in reason:
+        return StopReason.BOUNCE
+    if "spam" in reason:
+        return StopReason.SPAM_REPORT
+    if "unsubscribe" in reason:
+        return StopReason.UNSUBSCRIBE
+    return None
 
 
 # --- SendGrid Inbound Parse: replies ---

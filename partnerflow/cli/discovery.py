@@ -12,6 +12,9 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: a command loads the tasks (and Prefect) only when it runs, so
+# `partnerflow --help` and every other command start fast.
+
 prospects_app = typer.Typer(no_args_is_help=True, help="Candidate partners: import, enrich, score.")
 app.add_typer(prospects_app, name="prospects")
 
@@ -80,7 +83,9 @@ def enrich_cmd(
 
 
 @prospects_app.command("rescore")
-def rescore_cmd(prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all.")) -> None:
+def rescore_cmd(
+    prospect: list[int] = typer.Option([], "--prospect", help="Prospect id; repeat. Default: all."),
+) -> None:
     """Score prospects again with the current scoring policy (after editing it); nothing is fetched."""
     from partnerflow.tasks.discovery.enrichment import rescore
 

@@ -8,6 +8,9 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: a command loads the tasks (and Prefect) only when it runs, so
+# `partnerflow --help` and every other command start fast.
+
 outreach_app = typer.Typer(no_args_is_help=True, help="Outreach sequences.")
 app.add_typer(outreach_app, name="outreach")
 

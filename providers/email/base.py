@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from partnerflow.providers.errors import ProviderError
 
@@ -30,12 +30,19 @@ class SendOutcome:
     error: ProviderError | None = None  # None means accepted
 
 
-class EmailProvider(Protocol):
-    name: str
+class EmailProvider(ABC):
+    """What every email provider does; built from MailSettings by `get_email_provider`."""
+
+    name: str  # the setting value that chooses it, recorded on each Message it sent
     # True when sending the same idempotency key twice cannot deliver twice (the outbox
     # overwrites one file per key), so a send interrupted mid-way may simply be repeated.
-    idempotent: bool
+    idempotent: bool = False
 
+    @abstractmethod
     def send_batch(self, emails: list[OutgoingEmail]) -> list[SendOutcome]:
-        """Send; return one outcome per email. Raise RetryableError for a whole-batch transient failure."""
-        ...
+        """Send; return one outcome per email, in order.
+
+        Per-message errors go in the outcomes. For the whole batch: RetryableError when nothing was
+        sent and a later try may work (AmbiguousError when it may have been accepted), PermanentError
+        when nothing can be sent with these settings (e.g. a refused login).
+        """

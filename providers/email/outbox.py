@@ -8,17 +8,18 @@ import os
 from email.message import EmailMessage
 from pathlib import Path
 
-from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
+from partnerflow.providers.email.base import EmailProvider, OutgoingEmail, SendOutcome
 from partnerflow.providers.email.settings import MailSettings
 
 
 def build_mime(settings: MailSettings, item: OutgoingEmail) -> EmailMessage:
     msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = email.utils.formataddr((item.from_name or settings.sender_name, item.from_email or settings.sender_email))
+    sender = item.from_email or settings.sender_email
+    msg["From"] = email.utils.formataddr((item.from_name or settings.sender_name, sender))
     msg["To"] = item.to
     msg["Subject"] = item.subject
     msg["Date"] = email.utils.formatdate(localtime=False)
-    domain = (item.from_email or settings.sender_email).rsplit("@", 1)[-1]
+    domain = sender.rsplit("@", 1)[-1]
     msg["Message-ID"] = f"<{item.idempotency_key.replace(':', '.')}@{domain}>"
     msg["X-Partnerflow-Message-Id"] = str(item.message_id)
     for name, value in item.headers.items():
@@ -36,7 +37,7 @@ def outbox_filename(idempotency_key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in idempotency_key) + ".eml"
 
 
-class OutboxProvider:
+class OutboxProvider(EmailProvider):
     name = "outbox"
     idempotent = True  # one file per idempotency key: a repeat overwrites, never duplicates
 

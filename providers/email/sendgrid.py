@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
+from partnerflow.providers.email.base import EmailProvider, OutgoingEmail, SendOutcome
 from partnerflow.providers.email.settings import MailSettings
 from partnerflow.providers.errors import (
     AmbiguousError,
@@ -73,7 +73,7 @@ def _error_indexes(body: bytes | str | None) -> set[int]:
     return found
 
 
-class SendGridProvider:
+class SendGridProvider(EmailProvider):
     name = "sendgrid"
     idempotent = False
 

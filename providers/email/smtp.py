@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 
-from partnerflow.providers.email.base import OutgoingEmail, SendOutcome
+from partnerflow.providers.email.base import EmailProvider, OutgoingEmail, SendOutcome
 from partnerflow.providers.email.outbox import build_mime
 from partnerflow.providers.email.settings import MailSettings
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
@@ -16,7 +16,7 @@ def _reason(code: int, message: bytes | str) -> str:
     return f"SMTP {code}: {text}"
 
 
-class SmtpProvider:
+class SmtpProvider(EmailProvider):
     name = "smtp"
     idempotent = False  # an SMTP server cannot tell a repeat from a new message
 
@@ -46,7 +46,8 @@ class SmtpProvider:
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentError(_reason(exc.smtp_code, exc.smtp_error)) from None
         except (OSError, smtplib.SMTPException) as exc:  # nothing was sent yet
-            raise RetryableError(f"SMTP connection to {self.settings.smtp_host}:{self.settings.smtp_port} failed: {exc}") from None
+            where = f"{self.settings.smtp_host}:{self.settings.smtp_port}"
+            raise RetryableError(f"SMTP connection to {where} failed: {exc}") from None
         outcomes: list[SendOutcome] = []
         try:
             for index, item in enumerate(emails):
@@ -60,7 +61,8 @@ class SmtpProvider:
                     outcomes.append(SendOutcome(item.message_id, error=error_cls(_reason(code, message))))
                 except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
                     error_cls = RetryableError if 400 <= exc.smtp_code < 500 else PermanentError
-                    outcomes.append(SendOutcome(item.message_id, error=error_cls(_reason(exc.smtp_code, exc.smtp_error))))
+                    error = error_cls(_reason(exc.smtp_code, exc.smtp_error))
+                    outcomes.append(SendOutcome(item.message_id, error=error))
                 except (OSError, smtplib.SMTPServerDisconnected) as exc:
                     # The connection died during this message: it may or may not have gone out.
                     outcomes.append(SendOutcome(item.message_id, error=AmbiguousError(f"SMTP connection lost: {exc}")))

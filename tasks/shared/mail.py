@@ -130,7 +130,8 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
     with session_scope() as session:
         reason = blocks(session, to_email, kind)
     if reason and claim(message.id, (MessageStatus.PENDING,)):
-        return _set_status(message.id, MessageStatus.FAILED, f"suppressed ({reason}): address is on the suppression list")
+        return _set_status(message.id, MessageStatus.FAILED,
+                           f"suppressed ({reason}): address is on the suppression list")
     provider = get_email_provider(get_settings().mail)
     # A row left in `sending` by a crash may be re-sent only when the provider is idempotent
     # per key; otherwise it waits for reconciliation (provider webhooks) instead.

@@ -333,9 +333,9 @@ def fetch_pages(
     for URLs from untrusted lists. A robots.txt Crawl-delay longer than `per_domain_delay` is obeyed,
     up to `max_crawl_delay` seconds.
     """
-    options = dict(concurrency=concurrency, per_domain_delay=per_domain_delay, timeout=timeout,
-                   max_bytes=max_bytes, user_agent=user_agent, respect_robots=respect_robots,
-                   max_redirects=max_redirects, allow_private=allow_private, max_crawl_delay=max_crawl_delay)
+    options = {"concurrency": concurrency, "per_domain_delay": per_domain_delay, "timeout": timeout,
+               "max_bytes": max_bytes, "user_agent": user_agent, "respect_robots": respect_robots,
+               "max_redirects": max_redirects, "allow_private": allow_private, "max_crawl_delay": max_crawl_delay}
     coro_factory = lambda: _fetch_all(list(urls), **options)  # noqa: E731
     try:
         asyncio.get_running_loop()

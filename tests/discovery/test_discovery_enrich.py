@@ -117,8 +117,8 @@ def _add(**fields) -> int:
 
 
 def test_enrichment_flow_records_every_outcome_and_continues(server, configure):
-    configure(discovery_fetch_delay_seconds=0, discovery_fetch_timeout_seconds=1, discovery_allow_private_addresses=True,
-              discovery_fetch_max_bytes=50_000, discovery_enrich_chunk_size=3)
+    configure(discovery_fetch_delay_seconds=0, discovery_fetch_timeout_seconds=1,
+              discovery_allow_private_addresses=True, discovery_fetch_max_bytes=50_000, discovery_enrich_chunk_size=3)
     server.expect_request("/robots.txt").respond_with_data("User-agent: *\nDisallow: /private\n")
     server.expect_request("/metrics").respond_with_data(GOOD_PAGE, content_type="text/html; charset=utf-8")
     server.expect_request("/charts").respond_with_data(

@@ -144,7 +144,7 @@ def test_template_error_at_send_time_sends_nothing(outbox, monkeypatch):
                                  "spam_report", "manual"])
 def test_each_stop_condition_stops_the_sequence(how, outbox):
     load_sequence_files()
-    ids = add_prospects(2)
+    add_prospects(2)
     enroll(now=MONDAY_NOON)
     send_due(now=MONDAY_NOON)
     assert len(eml_files(outbox)) == 2
@@ -189,7 +189,8 @@ def test_suppression_applies_across_sequences_and_to_commercial_one_off_mail(seq
     from partnerflow.tasks.shared.mail import deliver
 
     ctx = {"name": "x", "partner_name": "x", "body": "x"}
-    nudge = deliver("nudge:1", kind="activation_nudge", to_email="p1@example.com", template="shared/test_notice", context=ctx)
+    nudge = deliver("nudge:1", kind="activation_nudge", to_email="p1@example.com", template="shared/test_notice",
+                    context=ctx)
     assert nudge.status == MessageStatus.FAILED and "suppressed" in nudge.error
     assert len(eml_files(outbox)) == 2
     # ...while mail the person asked for (a signing link, a remittance) still reaches them,

@@ -182,7 +182,8 @@ def test_inbound_reply_matched_by_sender_address(client, sent):
     form = {"from": "Bo <b@example.com>", "to": "partners@acme.example", "subject": "question",
             "text": "hello", "headers": "From: Bo <b@example.com>\nSubject: question\n"}
     assert client.post("/webhooks/sendgrid/inbound", data=form).json()["matched"] == 1
-    assert [(e.email, e.status) for e in rows(Enrollment)] == [("a@example.com", "active"), ("b@example.com", "stopped")]
+    assert [(e.email, e.status) for e in rows(Enrollment)] == [("a@example.com", "active"),
+                                                               ("b@example.com", "stopped")]
 
 
 def test_inbound_token_is_enforced_when_configured(client, sent, configure):

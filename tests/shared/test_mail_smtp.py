@@ -80,7 +80,8 @@ def test_plain_smtp_sends_multipart_with_headers_and_reports_refused_recipients(
     controller.start()
     try:
         configure(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port)
-        outcomes = get_email_provider(get_settings().mail).send_batch(items("a@example.com", "nobody@example.com", "c@example.com"))
+        outcomes = get_email_provider(get_settings().mail).send_batch(
+            items("a@example.com", "nobody@example.com", "c@example.com"))
     finally:
         controller.stop()
     assert [o.error is None for o in outcomes] == [True, False, True]
@@ -120,3 +121,12 @@ def test_unreachable_server_is_retryable(configure):
     configure(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=9)
     with pytest.raises(RetryableError):
         get_email_provider(get_settings().mail).send_batch(items("a@example.com"))
+
+
+def test_every_registered_provider_implements_the_one_interface():
+    from partnerflow.providers.email import EmailProvider
+    from partnerflow.providers.email.registry import PROVIDERS
+
+    for name, vendor in PROVIDERS.items():
+        implementation = vendor.load()
+        assert issubclass(implementation, EmailProvider) and implementation.name == name

@@ -34,14 +34,16 @@ def _endless(_request):
 
 
 def test_hostile_pages_are_recorded_and_good_pages_still_fetched(server):
-    server.expect_request("/robots.txt").respond_with_data("User-agent: *\nDisallow: /private\n", content_type="text/plain")
+    server.expect_request("/robots.txt").respond_with_data("User-agent: *\nDisallow: /private\n",
+                                                           content_type="text/plain")
     server.expect_request("/good").respond_with_data(
         "<html><head><title>Good</title></head><body>Hi</body></html>", content_type="text/html; charset=utf-8")
     server.expect_request("/slow").respond_with_handler(_slow)
     server.expect_request("/huge").respond_with_data("<p>" + "y" * 300_000 + "</p>", content_type="text/html")
     server.expect_request("/endless").respond_with_handler(_endless)
     server.expect_request("/latin1").respond_with_data(
-        "<html><body>Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, sch\u00f6ne Gr\u00fc\u00dfe</body></html>".encode("latin-1"),
+        "<html><body>Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, sch\u00f6ne Gr\u00fc\u00dfe</body></html>"
+        .encode("latin-1"),
         content_type="text/html; charset=utf-8")
     server.expect_request("/loop-a").respond_with_data("", status=302, headers={"Location": "/loop-b"})
     server.expect_request("/loop-b").respond_with_data("", status=302, headers={"Location": "/loop-a"})
@@ -56,7 +58,7 @@ def test_hostile_pages_are_recorded_and_good_pages_still_fetched(server):
     started = time.monotonic()
     results = fetch_pages(urls, per_domain_delay=0, timeout=1.0, max_bytes=100_000)
     assert time.monotonic() - started < 3.0  # the slow page did not hold everything up
-    by_path = dict(zip(paths + ["closed", "ftp"], results))
+    by_path = dict(zip(paths + ["closed", "ftp"], results, strict=True))
 
     good = by_path["/good"]
     assert good.ok and good.error is None and good.status_code == 200 and "<title>Good</title>" in good.text
@@ -113,7 +115,7 @@ def test_requests_to_one_host_are_spaced_by_the_politeness_delay(server):
     # robots.txt + 3 pages = 4 requests to the host, spaced by the delay despite concurrency 10.
     arrivals.sort()
     assert len(arrivals) == 4
-    assert all(b - a >= 0.25 for a, b in zip(arrivals, arrivals[1:]))
+    assert all(b - a >= 0.25 for a, b in zip(arrivals, arrivals[1:], strict=False))
 
 
 def test_binary_garbage_served_as_html_is_a_decode_error(server):
