@@ -60,9 +60,7 @@ def stop(enrollment: int | None = typer.Option(None, help="Enrollment id."),
          suppress: bool = typer.Option(False, help="Also never mail this address again (needs --email)."),
          by: str = typer.Option("cli", help="Who stops it (audit log).")) -> None:
     """Stop an enrollment by hand."""
-    from partnerflow.models import session_scope
     from partnerflow.tasks.outreach.enrollment import stop_enrollment
-    from partnerflow.tasks.shared.suppression import suppress as add_suppression
 
     if (enrollment is None) == (email is None):
         typer.secho("give exactly one of --enrollment or --email", fg=typer.colors.RED, err=True)
@@ -70,8 +68,5 @@ def stop(enrollment: int | None = typer.Option(None, help="Enrollment id."),
     if suppress and not email:
         typer.secho("--suppress needs --email", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    stopped = stop_enrollment(enrollment_id=enrollment, email=email, actor=by)
-    if suppress:
-        with session_scope() as session:
-            add_suppression(session, email, "manual", source=by)
+    stopped = stop_enrollment(enrollment_id=enrollment, email=email, actor=by, suppress_too=suppress)
     typer.echo(f"stopped {stopped} enrollment(s)")

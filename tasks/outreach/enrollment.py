@@ -14,7 +14,7 @@ from partnerflow.models.discovery import ProspectStatus
 from partnerflow.models.outreach import Enrollment, EnrollmentStatus, StopReason
 from partnerflow.tasks.outreach.sequences import latest_version, step_delay
 from partnerflow.tasks.shared.identity import email_key
-from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppressed_among
+from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress, suppressed_among
 
 # A prospect who already answered, signed up or asked us to stop is never enrolled again.
 NOT_ENROLLABLE = frozenset({ProspectStatus.APPLIED, ProspectStatus.REPLIED, ProspectStatus.UNSUBSCRIBED,
@@ -90,11 +90,17 @@ def enroll_task(sequence: str, prospect_ids: list[int] | None, min_score: int | 
 
 
 def stop_enrollment(*, enrollment_id: int | None = None, email: str | None = None,
-                    reason: str = StopReason.MANUAL, actor: str = "cli") -> int:
-    """Manual stop of one enrollment (by id) or of all of a person's (by email). Returns how many."""
+                    reason: str = StopReason.MANUAL, actor: str = "cli", suppress_too: bool = False) -> int:
+    """Manual stop of one enrollment (by id) or of all of a person's (by email). Returns how many.
+
+    With `suppress_too` (by email only) the address is also never mailed again.
+    """
     with session_scope() as session:
         if email:
-            return stop_enrollments_for(session, email, reason, actor=actor)
+            stopped = stop_enrollments_for(session, email, reason, actor=actor)
+            if suppress_too:
+                suppress(session, email, StopReason.MANUAL, source=actor)
+            return stopped
         stopped = session.execute(
             update(Enrollment).where(Enrollment.id == enrollment_id, Enrollment.status == EnrollmentStatus.ACTIVE)
             .values(status=EnrollmentStatus.STOPPED, stop_reason=reason, next_due_at=None, updated_at=utcnow())

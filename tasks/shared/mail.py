@@ -102,7 +102,7 @@ def record_intent(key: str, *, kind: str, to_email: str, subject: str, partner_i
         return row
 
 
-def claim(message_id: int, from_statuses: tuple[str, ...]) -> bool:
+def claim(message_id: int, from_statuses: tuple[MessageStatus, ...]) -> bool:
     """Atomically move a message to `sending`; True only for the one caller that won."""
     with session_scope() as session:
         result = session.execute(
@@ -153,7 +153,7 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
     return _set_status(message.id, MessageStatus.FAILED, outcome.error.reason, provider.name)
 
 
-def _set_status(message_id: int, status: str, error: str | None, provider: str | None = None,
+def _set_status(message_id: int, status: MessageStatus, error: str | None, provider: str | None = None,
                 provider_message_id: str | None = None) -> Message:
     with session_scope() as session:
         row = session.get(Message, message_id)
