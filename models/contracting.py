@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column
@@ -12,7 +13,7 @@ from partnerflow.models.partners import PartnerType
 from partnerflow.models.types import UTCDateTime, utcnow
 
 
-class ContractStatus:
+class ContractStatus(StrEnum):
     GENERATED = "generated"
     SENT = "sent"  # out for signature
     SIGNED = "signed"
@@ -37,6 +38,17 @@ class Contract(SQLModel, table=True):
     signed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class SignatureStatus(StrEnum):
+    PENDING = "pending"  # row written, not yet at the provider
+    SENT = "sent"
+    SIGNED = "signed"
+    EXPIRED = "expired"
+    VOIDED = "voided"  # withdrawn, or declined by the signer
+
+
+OPEN_SIGNATURE_STATUSES = (SignatureStatus.PENDING, SignatureStatus.SENT)
+
+
 class SignatureRequest(SQLModel, table=True):
     """A request to sign one contract through one provider; created before the provider call."""
 
@@ -50,7 +62,7 @@ class SignatureRequest(SQLModel, table=True):
     token_hash: str | None = Field(default=None, index=True)  # builtin: keyed hash of the link token
     signer_name: str
     signer_email: str
-    status: str = Field(default="pending", index=True)  # pending | sent | signed | expired | voided
+    status: str = Field(default=SignatureStatus.PENDING, index=True)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     signed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     signed_name: str | None = None
@@ -63,7 +75,7 @@ class SignatureRequest(SQLModel, table=True):
 
 class SignatureSendAttempt(SQLModel, table=True):
     """A SaaS send in progress or with an unknown outcome (timeout): reconciled by searching the
-    provider before the request may be sent again (providers/esign/saas.py). One row per request."""
+    provider before the request may be sent again (tasks/contracting/sending.py). One row per request."""
 
     __tablename__ = "signature_send_attempt"
 
@@ -71,7 +83,7 @@ class SignatureSendAttempt(SQLModel, table=True):
     attempted_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class ApplicationStatus:
+class ApplicationStatus(StrEnum):
     RECEIVED = "received"
     PENDING_REVIEW = "pending_review"
     APPROVED = "approved"

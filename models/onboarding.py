@@ -1,12 +1,21 @@
-"""Tables: onboarding (B1) — the partner's form link for tax form and payout details."""
+"""Onboarding tables: the partner's form link for tax form and payout details."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
 
 from partnerflow.models.types import UTCDateTime, utcnow
+
+
+class TaxFormStatus(StrEnum):
+    """Partner.tax_form_status: where the partner's tax form is."""
+
+    MISSING = "missing"
+    REQUESTED = "requested"  # the onboarding form link went out
+    RECEIVED = "received"
 
 
 class Onboarding(SQLModel, table=True):

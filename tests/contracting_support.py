@@ -33,7 +33,8 @@ def link(outbox: Path, path_prefix: str) -> str:
     """The one link starting with `path_prefix` (e.g. "/sign/") in the outbox; its path part."""
     found = set()
     for message in mails(outbox):
-        found |= set(re.findall(r"https?://[^/\s]+(" + re.escape(path_prefix) + r"[A-Za-z0-9_\-]+)", mail_text(message)))
+        pattern = r"https?://[^/\s]+(" + re.escape(path_prefix) + r"[A-Za-z0-9_\-]+)"
+        found |= set(re.findall(pattern, mail_text(message)))
     assert len(found) == 1, found
     return found.pop()
 

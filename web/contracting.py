@@ -1,4 +1,7 @@
-"""Web routes: the partner application form (/apply, no JavaScript needed) and its JSON API."""
+"""Web routes: the partner application form (/apply, no JavaScript needed) and its JSON API.
+
+`page` is the plain HTML frame the partner-facing pages (apply, sign, onboarding) share.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,18 @@ from partnerflow.tasks.contracting.applications import (
     DuplicateApplication,
     submit_application,
 )
-from partnerflow.web.contracting_signing import page
 
 router = APIRouter()
+
+
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<style>body{font-family:sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
+        ".doc{border:1px solid #ccc;padding:1rem 2rem;max-height:60vh;overflow:auto}.error{color:#b00020}"
+        "label{display:block;margin:.6rem 0}</style></head>"
+        f"<body><h1>{escape(title)}</h1>{body}</body></html>", status_code=status)
 
 
 def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = None) -> str:
@@ -33,8 +45,10 @@ def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = 
                 f"value='{escape(str(values.get(name) or ''))}'>{err(name)}</label>")
 
     def select(name: str, label: str, options) -> str:
-        opts = "".join(f"<option value='{o}'{' selected' if values.get(name) == o else ''}>{o}</option>" for o in options)
-        return f"<label>{escape(label)}: <select name='{name}'><option value=''></option>{opts}</select>{err(name)}</label>"
+        opts = "".join(f"<option value='{o}'{' selected' if values.get(name) == o else ''}>{o}</option>"
+                       for o in options)
+        return (f"<label>{escape(label)}: <select name='{name}'><option value=''></option>{opts}</select>"
+                f"{err(name)}</label>")
 
     def boxes(name: str, label: str, options) -> str:
         chosen = values.get(name) or []
@@ -47,7 +61,7 @@ def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = 
             + text("legal_name", "Legal name (person or company)") + text("contact_name", "Contact name")
             + text("email", "Email", "email") + text("country", "Country (two-letter code, e.g. US)")
             + text("website", "Website") + boxes("channels", "Channels", CHANNELS)
-            + select("partner_type", "Partner type", PartnerType.ALL)
+            + select("partner_type", "Partner type", tuple(PartnerType))
             + boxes("promotional_methods", "Promotional methods", PROMOTIONAL_METHODS)
             + select("tax_status", "Tax status", TAX_STATUSES)
             + f"<label><input type='checkbox' name='agreed_to_terms' value='yes'> I agree to the program terms."

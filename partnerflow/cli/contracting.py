@@ -6,6 +6,8 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: the command line starts fast, loading a command's modules only when it runs.
+
 applications_app = typer.Typer(no_args_is_help=True, help="Partner applications.")
 app.add_typer(applications_app, name="applications")
 

@@ -1,8 +1,9 @@
-"""Builtin e-signature: our own signing page (web/signing.py) at an unguessable, expiring link.
+"""Built-in e-signature: our own signing page (/sign/{token}) at an unguessable link.
 
-The link token is derived from the installation's secret key and the request's idempotency
-key, so a re-run that has to deliver the mail again sends the same link; the database keeps
-only its keyed hash (partnerflow.secrets.token_hash).
+The signer gets the link by mail from us (the contracting tasks send it); the page records
+the signer's typed name, consent, IP and browser, and the signed copy carries a signature
+certificate page. The link token is derived from the link key and our reference, so a re-run
+that has to mail the link again sends the same one.
 """
 
 from __future__ import annotations
@@ -10,82 +11,65 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
+from typing import Any
 
-from sqlalchemy import update
+from docx import Document
+from docx.enum.text import WD_BREAK
 
-from partnerflow.models import Contract, Partner, SignatureRequest, audit, session_scope
 from partnerflow.providers.errors import PermanentError
+from partnerflow.providers.esign.base import Callback, Envelope, Inbound, SigningLink, Target, WebhookRejected
 from partnerflow.providers.esign.settings import EsignSettings
-from partnerflow.secrets import master_key, token_hash
-from partnerflow.settings import get_settings
-
-
-def signing_token(row: SignatureRequest) -> str:
-    mac = hmac.new(master_key(), f"builtin-signing-link:{row.idempotency_key}:{row.id}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
-
-
-def signing_url(token: str) -> str:
-    return f"{get_settings().public_base_url.rstrip('/')}/sign/{token}"
 
 
 class BuiltinSigning:
     name = "builtin"
+    callback_reply = None
 
     def __init__(self, settings: EsignSettings):
-        self.settings = settings
+        if settings.signing_link_key is None or not settings.signing_base_url:
+            raise PermanentError("the built-in signing page needs its link key and the public base URL")
+        self._key = settings.signing_link_key.get_secret_value().encode()
+        self._base_url = settings.signing_base_url.rstrip("/")
 
-    def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
-             message: str = "") -> str:
-        """Record the link's hash, then mail the link once (key `sign:{id}`)."""
-        from partnerflow.tasks.shared.mail import deliver
+    def signing_link(self, reference: str) -> SigningLink:
+        mac = hmac.new(self._key, f"builtin-signing-link:{reference}".encode(), hashlib.sha256)
+        token = base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+        return SigningLink(token=token, url=f"{self._base_url}/sign/{token}")
 
-        with session_scope() as session:
-            row = session.get(SignatureRequest, signature_request_id)
-            if row is None:
-                raise PermanentError(f"signature request {signature_request_id} does not exist")
-            token = signing_token(row)
-            provider_request_id = f"builtin-{row.id}"
-            if row.provider_request_id is None:
-                session.execute(update(SignatureRequest)
-                                .where(SignatureRequest.id == row.id, SignatureRequest.provider_request_id.is_(None))
-                                .values(token_hash=token_hash(token), provider_request_id=provider_request_id,
-                                        status="sent"))
-                audit(session, actor="system", action="signature.sent", subject_type="signature_request",
-                      subject_id=row.id, details={"provider": self.name})
-            contract = session.get(Contract, row.contract_id)
-            partner = session.get(Partner, contract.partner_id)
-            context = {"signer_name": row.signer_name, "legal_name": partner.legal_name, "title": title,
-                       "message": message, "signing_url": signing_url(token),
-                       "expires_on": row.expires_at.strftime("%d %B %Y") if row.expires_at else ""}
-            to_email, partner_id = row.signer_email, partner.id
-        deliver(f"sign:{signature_request_id}", kind="signing_request", to_email=to_email,
-                template="contracting/signing_request", context=context, partner_id=partner_id)
-        return provider_request_id
+    def send(self, envelope: Envelope) -> str:
+        """Nothing leaves the installation: the request is the link we mail."""
+        return f"builtin-{envelope.reference}"
+
+    def find(self, reference: str) -> str | None:
+        return None  # a send here never has an unknown outcome
 
     def void(self, provider_request_id: str, reason: str) -> None:
-        """Nothing to tell anyone: the signing page refuses requests whose row is no longer open."""
+        """Nothing to tell anyone: the signing page refuses requests that are no longer open."""
+
+    def is_signed(self, provider_request_id: str) -> bool:
+        return False  # signing on our page completes the request there and then
+
+    def download(self, provider_request_id: str) -> bytes:
+        raise PermanentError("the built-in signing page keeps no documents; the signed copy is stored when signed")
+
+    def parse_callback(self, inbound: Inbound) -> Callback:
+        raise WebhookRejected(404, "the built-in signing page has no callbacks")
+
+    def completion(self, payload: dict[str, Any]) -> Target | None:
+        return None
+
+    def declined(self, payload: dict[str, Any]) -> Target | None:
+        return None
 
 
-def find_by_token(token: str) -> SignatureRequest | None:
-    from sqlmodel import select
-
-    with session_scope() as session:
-        return session.exec(select(SignatureRequest).where(SignatureRequest.token_hash == token_hash(token))).first()
-
-
-def signed_copy(document: bytes, evidence: dict) -> bytes:
-    """The contract with a signature certificate page appended (python-docx)."""
-    import io
-
-    from docx import Document
-    from docx.enum.text import WD_BREAK
-
+def signed_copy(document: bytes, evidence: dict[str, Any], *, company_name: str) -> bytes:
+    """The contract with a signature certificate page appended."""
     doc = Document(io.BytesIO(document))
     doc.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
     doc.add_paragraph("Signature certificate", style="Heading 1")
     doc.add_paragraph("This agreement was signed electronically through the signing page of "
-                      f"{get_settings().company_name}. The signer typed their name and gave the consent below.")
+                      f"{company_name}. The signer typed their name and gave the consent below.")
     rows = [("Signed by", evidence.get("signer_name", "")), ("Signer email", evidence.get("signer_email", "")),
             ("Signed at (UTC)", evidence.get("signed_at", "")), ("IP address", evidence.get("ip", "")),
             ("User agent", evidence.get("user_agent", "")), ("Consent", evidence.get("consent", "")),

@@ -9,26 +9,19 @@ so we compare it in constant time and rely on the timestamp window and store-onc
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
-import json
 import shutil
 import subprocess
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from partnerflow.models import SignatureRequest, session_scope
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.esign.saas import (
-    Envelope,
-    WebhookRejected,
-    call,
-    http_client,
-    send_once,
-)
+from partnerflow.providers.esign.base import Callback, Envelope, Inbound, Target, WebhookRejected
+from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client, iso_time, json_payload
 from partnerflow.providers.esign.settings import EsignSettings
 
 COMPLETION_EVENTS = ("DOCUMENT_COMPLETED",)
@@ -36,10 +29,7 @@ _FIND_MAX_PAGES = 5  # newest first; a reference we look for was created minutes
 
 
 def _reason(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("message", ""))
-    except ValueError:
-        return response.text[:200]
+    return error_reason(response, lambda body: (body.get("message"),))
 
 
 def to_pdf(document: bytes, filename: str, timeout: float = 120) -> bytes:
@@ -68,7 +58,7 @@ def to_pdf(document: bytes, filename: str, timeout: float = 120) -> bytes:
         return target.read_bytes()
 
 
-class DocumensoProvider:
+class DocumensoProvider(HttpVendor):
     name = "documenso"
 
     def __init__(self, settings: EsignSettings):
@@ -85,17 +75,10 @@ class DocumensoProvider:
                         headers=headers, **kwargs)
 
     # --- the provider interface ---------------------------------------------------------------
-    def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
-             message: str = "") -> str:
-        """Send once for our SignatureRequest row; returns the Documenso document id."""
-        with session_scope() as session:
-            row = session.get(SignatureRequest, signature_request_id)
-            if row is not None and row.provider_request_id:  # sent already: skip the PDF conversion
-                return row.provider_request_id
-        return send_once(self, signature_request_id, document=to_pdf(document, filename),
-                         filename=str(Path(filename).with_suffix(".pdf")), title=title, message=message)
-
-    def create(self, envelope: Envelope) -> str:
+    def send(self, envelope: Envelope) -> str:
+        """Create, upload the PDF, send; returns the Documenso document id."""
+        envelope = dataclasses.replace(envelope, document=to_pdf(envelope.document, envelope.filename),
+                                       filename=str(Path(envelope.filename).with_suffix(".pdf")))
         response = self._call("POST", self._base, creating=True, json={
             "title": envelope.title,
             "externalId": envelope.reference,
@@ -160,40 +143,30 @@ class DocumensoProvider:
         return pdf
 
     # --- webhooks -----------------------------------------------------------------------------
-    def parse_callback(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        """Check the shared secret header and the payload shape; return the payload. Raises WebhookRejected."""
+    def parse_callback(self, inbound: Inbound) -> Callback:
+        """Check the shared secret header and the payload shape. Raises WebhookRejected."""
         if not self.settings.documenso_webhook_secret:
             raise WebhookRejected(404, "PARTNERFLOW_DOCUMENSO_WEBHOOK_SECRET is not set")
-        given = next((v for k, v in headers.items() if k.lower() == "x-documenso-secret"), "")
+        given = next((v for k, v in inbound.headers.items() if k.lower() == "x-documenso-secret"), "")
         expected = self.settings.documenso_webhook_secret.get_secret_value()
         if not given or not hmac.compare_digest(given.encode(), expected.encode()):
             raise WebhookRejected(401, "webhook secret does not match")
-        try:
-            payload = json.loads(body)
-            payload["event"], payload["payload"]["id"]
-            created_at(payload)
-        except (ValueError, KeyError, TypeError):
-            raise WebhookRejected(400, "malformed webhook") from None
-        return payload
+        payload = json_payload(inbound.body, what="webhook",
+                               check=lambda p: (p["event"], p["payload"]["id"], iso_time(p["createdAt"])))
+        return Callback(event_id=f"{payload['payload']['id']}:{payload['event']}:{payload['createdAt']}",
+                        event_type=payload["event"], occurred_at=iso_time(payload["createdAt"]), payload=payload)
 
+    def completion(self, payload: dict[str, Any]) -> Target | None:
+        if payload["event"] not in COMPLETION_EVENTS:
+            return None
+        return self._target(payload, {"event_type": payload["event"], "created_at": payload["createdAt"]})
 
-def created_at(payload: dict[str, Any]) -> datetime:
-    value = datetime.fromisoformat(str(payload["createdAt"]).replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    def declined(self, payload: dict[str, Any]) -> Target | None:
+        if payload["event"] != "DOCUMENT_REJECTED":
+            return None
+        return self._target(payload, {"reason": "rejected", "created_at": payload["createdAt"]})
 
-
-def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
-    """(document id, our reference, evidence) when this stored webhook completes a request."""
-    if payload["event"] not in COMPLETION_EVENTS:
-        return None
-    document = payload["payload"]
-    return (str(document["id"]), document.get("externalId"),
-            {"event_type": payload["event"], "created_at": payload["createdAt"]})
-
-
-def declined(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
-    """(document id, our reference, details) when the signer rejected the document."""
-    if payload["event"] != "DOCUMENT_REJECTED":
-        return None
-    document = payload["payload"]
-    return (str(document["id"]), document.get("externalId"), {"reason": "rejected", "created_at": payload["createdAt"]})
+    @staticmethod
+    def _target(payload: dict[str, Any], details: dict[str, Any]) -> Target:
+        document = payload["payload"]
+        return Target(str(document["id"]), document.get("externalId"), details)

@@ -11,21 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from partnerflow.models import utcnow
 from partnerflow.providers.errors import PermanentError
-from partnerflow.providers.esign.saas import (
-    Envelope,
-    WebhookRejected,
-    call,
-    http_client,
-    send_once,
-)
+from partnerflow.providers.esign.base import Callback, Envelope, Inbound, Target, WebhookRejected
+from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client, iso_time, json_payload
 from partnerflow.providers.esign.settings import EsignSettings
 
 REFERENCE_FIELD = "partnerflow_ref"
@@ -33,14 +26,10 @@ COMPLETION_EVENTS = ("envelope-completed",)
 
 
 def _reason(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return f"{body.get('errorCode', '')}: {body.get('message', '')}".strip(": ")
-    except ValueError:
-        return response.text[:200]
+    return error_reason(response, lambda body: (body.get("errorCode"), body.get("message")))
 
 
-class DocuSignProvider:
+class DocuSignProvider(HttpVendor):
     name = "docusign"
 
     def __init__(self, settings: EsignSettings):
@@ -57,13 +46,8 @@ class DocuSignProvider:
                         creating=creating, headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
 
     # --- the provider interface ---------------------------------------------------------------
-    def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
-             message: str = "") -> str:
-        """Send once for our SignatureRequest row; returns the DocuSign envelopeId."""
-        return send_once(self, signature_request_id, document=document, filename=filename, title=title,
-                         message=message)
-
-    def create(self, envelope: Envelope) -> str:
+    def send(self, envelope: Envelope) -> str:
+        """Returns the DocuSign envelopeId."""
         name, _, extension = envelope.filename.rpartition(".")
         definition = {
             "emailSubject": envelope.title[:100],  # DocuSign caps the subject at 100 characters
@@ -84,7 +68,7 @@ class DocuSignProvider:
 
     def find(self, reference: str) -> str | None:
         # from_date is required; envelopes older than the reconcile window are not ours to find.
-        since = (utcnow() - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
         response = self._call("GET", "", params={"from_date": since,
                                                  "custom_field": f"{REFERENCE_FIELD}={reference}"})
         envelopes = response.json().get("envelopes") or []
@@ -104,48 +88,36 @@ class DocuSignProvider:
         return response.content
 
     # --- Connect callbacks ---------------------------------------------------------------------
-    def parse_callback(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        """Verify one Connect notification; return the payload. Raises WebhookRejected."""
+    def parse_callback(self, inbound: Inbound) -> Callback:
+        """Verify one Connect notification by its HMAC headers. Raises WebhookRejected."""
         if not self.settings.docusign_connect_hmac_key:
             raise WebhookRejected(503, "PARTNERFLOW_DOCUSIGN_CONNECT_HMAC_KEY is not set")
         key = self.settings.docusign_connect_hmac_key.get_secret_value().encode()
-        given = [v for k, v in headers.items() if k.lower().startswith("x-docusign-signature-")]
+        given = [v for k, v in inbound.headers.items() if k.lower().startswith("x-docusign-signature-")]
         if not given:
             raise WebhookRejected(401, "unsigned notification")
-        expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+        expected = base64.b64encode(hmac.new(key, inbound.body, hashlib.sha256).digest()).decode()
         if not any(hmac.compare_digest(expected, value.strip()) for value in given):
             raise WebhookRejected(401, "signature does not match")
-        try:
-            payload = json.loads(body)
-            payload["event"], payload["data"]["envelopeId"]
-            generated_at(payload)
-        except (ValueError, KeyError, TypeError):
-            raise WebhookRejected(400, "malformed notification") from None
-        return payload
+        payload = json_payload(inbound.body, what="notification",
+                               check=lambda p: (p["event"], p["data"]["envelopeId"], iso_time(p["generatedDateTime"])))
+        return Callback(event_id=f"{payload['data']['envelopeId']}:{payload['event']}:{payload['generatedDateTime']}",
+                        event_type=payload["event"], occurred_at=iso_time(payload["generatedDateTime"]),
+                        payload=payload)
 
+    def completion(self, payload: dict[str, Any]) -> Target | None:
+        if payload["event"] not in COMPLETION_EVENTS:
+            return None
+        return self._target(payload, {"event_type": payload["event"], "generated_at": payload["generatedDateTime"]})
 
-def generated_at(payload: dict[str, Any]) -> datetime:
-    """Connect's generatedDateTime (ISO 8601, UTC 'Z'); naive values are taken as UTC."""
-    value = datetime.fromisoformat(str(payload["generatedDateTime"]).replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
+    def declined(self, payload: dict[str, Any]) -> Target | None:
+        if payload["event"] not in ("envelope-declined", "recipient-declined"):
+            return None
+        return self._target(payload, {"reason": "declined", "generated_at": payload["generatedDateTime"]})
 
-
-def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
-    """(envelope id, our reference, evidence) when this stored notification completes a request."""
-    if payload["event"] not in COMPLETION_EVENTS:
-        return None
-    summary = payload["data"].get("envelopeSummary") or {}
-    fields = (summary.get("customFields") or {}).get("textCustomFields") or []
-    reference = next((f.get("value") for f in fields if f.get("name") == REFERENCE_FIELD), None)
-    return (payload["data"]["envelopeId"], reference,
-            {"event_type": payload["event"], "generated_at": payload["generatedDateTime"]})
-
-
-def declined(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
-    """(envelope id, our reference, details) when the signer declined."""
-    if payload["event"] not in ("envelope-declined", "recipient-declined"):
-        return None
-    target = completion({**payload, "event": COMPLETION_EVENTS[0]})
-    return (target[0], target[1], {"reason": "declined", "generated_at": payload["generatedDateTime"]})
+    @staticmethod
+    def _target(payload: dict[str, Any], details: dict[str, Any]) -> Target:
+        summary = payload["data"].get("envelopeSummary") or {}
+        fields = (summary.get("customFields") or {}).get("textCustomFields") or []
+        reference = next((f.get("value") for f in fields if f.get("name") == REFERENCE_FIELD), None)
+        return Target(payload["data"]["envelopeId"], reference, details)

@@ -18,13 +18,8 @@ from typing import Any
 import httpx
 
 from partnerflow.providers.errors import PermanentError, RetryableError
-from partnerflow.providers.esign.saas import (
-    Envelope,
-    WebhookRejected,
-    call,
-    http_client,
-    send_once,
-)
+from partnerflow.providers.esign.base import Callback, Envelope, Inbound, NotReady, Target, WebhookRejected
+from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client
 from partnerflow.providers.esign.settings import EsignSettings
 
 HELLO = "Hello API Event Received"
@@ -36,15 +31,13 @@ DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.docu
 
 
 def _reason(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error") or {}
-        return f"{error.get('error_name', '')}: {error.get('error_msg', '')}".strip(": ")
-    except ValueError:
-        return response.text[:200]
+    return error_reason(response, lambda body: ((body.get("error") or {}).get("error_name"),
+                                                (body.get("error") or {}).get("error_msg")))
 
 
-class DropboxSignProvider:
+class DropboxSignProvider(HttpVendor):
     name = "dropbox_sign"
+    callback_reply = HELLO  # Dropbox Sign counts a callback as delivered only with this exact body
 
     def __init__(self, settings: EsignSettings):
         self.settings = settings
@@ -59,13 +52,8 @@ class DropboxSignProvider:
                         creating=creating, auth=(self._key, ""), **kwargs)
 
     # --- the provider interface ---------------------------------------------------------------
-    def send(self, signature_request_id: int, *, document: bytes, filename: str, title: str,
-             message: str = "") -> str:
-        """Send once for our SignatureRequest row; returns the Dropbox Sign signature_request_id."""
-        return send_once(self, signature_request_id, document=document, filename=filename, title=title,
-                         message=message)
-
-    def create(self, envelope: Envelope) -> str:
+    def send(self, envelope: Envelope) -> str:
+        """Returns the Dropbox Sign signature_request_id."""
         data = {
             "title": envelope.title,
             "subject": envelope.title,
@@ -104,15 +92,16 @@ class DropboxSignProvider:
                                   params={"file_type": "pdf"})
         except PermanentError as exc:
             if "HTTP 409" in exc.reason:  # files still being processed
-                raise RetryableError(exc.reason, retry_after=30) from None
+                raise NotReady(exc.reason, retry_after=30) from None
             raise
         if not response.content.startswith(b"%PDF"):
             raise RetryableError(f"{self.name}: files download did not return a PDF")
         return response.content
 
     # --- callbacks --------------------------------------------------------------------------
-    def parse_callback(self, form_json: str | None) -> dict[str, Any]:
-        """Verify one callback's `json` field; return the payload. Raises WebhookRejected."""
+    def parse_callback(self, inbound: Inbound) -> Callback:
+        """Verify one callback's `json` form field by its event hash. Raises WebhookRejected."""
+        form_json = inbound.form.get("json")
         if not form_json:
             raise WebhookRejected(400, "missing json field")
         try:
@@ -127,32 +116,30 @@ class DropboxSignProvider:
         if not hmac.compare_digest(expected, given):
             raise WebhookRejected(401, "event hash does not match")
         try:
-            datetime.fromtimestamp(int(event_time), tz=UTC)
+            occurred_at = datetime.fromtimestamp(int(event_time), tz=UTC)
         except (ValueError, OverflowError):
             raise WebhookRejected(400, "malformed event_time") from None
-        return payload
+        request_id = (payload.get("signature_request") or {}).get("signature_request_id")
+        # Dropbox Sign gives no event id; the request, type and time identify one event.
+        return Callback(event_id=f"{request_id or 'account'}:{event_type}:{event_time}", event_type=event_type,
+                        occurred_at=occurred_at, payload=payload,
+                        test=event_type == "callback_test")  # sent when the callback URL is set up
 
+    def completion(self, payload: dict[str, Any]) -> Target | None:
+        event = payload["event"]
+        request = payload.get("signature_request") or {}
+        if event["event_type"] not in COMPLETION_EVENTS or not request.get("signature_request_id"):
+            return None
+        # Right after `all_signed` the files may still be rendering; `downloadable` follows.
+        return Target(request["signature_request_id"], (request.get("metadata") or {}).get(REFERENCE_FIELD),
+                      {"event_type": event["event_type"], "event_time": event["event_time"]},
+                      final=event["event_type"] != "signature_request_all_signed")
 
-def event_time(payload: dict[str, Any]) -> datetime:
-    return datetime.fromtimestamp(int(payload["event"]["event_time"]), tz=UTC)
-
-
-def completion(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
-    """(provider request id, our reference, evidence) when this stored callback completes a request."""
-    event = payload["event"]
-    request = payload.get("signature_request") or {}
-    if event["event_type"] not in COMPLETION_EVENTS or not request.get("signature_request_id"):
-        return None
-    return (request["signature_request_id"], (request.get("metadata") or {}).get(REFERENCE_FIELD),
-            {"event_type": event["event_type"], "event_time": event["event_time"]})
-
-
-def declined(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]] | None:
-    """(provider request id, our reference, details) when the signer declined."""
-    event = payload["event"]
-    request = payload.get("signature_request") or {}
-    if event["event_type"] != "signature_request_declined" or not request.get("signature_request_id"):
-        return None
-    reasons = [s.get("decline_reason") for s in request.get("signatures") or [] if s.get("decline_reason")]
-    return (request["signature_request_id"], (request.get("metadata") or {}).get(REFERENCE_FIELD),
-            {"reason": "; ".join(reasons) or "declined", "event_time": event["event_time"]})
+    def declined(self, payload: dict[str, Any]) -> Target | None:
+        event = payload["event"]
+        request = payload.get("signature_request") or {}
+        if event["event_type"] != "signature_request_declined" or not request.get("signature_request_id"):
+            return None
+        reasons = [s.get("decline_reason") for s in request.get("signatures") or [] if s.get("decline_reason")]
+        return Target(request["signature_request_id"], (request.get("metadata") or {}).get(REFERENCE_FIELD),
+                      {"reason": "; ".join(reasons) or "declined", "event_time": event["event_time"]})

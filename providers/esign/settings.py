@@ -27,6 +27,14 @@ class EsignSettings(EnvSettings):
     documenso_api_key: SecretStr | None = None
     documenso_api_host: str = "https://app.documenso.com"
     documenso_webhook_secret: SecretStr | None = None  # sent back as-is in X-Documenso-Secret
+    # The built-in signing page takes these from the installation (the contracting tasks fill them
+    # in from the secret key and PARTNERFLOW_PUBLIC_BASE_URL); they are not set by hand.
+    signing_link_key: SecretStr | None = None
+    signing_base_url: str = ""
+
+    def for_installation(self, *, link_key: str, public_base_url: str) -> EsignSettings:
+        """These settings with what the built-in signing page takes from the installation."""
+        return self.model_copy(update={"signing_link_key": SecretStr(link_key), "signing_base_url": public_base_url})
 
     @field_validator("esign_provider")
     @classmethod

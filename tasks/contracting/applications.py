@@ -92,8 +92,8 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
         errors["website"] = f"{website!r} is not a website address."
     clean["website"] = website
     partner_type = text["partner_type"].lower() or PartnerType.AFFILIATE
-    if partner_type not in PartnerType.ALL:
-        errors["partner_type"] = f"Partner type must be one of: {', '.join(PartnerType.ALL)}."
+    if partner_type not in tuple(PartnerType):
+        errors["partner_type"] = f"Partner type must be one of: {', '.join(PartnerType)}."
     clean["partner_type"] = partner_type
     channels = _as_list(data.get("channels"))
     bad = [c for c in channels if c not in CHANNELS]
@@ -165,7 +165,7 @@ def submit_application(data: dict[str, Any], *, actor: str = "applicant") -> tup
                 if application is None:
                     raise DuplicateApplication(f"{clean['email']} already belongs to a partner.") from None
                 return application, False
-        application = Application(partner_id=partner.id, **{k: v for k, v in clean.items()})
+        application = Application(partner_id=partner.id, **clean)
         session.add(application)
         session.flush()
         audit(session, actor=actor, action="application.received", subject_type="application",

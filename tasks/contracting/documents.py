@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -151,9 +150,11 @@ def render_contract(fields: dict[str, str], *, partner_type: str, tier: str, cou
     props.title = f"{fields.get('company_name')} Partner Program Agreement"
     props.subject = fields.get("legal_name", "")
     props.version = fields.get("contract_version", "")
-    props.keywords = f"partnerflow contract; version {fields.get('contract_version')}; template {template_name} sha256 {template_sha}"
-    footer = _copy_with_text(body_proto, f"Contract version {fields.get('contract_version')} · template {template_name} "
-                      f"(SHA-256 {template_sha[:16]}…) · clauses: {', '.join(c['id'] for c in clauses) or 'none'}")
+    version = fields.get("contract_version")
+    props.keywords = f"partnerflow contract; version {version}; template {template_name} sha256 {template_sha}"
+    clause_ids = ", ".join(c["id"] for c in clauses) or "none"
+    footer = _copy_with_text(body_proto, f"Contract version {version} · template {template_name} "
+                             f"(SHA-256 {template_sha[:16]}…) · clauses: {clause_ids}")
     list(body_element.iterchildren(qn("w:p")))[-1].addnext(footer)
     out = io.BytesIO()
     doc.save(out)
@@ -167,7 +168,9 @@ def _style_id(p_element) -> str:
 
 
 def _prototypes(doc):
-    """A heading paragraph and a body paragraph of the template, copied for clauses (no style lookups: they are slow)."""
+    """A heading paragraph and a body paragraph of the template, copied for clauses.
+
+    No style lookups: they are slow."""
     heading = body = None
     for p in doc.element.body.iterchildren(qn("w:p")):
         style = _style_id(p)
@@ -254,7 +257,3 @@ def contract_html(document: bytes) -> str:
         else:
             parts.append(f"<p>{text}</p>")
     return "\n".join(parts)
-
-
-def document_path(relative: str) -> Path:
-    return get_settings().documents_dir / relative

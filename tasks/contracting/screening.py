@@ -12,6 +12,7 @@ from typing import Any
 
 from partnerflow.models import Application, session_scope
 from partnerflow.settings import get_settings
+from partnerflow.tasks.compliance import sanctions
 from partnerflow.tasks.contracting.applications import FREE_MAIL, find_duplicate
 
 DISPOSABLE = frozenset({
@@ -45,10 +46,9 @@ def email_domain_findings(email: str, website_domain: str) -> list[dict[str, Any
 
 def sanctions_findings(name: str, country: str) -> list[dict[str, Any]]:
     """Matches on the configured SDN-format list; an unconfigured or unreadable list is itself a finding."""
-    from partnerflow.tasks.compliance import sanctions
-
     if not get_settings().compliance.sanctions_list:
-        return [finding("sanctions_not_checked", "info", "No sanctions list is configured (PARTNERFLOW_SANCTIONS_LIST).")]
+        return [finding("sanctions_not_checked", "info",
+                        "No sanctions list is configured (PARTNERFLOW_SANCTIONS_LIST).")]
     try:
         sdn = sanctions.load_sanctions_list()
     except sanctions.SanctionsListError as exc:
@@ -57,7 +57,8 @@ def sanctions_findings(name: str, country: str) -> list[dict[str, Any]]:
     for match in sanctions.screen(name, country or None, sdn):
         out.append(finding("sanctions_match", "block",
                            f"{name!r} resembles {match.matched_name or match.entry.name!r} "
-                           f"(SDN #{match.entry.ent_num}, {match.entry.program}; {match.reason}, score {match.score:.0f}).",
+                           f"(SDN #{match.entry.ent_num}, {match.entry.program}; {match.reason}, "
+                           f"score {match.score:.0f}).",
                            ent_num=match.entry.ent_num))
     return out
 
@@ -75,7 +76,9 @@ def screen_application(application_id: int) -> list[dict[str, Any]]:
             findings.append(finding("duplicate", "warning",
                                     f"Partner {dup_partner.id} ({dup_partner.email}) has the same email or domain."))
         findings += email_domain_findings(app.email, app.domain)
-        names = [app.legal_name] + ([app.contact_name] if app.contact_name and app.contact_name != app.legal_name else [])
+        names = [app.legal_name]
+        if app.contact_name and app.contact_name != app.legal_name:
+            names.append(app.contact_name)
         for name in names:
             findings += [f for f in sanctions_findings(name, app.country)
                          if f["code"] != "sanctions_not_checked" or name == names[0]]

@@ -1,8 +1,9 @@
-"""Signature requests: create the row (idempotency key first), send through the provider, complete once.
+"""Signature requests: create the row (idempotency key first), send through the vendor, complete once.
 
 `request_signature` is safe to re-run: the row `contract:{id}:sign` is inserted before any
-provider call, and each provider sends one row at most once. `complete_signature` is the one
-way a contract becomes signed, used by the builtin signing page and by the SaaS webhooks.
+vendor call, and a row is sent at most once (tasks/contracting/sending.py). `complete_signature`
+is the one way a contract becomes signed, used by the built-in signing page, the vendors'
+callbacks and the sweeps' polling.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from partnerflow.models import (
     session_scope,
     utcnow,
 )
+from partnerflow.models.contracting import OPEN_SIGNATURE_STATUSES, SignatureStatus
 from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.policy import load_policy
+from partnerflow.tasks.contracting.sending import esign_provider, send_request
 from partnerflow.tasks.shared.events import CONTRACT_SIGNED, emit
 
-OPEN_STATUSES = ("pending", "sent")
+BUILTIN = "builtin"  # countersignatures are collected on our own signing page
 
 
 class SigningError(Exception):
@@ -46,10 +50,8 @@ def countersign_key(contract_id: int) -> str:
 
 def needs_countersign(partner: Partner, provider: str) -> bool:
     """The approval policy's `countersign` rule, for builtin signing with a company signer configured."""
-    from partnerflow.flows.contracting import load_policy
-
     settings = get_settings()
-    if provider != "builtin" or not settings.contracting.company_signer_email:
+    if provider != BUILTIN or not settings.contracting.company_signer_email:
         return False
     rule = load_policy().get("countersign") or {}
     return partner.partner_type in (rule.get("partner_types") or []) or partner.tier in (rule.get("tiers") or [])
@@ -83,8 +85,11 @@ def _ensure_row(contract_id: int, provider_name: str, *, countersign: bool = Fal
         if contract is None:
             raise SigningError(f"contract {contract_id} does not exist")
         partner = session.get(Partner, contract.partner_id)
-        signer_name, signer_email = ((settings.contracting.company_signer_name or settings.company_name, settings.contracting.company_signer_email)
-                                     if countersign else (partner.contact_name or partner.legal_name, partner.email))
+        if countersign:
+            signer_name = settings.contracting.company_signer_name or settings.company_name
+            signer_email = settings.contracting.company_signer_email
+        else:
+            signer_name, signer_email = partner.contact_name or partner.legal_name, partner.email
         row = SignatureRequest(
             contract_id=contract_id, idempotency_key=key, provider=provider_name,
             signer_name=signer_name, signer_email=signer_email,
@@ -102,16 +107,14 @@ def _ensure_row(contract_id: int, provider_name: str, *, countersign: bool = Fal
 
 def request_signature(contract_id: int) -> SignatureRequest:
     """Record the request, then send it through the configured provider (never twice)."""
-    from partnerflow.providers.esign import get_esign_provider
-
     settings = get_settings()
     row_id = _ensure_row(contract_id, settings.esign.esign_provider)
     with session_scope() as session:
         row = session.get(SignatureRequest, row_id)
         contract = session.get(Contract, contract_id)
-        if row.status not in OPEN_STATUSES:
+        if row.status not in OPEN_SIGNATURE_STATUSES:
             # Partner signed but the countersignature request was never sent (crash in between): send it now.
-            pending_countersign = (row.status == "signed" and contract.status != ContractStatus.SIGNED
+            pending_countersign = (row.status == SignatureStatus.SIGNED and contract.status != ContractStatus.SIGNED
                                    and needs_countersign(session.get(Partner, contract.partner_id), row.provider))
             if not pending_countersign:
                 return row
@@ -124,10 +127,9 @@ def request_signature(contract_id: int) -> SignatureRequest:
         request_countersignature(contract_id)
         with session_scope() as session:
             return session.get(SignatureRequest, row_id)
-    provider = get_esign_provider(get_settings().esign, provider_name)  # the provider the row was created for
-    provider.send(row_id, document=document, filename=filename,
-                  title=f"{settings.company_name} partner agreement",
-                  message="Please review and sign your partner agreement.")
+    send_request(esign_provider(provider_name), row_id, document=document, filename=filename,  # the row's vendor
+                 title=f"{settings.company_name} partner agreement",
+                 message="Please review and sign your partner agreement.")
     with session_scope() as session:
         session.execute(update(Contract).where(Contract.id == contract_id,
                                                Contract.status == ContractStatus.GENERATED)
@@ -141,18 +143,17 @@ def request_signature(contract_id: int) -> SignatureRequest:
 
 def request_countersignature(contract_id: int) -> SignatureRequest:
     """The company signer's request (builtin), sent once after the partner signed."""
-    from partnerflow.providers.esign.builtin import BuiltinSigning
-
     settings = get_settings()
-    row_id = _ensure_row(contract_id, "builtin", countersign=True)
+    row_id = _ensure_row(contract_id, BUILTIN, countersign=True)
     with session_scope() as session:
         row = session.get(SignatureRequest, row_id)
-        if row.status not in OPEN_STATUSES:
+        if row.status not in OPEN_SIGNATURE_STATUSES:
             return row
         partner = session.get(Partner, session.get(Contract, contract_id).partner_id)
         legal_name = partner.legal_name
-    BuiltinSigning(get_settings().esign).send(row_id, document=b"", filename="", title=f"Countersign: {legal_name} partner agreement",
-                          message=f"{legal_name} has signed; please countersign for {settings.company_name}.")
+    send_request(esign_provider(BUILTIN), row_id, document=b"", filename="",
+                 title=f"Countersign: {legal_name} partner agreement",
+                 message=f"{legal_name} has signed; please countersign for {settings.company_name}.")
     with session_scope() as session:
         return session.get(SignatureRequest, row_id)
 
@@ -176,7 +177,7 @@ def complete_signature(signature_request_id: int, *, signed_document: bytes, fil
         row = session.get(SignatureRequest, signature_request_id)
         if row is None:
             raise SigningError(f"signature request {signature_request_id} does not exist")
-        if row.status not in OPEN_STATUSES:
+        if row.status not in OPEN_SIGNATURE_STATUSES:
             return False
         contract_id = row.contract_id
         is_partner = row.idempotency_key == signature_key(contract_id)
@@ -187,8 +188,8 @@ def complete_signature(signature_request_id: int, *, signed_document: bytes, fil
     with session_scope() as session:
         won = session.execute(
             update(SignatureRequest)
-            .where(SignatureRequest.id == signature_request_id, SignatureRequest.status.in_(OPEN_STATUSES))
-            .values(status="signed", signed_at=now,
+            .where(SignatureRequest.id == signature_request_id, SignatureRequest.status.in_(OPEN_SIGNATURE_STATUSES))
+            .values(status=SignatureStatus.SIGNED, signed_at=now,
                     signed_name=evidence.get("signer_name"), signed_ip=evidence.get("ip"),
                     signed_user_agent=evidence.get("user_agent"),
                     signed_document_sha256=evidence.get("document_sha256"))).rowcount == 1
@@ -196,7 +197,7 @@ def complete_signature(signature_request_id: int, *, signed_document: bytes, fil
             session.rollback()
         else:
             # Awaiting the countersignature the contract stays "sent"; signed_path holds the partner-signed copy.
-            values = dict(signed_path=relative, signed_sha256=digest)
+            values = {"signed_path": relative, "signed_sha256": digest}
             if not countersign_next:
                 values.update(status=ContractStatus.SIGNED, signed_at=now)
             session.execute(update(Contract).where(Contract.id == contract_id).values(**values))

@@ -15,8 +15,8 @@ from sqlmodel import select
 from partnerflow.models import SignatureRequest, WebhookEvent, session_scope
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.documenso import DocumensoProvider
-from partnerflow.providers.esign.saas import reference_for
 from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.sending import reference_for, send_request
 from partnerflow.testing.documenso import FAKE_PDF, FakeDocumenso
 
 PDF = b"%PDF-1.4\n% our contract, already a PDF\n%%EOF\n"
@@ -47,7 +47,7 @@ def client():
 
 
 def send(provider, row, document: bytes = PDF, filename: str = "contract.pdf"):
-    return provider.send(row.id, document=document, filename=filename, title="Partner agreement")
+    return send_request(provider, row.id, document=document, filename=filename, title="Partner agreement")
 
 
 def reload(row) -> SignatureRequest:

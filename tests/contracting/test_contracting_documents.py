@@ -86,7 +86,8 @@ def test_missing_field_is_named_and_nothing_is_written():
 
 
 def test_missing_field_inside_a_clause_is_named():
-    fields = {"company_name": "Acme", "company_signer": "CEO", "legal_name": "", "contact_name": "Jo", "email": "a@b.co",
+    fields = {"company_name": "Acme", "company_signer": "CEO", "legal_name": "", "contact_name": "Jo",
+              "email": "a@b.co",
               "country": "US", "partner_type": "affiliate", "tier": "gold", "commission_terms": "x",
               "governing_law": "Delaware", "date": "1 May 2026", "contract_version": "1"}
     with pytest.raises(ContractFieldMissing, match="legal_name"):

@@ -16,8 +16,8 @@ from partnerflow.models import SignatureRequest, WebhookEvent, session_scope
 from partnerflow.models.contracting import SignatureSendAttempt
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.docusign import REFERENCE_FIELD, DocuSignProvider
-from partnerflow.providers.esign.saas import reference_for
 from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.sending import reference_for, send_request
 from partnerflow.testing.docusign import FAKE_PDF, FakeDocuSign
 
 
@@ -46,7 +46,7 @@ def client():
 
 
 def send(provider, row):
-    return provider.send(row.id, document=DOCX, filename="contract.docx", title="Partner agreement")
+    return send_request(provider, row.id, document=DOCX, filename="contract.docx", title="Partner agreement")
 
 
 def reload(row) -> SignatureRequest:

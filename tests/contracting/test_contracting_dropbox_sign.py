@@ -19,8 +19,8 @@ from partnerflow.providers.esign.dropbox_sign import (
     REFERENCE_FIELD,
     DropboxSignProvider,
 )
-from partnerflow.providers.esign.saas import reference_for
 from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.sending import reference_for, send_request
 from partnerflow.testing.dropbox_sign import FAKE_PDF, FakeDropboxSign
 
 
@@ -49,7 +49,7 @@ def client():
 
 
 def send(provider, row):
-    return provider.send(row.id, document=DOCX, filename="contract.docx", title="Partner agreement")
+    return send_request(provider, row.id, document=DOCX, filename="contract.docx", title="Partner agreement")
 
 
 def stored_events() -> list[WebhookEvent]:

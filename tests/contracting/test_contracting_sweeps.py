@@ -15,7 +15,6 @@ from partnerflow.flows.contracting_sweeps import (
     expire_signature_requests,
     send_signing_reminders,
     signature_sweeps,
-    void_for_application,
 )
 from partnerflow.models import (
     Application,
@@ -26,8 +25,8 @@ from partnerflow.models import (
     session_scope,
     utcnow,
 )
-from partnerflow.providers.esign import get_esign_provider
-from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.sending import esign_provider, reference_for, send_request
+from partnerflow.tasks.contracting.sweeps import void_for_application
 from partnerflow.testing.docusign import FakeDocuSign
 from partnerflow.testing.dropbox_sign import FakeDropboxSign
 
@@ -57,7 +56,7 @@ def settings(configure, dropbox, docusign):
 
 def sent_through(provider_name: str, **kwargs) -> SignatureRequest:
     row = contract_out_for_signature(provider_name, **kwargs)
-    get_esign_provider(get_settings().esign, provider_name).send(row.id, document=DOCX, filename="contract.docx", title="Agreement")
+    send_request(esign_provider(provider_name), row.id, document=DOCX, filename="contract.docx", title="Agreement")
     return reload(row)
 
 
@@ -74,7 +73,8 @@ def contract_of(row) -> Contract:
 def reminders(outbox) -> list[email.message.Message]:
     if not outbox.exists():
         return []
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in sorted(outbox.glob("sign-reminder*.eml"))]
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(outbox.glob("sign-reminder*.eml"))]
 
 
 def actions(name: str) -> list[AuditLog]:
@@ -102,10 +102,8 @@ def test_reminders_every_n_days_at_most_the_maximum_and_never_twice(settings, ou
     assert len(sent) == 2 and reload(row).reminders_sent == 2
     assert all(m["To"] == "ana@example.com" and "waiting for your signature" in m["Subject"] for m in sent)
     # The builtin link is derived from the row, so the reminder carries a working link again.
-    from partnerflow.providers.esign.builtin import signing_token, signing_url
-
     body = sent[0].get_body(preferencelist=("plain",)).get_content()
-    assert signing_url(signing_token(reload(row))) in body
+    assert esign_provider("builtin").signing_link(reference_for(reload(row))).url in body
     assert len(actions("signature.reminded")) == 2
 
 
@@ -186,7 +184,7 @@ def test_sweep_flow_voids_withdrawn_expires_overdue_and_reminds(settings, dropbo
     long_ago = utcnow() - timedelta(days=20)
     a_while_ago = utcnow() - timedelta(days=4)
     overdue = sent_through("dropbox_sign", email="old@example.com", created_at=long_ago)
-    waiting = sent_through("builtin", email="wait@example.com", created_at=a_while_ago)
+    sent_through("builtin", email="wait@example.com", created_at=a_while_ago)
     withdrawn = sent_through("dropbox_sign", email="gone@example.com", created_at=a_while_ago)
     with session_scope() as session:
         application = session.get(Application, contract_of(withdrawn).application_id)
@@ -194,7 +192,8 @@ def test_sweep_flow_voids_withdrawn_expires_overdue_and_reminds(settings, dropbo
         session.add(application)
 
     assert signature_sweeps() == {"completed": 0, "voided": 1, "expired": 1, "reminded": 1}
-    assert reload(withdrawn).status == "voided" and dropbox.requests[withdrawn.provider_request_id].status == "cancelled"
+    assert reload(withdrawn).status == "voided"
+    assert dropbox.requests[withdrawn.provider_request_id].status == "cancelled"
     assert reload(overdue).status == "expired"
     assert [m["To"] for m in reminders(outbox)] == ["wait@example.com"]
     assert signature_sweeps() == {"completed": 0, "voided": 0, "expired": 0, "reminded": 0}

@@ -6,13 +6,9 @@ from pathlib import Path
 
 from contracting_support import application
 
-from partnerflow.flows.contracting import (
-    decide_by_policy,
-    describe_for_reviewer,
-    load_policy,
-)
 from partnerflow.models import Application, session_scope
 from partnerflow.tasks.contracting.applications import submit_application
+from partnerflow.tasks.contracting.policy import decide_by_policy, describe_for_reviewer, load_policy
 from partnerflow.tasks.contracting.screening import screen_application
 
 SDN = Path(__file__).parents[1] / "data" / "sdn_sample.csv"
@@ -27,7 +23,8 @@ def test_deployments_are_triggered_by_the_stage_events():
     assert applied.expect == {"partner.applied"}
     assert applied.parameters == {"application_id": "{{ event.payload.application_id }}"}
     signed = by_name["onboard-partner"].triggers[0]
-    assert signed.expect == {"contract.signed"} and signed.parameters == {"contract_id": "{{ event.payload.contract_id }}"}
+    assert signed.expect == {"contract.signed"}
+    assert signed.parameters == {"contract_id": "{{ event.payload.contract_id }}"}
     assert by_name["monitor-activation"].schedules  # daily cron
 
 

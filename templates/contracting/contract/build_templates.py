@@ -20,8 +20,8 @@ HERE = Path(__file__).resolve().parent
 AGREEMENT = [
     ("Title", "{{ company_name }} Partner Program Agreement"),
     ("Normal", "This Partner Program Agreement (the \"Agreement\") is made on {{ date }} between {{ company_name }} "
-               "(the \"Company\") and {{ legal_name }} (the \"Partner\", partner type: {{ partner_type }}), established "
-               "in {{ country }} and represented by {{ contact_name }} ({{ email }})."),
+               "(the \"Company\") and {{ legal_name }} (the \"Partner\", partner type: {{ partner_type }}), "
+               "established in {{ country }} and represented by {{ contact_name }} ({{ email }})."),
     ("Heading 1", "1. Appointment"),
     ("Normal", "The Company appoints the Partner as a non-exclusive {{ partner_type }} partner at the {{ tier }} tier. "
                "The Partner promotes the Company's products in its own name and at its own cost, and is not an "

@@ -1,0 +1,97 @@
+"""The approval policy (templates/contracting/approval_policy.yaml or PARTNERFLOW_APPROVAL_POLICY_PATH),
+the reviewer's form and the Markdown description it is shown under."""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from prefect.input import RunInput
+
+from partnerflow.models import Application
+from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.screening import SEVERITY_ORDER
+from partnerflow.tasks.shared.terms import CommissionTerms, default_for
+
+
+class Verdict(StrEnum):
+    """What the policy says about an application."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    ASK = "ask"  # a person decides
+
+
+class ApprovalDecision(RunInput):
+    """The reviewer's answer. Leave the commission fields empty to use the tier's default terms."""
+
+    decision: Literal["approve", "reject", "request_changes"] | None = None
+    tier: str = "standard"
+    commission_rate: str | None = None  # e.g. "0.12" = 12 % of the net sale (percentage terms)
+    commission_flat_minor: int | None = None  # e.g. 2500 = 25.00 per sale (flat terms)
+    note: str = ""
+    reviewer: str = ""
+
+
+def load_policy() -> dict[str, Any]:
+    path = get_settings().contracting.approval_policy_path
+    if path is not None:
+        return yaml.safe_load(path.read_text()) or {}
+    return _embedded_policy()
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_policy() -> dict[str, Any]:
+    policy = resources.files("partnerflow.templates").joinpath("contracting/approval_policy.yaml")
+    return yaml.safe_load(policy.read_text())
+
+
+def default_tier(policy: dict[str, Any]) -> str:
+    return policy.get("default_tier", "standard")
+
+
+def decide_by_policy(policy: dict[str, Any], partner_type: str, findings: list[dict[str, Any]]) -> Verdict:
+    """approve | reject | ask: the first rule whose conditions all hold."""
+    codes = {f["code"] for f in findings}
+    worst = max((SEVERITY_ORDER[f["severity"]] for f in findings), default=-1)
+    for rule in policy.get("rules") or []:
+        if "partner_types" in rule and partner_type not in rule["partner_types"]:
+            continue
+        if "finding_codes" in rule and not codes & set(rule["finding_codes"]):
+            continue
+        if "max_severity" in rule:
+            limit = -1 if rule["max_severity"] == "none" else SEVERITY_ORDER[rule["max_severity"]]
+            if worst > limit:
+                continue
+        return Verdict(rule["decision"])
+    return Verdict.ASK
+
+
+def terms_from_answer(answer: ApprovalDecision, partner_type: str) -> CommissionTerms:
+    """The tier's default terms with the reviewer's rate or flat amount, validated by CommissionTerms."""
+    data = default_for(partner_type, answer.tier).model_dump(mode="json")
+    if answer.commission_flat_minor is not None:
+        data.update(kind="flat", flat_minor=answer.commission_flat_minor, rate=None, tiers=[])
+    elif answer.commission_rate:
+        data.update(kind="percentage", rate=answer.commission_rate.strip(), tiers=[])
+    return CommissionTerms.model_validate(data)
+
+
+def describe_for_reviewer(app: Application, findings: list[dict[str, Any]], policy: dict[str, Any]) -> str:
+    default = default_for(app.partner_type, default_tier(policy))
+    lines = [f"## Partner application {app.id}: {app.legal_name}", "",
+             "| | |", "|---|---|",
+             f"| Contact | {app.contact_name} <{app.email}> |", f"| Country | {app.country} |",
+             f"| Website | {app.website or '—'} |", f"| Type | {app.partner_type} |",
+             f"| Channels | {', '.join(app.channels) or '—'} |",
+             f"| Promotional methods | {', '.join(app.promotional_methods) or '—'} |",
+             f"| Tax status | {app.tax_status} |", "", "### Screening findings", ""]
+    lines += [f"- **{f['severity']}** `{f['code']}`: {f['detail']}" for f in findings] or ["- none"]
+    lines += ["", "### Default terms", "", default.describe(), "",
+              f"Tiers: {', '.join(policy.get('tiers') or ['standard'])}. Leave the commission fields empty to keep "
+              "the tier's default; set `commission_rate` (e.g. 0.12) or `commission_flat_minor` to override.",
+              "Fill in `reviewer` with your name; `decision` is approve, reject or request_changes."]
+    return "\n".join(lines)

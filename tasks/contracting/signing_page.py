@@ -1,0 +1,45 @@
+"""What the built-in signing page (/sign/{token}) reads and does: find the request by its link,
+show the contract, and sign it with the signer's evidence on a certificate page."""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlmodel import select
+
+from partnerflow.models import Contract, Partner, SignatureRequest, session_scope, utcnow
+from partnerflow.providers.esign.builtin import signed_copy
+from partnerflow.secrets import token_hash
+from partnerflow.settings import get_settings
+from partnerflow.tasks.contracting.documents import contract_html
+from partnerflow.tasks.contracting.signing import BUILTIN, complete_signature, contract_document, signing_base
+
+CONSENT = ("I agree to sign this agreement electronically, and my typed name below is my signature with the "
+           "same effect as a handwritten one.")
+
+
+def find_by_token(token: str) -> tuple[SignatureRequest, Contract, Partner] | None:
+    """The built-in request a signing link points to, with its contract and partner."""
+    with session_scope() as session:
+        row = session.exec(select(SignatureRequest).where(SignatureRequest.token_hash == token_hash(token))).first()
+        if row is None or row.provider != BUILTIN:
+            return None
+        contract = session.get(Contract, row.contract_id)
+        return row, contract, session.get(Partner, contract.partner_id)
+
+
+def contract_page_html(contract: Contract) -> str:
+    """The contract as the signer reads it (refuses a document whose hash changed)."""
+    return contract_html(contract_document(contract))
+
+
+def sign_on_page(row: SignatureRequest, contract: Contract, *, signer_name: str, ip: str, user_agent: str) -> bool:
+    """Sign with the typed name and consent; the signed copy carries the evidence. False if already signed."""
+    document = signing_base(contract, row)  # refuses a contract whose hash changed since it was sent
+    evidence = {"signer_name": signer_name, "signer_email": row.signer_email, "signed_at": utcnow().isoformat(),
+                "ip": ip, "user_agent": user_agent, "consent": CONSENT,
+                "document_sha256": hashlib.sha256(document).hexdigest(), "signature_request_id": row.id}
+    return complete_signature(row.id, signed_document=signed_copy(document, evidence,
+                                                                   company_name=get_settings().company_name),
+                              filename=f"contract-{contract.id}-signed-{row.id}.docx", evidence=evidence,
+                              actor=f"signer:{row.signer_email}")
