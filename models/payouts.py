@@ -1,17 +1,64 @@
-"""Payouts tables: conversions, commissions, payout batches and payouts, conversion sources, FX rates, the ledger.
+"""Payouts tables: conversions, commissions, payout batches and payouts, conversion sources, FX rates.
 
-Money is integer minor units plus an ISO 4217 code.
+Money is integer minor units plus an ISO 4217 code. The ledger rail's own record (`ledger_transfer`)
+is the provider's table; it is imported here so that it is registered with the others.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from partnerflow.models.types import UTCDateTime, utcnow
+from partnerflow.providers.payout.ledger import LedgerTransfer
+
+__all__ = ["Commission", "CommissionStatus", "Conversion", "ConversionKind", "ConversionSource", "FxRate",
+           "LedgerTransfer", "Payout", "PayoutBatch", "PayoutBatchStatus", "PayoutStatus"]
+
+
+class ConversionKind(StrEnum):
+    SALE = "sale"
+    LEAD = "lead"
+    SIGNUP = "signup"
+    RECURRING = "recurring"
+    REFUND = "refund"
+    CHARGEBACK = "chargeback"
+    REVERSAL = "reversal"
+
+
+class CommissionStatus(StrEnum):
+    PENDING = "pending"  # inside its lock period; recomputed while the month's tiers and caps may change
+    PAYABLE = "payable"  # part of the partner's balance
+    CANCELLED = "cancelled"  # earns nothing (not qualifying, or reversed)
+    PAID = "paid"
+
+
+class PayoutBatchStatus(StrEnum):
+    DRAFT = "draft"  # built, waiting for a decision
+    APPROVED = "approved"  # being paid (or some payouts still open)
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # nobody decided in time
+    PAID = "paid"
+    PARTIALLY_PAID = "partially_paid"  # every payout final, some failed
+
+
+class PayoutStatus(StrEnum):
+    PENDING = "pending"  # recorded, not claimed
+    SENDING = "sending"  # claimed by a worker; the rail may have been called
+    PROCESSING = "processing"  # accepted; a webhook, poll or bank report confirms it
+    PAID = "paid"
+    FAILED = "failed"  # its commissions went back to the balance
+    HELD = "held"  # held by the approver
+
+
+# Payouts whose outcome is still open.
+OPEN_PAYOUT = (PayoutStatus.PENDING, PayoutStatus.SENDING, PayoutStatus.PROCESSING)
+# Batches whose payouts may be (or have been) paid.
+PAYABLE_BATCH = (PayoutBatchStatus.APPROVED, PayoutBatchStatus.PAID, PayoutBatchStatus.PARTIALLY_PAID)
 
 
 class Conversion(SQLModel, table=True):
@@ -20,7 +67,7 @@ class Conversion(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     source: str
     external_id: str
-    kind: str = "sale"  # sale | lead | signup | recurring | refund | chargeback | reversal
+    kind: str = ConversionKind.SALE
     partner_id: int | None = Field(default=None, foreign_key="partner.id", index=True)
     tracking_code: str | None = None
     coupon_code: str | None = None
@@ -49,7 +96,7 @@ class Commission(SQLModel, table=True):
     currency: str
     rule: str = ""  # which rule produced it, for the partner's statement
     period: str = Field(default="", index=True)  # "YYYY-MM" of the conversion: tiers and caps are monthly
-    status: str = Field(default="pending", index=True)  # pending | payable | cancelled | paid
+    status: str = Field(default=CommissionStatus.PENDING, index=True)
     payable_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     payout_id: int | None = Field(default=None, foreign_key="payout.id", index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -59,7 +106,7 @@ class PayoutBatch(SQLModel, table=True):
     __tablename__ = "payout_batch"
 
     id: int | None = Field(default=None, primary_key=True)
-    status: str = Field(default="draft", index=True)  # draft | approved | rejected | expired | paid | partially_paid
+    status: str = Field(default=PayoutBatchStatus.DRAFT, index=True)
     key: str | None = Field(default=None, unique=True)  # one batch per period end: two workers build it once
     period_end: datetime = Field(sa_type=UTCDateTime)
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -77,7 +124,7 @@ class Payout(SQLModel, table=True):
     currency: str
     rail: str
     idempotency_key: str = Field(unique=True)  # "payout:{id}" — also sent to the provider
-    status: str = Field(default="pending", index=True)  # pending | sending | processing | paid | failed | held
+    status: str = Field(default=PayoutStatus.PENDING, index=True)
     provider_ref: str | None = None
     attempts: int = 0
     claim_token: str | None = Field(default=None, index=True)  # which worker's claim won (compare-and-set)
@@ -113,17 +160,3 @@ class FxRate(SQLModel, table=True):
     base: str
     quote: str
     rate: str  # a Decimal as text: never a float
-
-
-class LedgerTransfer(SQLModel, table=True):
-    """The ledger rail's own record ("the provider's record"): one row per idempotency key, ever."""
-
-    __tablename__ = "ledger_transfer"
-
-    id: int | None = Field(default=None, primary_key=True)
-    idempotency_key: str = Field(unique=True)
-    payout_id: int = Field(index=True)
-    partner_id: int = Field(index=True)
-    amount_minor: int = Field(sa_type=BigInteger)
-    currency: str
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

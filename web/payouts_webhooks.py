@@ -8,7 +8,7 @@
   `payout.paid` / `payout.failed` are the connected account's own bank payouts: recorded and audited.
 
 PayPal has no route here: its webhooks are verified by calling PayPal's verify-webhook-signature
-API, so the PayPal rail confirms payouts by status polling instead (tasks/payout_rails.py).
+API, so the PayPal rail confirms payouts by status polling instead (tasks/payouts/reconcile.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from partnerflow.models import Payout, WebhookEvent, audit, session_scope, utcnow
+from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.payout.stripe import SignatureError, verify_webhook
 from partnerflow.settings import get_settings
+from partnerflow.tasks.payouts.outcomes import mark_payout_failed, mark_payout_paid
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -77,8 +79,6 @@ def _our_payout(transfer: dict) -> Payout | None:
 
 def handle_stripe_event(event: dict) -> str:
     """Act on one verified event; returns what happened."""
-    from partnerflow.tasks.payouts.batches import mark_payout_failed, mark_payout_paid
-
     webhook_id, done = _store(event)
     if done:
         return "duplicate"
@@ -99,7 +99,7 @@ def handle_stripe_event(event: dict) -> str:
                                                              "amount_reversed": obj.get("amount_reversed")})
                     outcome = "partially reversed"
             elif event["type"] == "transfer.created":
-                if payout.status == "failed":
+                if payout.status == PayoutStatus.FAILED:
                     # Money moved for a payout we gave up on (its commissions went back to the balance):
                     # never settle that silently; a person reconciles it.
                     with session_scope() as session:

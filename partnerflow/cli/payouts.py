@@ -16,6 +16,8 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: the CLI starts fast and loads a command's stage only when it runs.
+
 conversions_app = typer.Typer(no_args_is_help=True, help="Conversions (sales, leads, refunds).")
 commissions_app = typer.Typer(no_args_is_help=True, help="Commissions.")
 payouts_app = typer.Typer(no_args_is_help=True, help="Payout batches.")
@@ -33,7 +35,8 @@ def _show(result) -> None:
 
 
 @conversions_app.command("import")
-def conversions_import(file: str, source: str = typer.Option("csv", help="Source name (unique per external id).")) -> None:
+def conversions_import(file: str,
+                       source: str = typer.Option("csv", help="Source name (unique per external id).")) -> None:
     """Import a CSV of conversions; prints created/duplicates/unattributed and bad rows by line."""
     from partnerflow.tasks.payouts.conversions import import_csv
 
@@ -54,10 +57,10 @@ def commissions_compute() -> None:
 @commissions_app.command("dry-run")
 def commissions_dry_run(rules: str, start: str = typer.Option(...), end: str = typer.Option(...)) -> None:
     """Compare proposed rules (file or JSON) with what was computed for [start, end). Changes nothing."""
-    from partnerflow.flows.payouts_commissions import _when
     from partnerflow.tasks.payouts.commissions import dry_run
+    from partnerflow.tasks.payouts.steps import parse_time
 
-    _show(dry_run(rules, _when(start), _when(end)))
+    _show(dry_run(rules, parse_time(start), parse_time(end)))
 
 
 @payouts_app.command("run")
@@ -88,20 +91,12 @@ def sources_add(name: str) -> None:
 def fx_add(day: str, base: str, quote: str, rate: str) -> None:
     """Record 1 BASE = RATE QUOTE on DAY (YYYY-MM-DD)."""
     from datetime import date
-    from decimal import Decimal, InvalidOperation
 
-    from partnerflow.models import session_scope
-    from partnerflow.models.payouts import FxRate
-    from partnerflow.tasks.shared.money import check_currency
+    from partnerflow.tasks.payouts.balances import add_fx_rate
 
     try:
-        value = Decimal(rate)
-        if not value.is_finite() or value <= 0:
-            raise InvalidOperation
-    except InvalidOperation:
-        typer.secho(f"rate {rate!r} is not a positive decimal", fg=typer.colors.RED, err=True)
+        value = add_fx_rate(date.fromisoformat(day), base, quote, rate)
+    except ValueError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
-    with session_scope() as session:
-        session.add(FxRate(day=date.fromisoformat(day), base=check_currency(base), quote=check_currency(quote),
-                           rate=str(value)))
     typer.echo(f"1 {base.upper()} = {value} {quote.upper()} on {day}")

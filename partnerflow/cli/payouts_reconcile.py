@@ -8,6 +8,8 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: the CLI starts fast and loads a command's stage only when it runs.
+
 
 @app.command("bank-report")
 def bank_report(file: str) -> None:

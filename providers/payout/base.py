@@ -2,7 +2,7 @@
 
 The payout engine records a Payout row with a deterministic idempotency key BEFORE calling
 `pay()`; a rail passes that key to its provider (Stripe's Idempotency-Key header, PayPal's
-sender_batch_id, the ledger's unique column) so a repeated call never pays twice.
+sender_batch_id, the ledger's unique column, SEPA's EndToEndId) so a repeated call never pays twice.
 
 Errors: RetryableError (nothing happened, try later), PermanentError (will never work),
 AmbiguousError (maybe accepted: call `lookup()` before trying again).
@@ -10,8 +10,11 @@ AmbiguousError (maybe accepted: call `lookup()` before trying again).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
+
+from partnerflow.providers.errors import ProviderError
 
 
 @dataclass(frozen=True)
@@ -26,22 +29,61 @@ class PayoutInstruction:
     # Decrypted payout details (IBAN/BIC, connected account id, PayPal email...): memory only, never logged.
     destination: dict[str, Any] = field(default_factory=dict, repr=False)
     description: str = ""
+    # Digits of the currency's minor unit (ISO 4217: 2 for USD, 0 for JPY, 3 for KWD), for rails whose
+    # API takes decimal amounts; the caller knows the currency table.
+    currency_exponent: int = 2
+    payer_name: str = ""  # who pays (our company), for the rails that show it to the partner
 
 
 @dataclass(frozen=True)
 class RailResult:
-    status: Literal["paid", "processing"]  # processing: a webhook or a later lookup confirms it
+    status: Literal["paid", "processing"]  # processing: a webhook, a poll or a bank report confirms it
     provider_ref: str
 
 
-@runtime_checkable
-class PayoutRail(Protocol):
+@dataclass(frozen=True)
+class RailStatus:
+    """Where a payment stands at the provider now. Never "failed" unless the provider says so."""
+
+    state: Literal["paid", "processing", "failed"]
+    provider_ref: str
+    reason: str = ""
+
+
+class PayoutRail(ABC):
+    """Every method the payout engine, reconciliation and the CLI call on a rail."""
+
     name: str
-    # True when calling pay() again with the same idempotency key can never pay twice.
-    idempotent: bool
+    # True when pay_batch() sends its instructions together (SEPA: one bank file): the engine then hands
+    # it each claimed chunk at once instead of paying one payout at a time.
+    pays_in_batches: bool = False
 
-    def pay(self, instruction: PayoutInstruction) -> RailResult: ...
+    @abstractmethod
+    def pay(self, instruction: PayoutInstruction) -> RailResult:
+        """Move the money once under `instruction.idempotency_key`; raise a ProviderError otherwise."""
 
-    def lookup(self, idempotency_key: str) -> RailResult | None:
-        """What the provider knows about this key (None: it never accepted it)."""
-        ...
+    def pay_batch(self, instructions: list[PayoutInstruction]) -> list[RailResult | ProviderError]:
+        """Per instruction, in order, its result or the error that stopped it."""
+        outcomes: list[RailResult | ProviderError] = []
+        for instruction in instructions:
+            try:
+                outcomes.append(self.pay(instruction))
+            except ProviderError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    @abstractmethod
+    def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
+        """What the provider holds under this key (None: it never accepted it). `provider_ref` is what
+        we recorded from an earlier answer, for providers that find a payment only by their own id."""
+
+    def status(self, idempotency_key: str, provider_ref: str) -> RailStatus:
+        """Where an accepted payment stands. By default what `lookup()` finds: rails that settle on
+        acceptance are paid or still processing, never failed by a poll."""
+        found = self.lookup(idempotency_key, provider_ref)
+        if found is None:
+            return RailStatus("processing", provider_ref)
+        return RailStatus(found.status, found.provider_ref)
+
+    def close(self) -> None:  # noqa: B027 (rails without a connection have nothing to close)
+        """Release the rail's connection, if it holds one."""

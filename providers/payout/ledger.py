@@ -1,33 +1,70 @@
 """The embedded default rail: records the transfer in `ledger_transfer`, nothing leaves the building.
 
-It behaves like a provider: it commits its record in its own transaction (independent of the
-payout engine's bookkeeping), refuses a second transfer under the same idempotency key, and
-answers `lookup()` from that record. The fault-injection test uses it as the provider's record.
+It behaves like a provider: the `ledger_transfer` table is its own record (kept in the database
+`ledger_database_url` names, ours by default), written through its own engine in its own
+transaction, independent of the payout engine's bookkeeping. It refuses a second transfer under the
+same idempotency key and answers `lookup()` from that record. The fault-injection tests read it as
+"the provider's record".
 """
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from datetime import UTC, datetime
 
-from partnerflow.models.engine import get_engine
-from partnerflow.models.payouts import LedgerTransfer
+from sqlalchemy import BigInteger, DateTime, create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, select
+
 from partnerflow.providers.errors import PermanentError
-from partnerflow.providers.payout.base import PayoutInstruction, RailResult
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
 from partnerflow.providers.payout.settings import PayoutRailSettings
 
 
-class LedgerRail:
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerTransfer(SQLModel, table=True):
+    """The ledger rail's own record ("the provider's record"): one row per idempotency key, ever."""
+
+    __tablename__ = "ledger_transfer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    payout_id: int = Field(index=True)
+    partner_id: int = Field(index=True)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str
+    created_at: datetime = Field(default_factory=_now, sa_type=DateTime(timezone=True))
+
+
+_engines: dict[str, Engine] = {}
+
+
+def ledger_engine(url: str) -> Engine:
+    """One engine per database URL and process (a rail is built per batch run; its connections are not)."""
+    if url not in _engines:
+        if url.startswith("sqlite"):
+            # Waits for the payout engine's writes instead of failing on a locked database file.
+            _engines[url] = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        else:
+            _engines[url] = create_engine(url, pool_pre_ping=True)
+    return _engines[url]
+
+
+class LedgerRail(PayoutRail):
     name = "ledger"
-    idempotent = True
 
     def __init__(self, settings: PayoutRailSettings):
-        self.settings = settings
+        if not settings.ledger_database_url:
+            raise PermanentError("the ledger rail needs PARTNERFLOW_LEDGER_DATABASE_URL (normally our database)")
+        self._engine = ledger_engine(settings.ledger_database_url)
 
     def pay(self, instruction: PayoutInstruction) -> RailResult:
         if instruction.amount_minor <= 0:
             raise PermanentError(f"payout amount must be positive, got {instruction.amount_minor}")
-        with Session(get_engine()) as session:
+        with Session(self._engine) as session:
             row = LedgerTransfer(idempotency_key=instruction.idempotency_key, payout_id=instruction.payout_id,
                                  partner_id=instruction.partner_id, amount_minor=instruction.amount_minor,
                                  currency=instruction.currency)
@@ -41,7 +78,7 @@ class LedgerRail:
                 return existing
             return RailResult(status="paid", provider_ref=f"ledger:{row.id}")
 
-    def lookup(self, idempotency_key: str) -> RailResult | None:
-        with Session(get_engine()) as session:
+    def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
+        with Session(self._engine) as session:
             row = session.exec(select(LedgerTransfer).where(LedgerTransfer.idempotency_key == idempotency_key)).first()
             return RailResult(status="paid", provider_ref=f"ledger:{row.id}") if row else None

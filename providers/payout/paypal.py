@@ -11,7 +11,7 @@ Results: PayPal answers 201 with the batch PENDING, so a payout is "processing" 
 `GET /v1/payments/payouts/{payout_batch_id}` shows the item SUCCESS (paid) or FAILED/RETURNED/...
 (failed). Polling, not webhooks: PayPal's webhooks are verified only by calling its
 verify-webhook-signature API with the webhook id, which adds a call per event and a second moving
-part; polling the batch gives the same facts (tasks/payout_rails.py).
+part; polling the batch gives the same facts (tasks/payouts/reconcile.py).
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ from typing import Any
 import httpx
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.payout.base import PayoutInstruction, RailResult
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailStatus
 from partnerflow.providers.payout.http import (
     DEFAULT_BASE_DELAY_SECONDS,
     send_with_retries,
 )
 from partnerflow.providers.payout.settings import PayoutRailSettings
-from partnerflow.settings import get_settings
-from partnerflow.tasks.shared.money import exponent
 
 EMAIL_KEYS = ("paypal_email", "email")
 PAYER_ID_KEYS = ("paypal_payer_id", "payer_id")
@@ -43,18 +41,21 @@ _BATCH_LINK = re.compile(r"/v1/payments/payouts/([A-Za-z0-9]+)")
 
 
 @dataclass(frozen=True)
-class ItemStatus:
-    state: str  # "paid" | "processing" | "failed"
-    provider_ref: str  # the PayPal payout_batch_id (kept on our payout; polling needs it)
-    reason: str = ""
+class ItemStatus(RailStatus):
+    """`provider_ref` is the PayPal payout_batch_id (kept on our payout; polling needs it)."""
+
     transaction_id: str = ""
     amount: tuple[str, str] | None = None  # (value, currency) of our item, as PayPal holds it
 
 
-def format_amount(amount_minor: int, currency: str) -> str:
-    """12345 USD -> '123.45'; 500 JPY -> '500'. Exact, never through a float."""
-    exp = exponent(currency)
-    return str(Decimal(int(amount_minor)).scaleb(-exp).quantize(Decimal(1).scaleb(-exp)))
+def format_amount(amount_minor: int, exponent: int) -> str:
+    """12345 with 2 digits (USD) -> '123.45'; 500 with 0 (JPY) -> '500'. Exact, never through a float."""
+    return str(Decimal(int(amount_minor)).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
+
+
+def _amount_of(instruction: PayoutInstruction) -> tuple[str, str]:
+    """(value, currency) as PayPal writes an amount."""
+    return format_amount(instruction.amount_minor, instruction.currency_exponent), instruction.currency.upper()
 
 
 def receiver_of(destination: dict[str, Any]) -> tuple[str, str]:
@@ -68,9 +69,8 @@ def receiver_of(destination: dict[str, Any]) -> tuple[str, str]:
     raise PermanentError("the partner has no PayPal email or payer id in their payout details")
 
 
-class PayPalRail:
-    name = "paypal"
-    idempotent = True  # PayPal dedupes sender_batch_id for 30 days
+class PayPalRail(PayoutRail):
+    name = "paypal"  # PayPal dedupes sender_batch_id for 30 days
 
     def __init__(self, settings: PayoutRailSettings, *, client_id: str | None = None, client_secret: str | None = None,
                  api_host: str | None = None, timeout: float | None = None, attempts: int = 4,
@@ -106,9 +106,9 @@ class PayPalRail:
     def _call(self, method: str, path: str, *, what: str, json: dict | None = None) -> httpx.Response:
         """One API call with retries; a rejected (expired) token is renewed once."""
         for renew in (False, True):
-            token = self._access_token(renew=renew)
+            headers = {"Authorization": f"Bearer {self._access_token(renew=renew)}"}
             response = send_with_retries(
-                lambda: self._client.request(method, path, json=json, headers={"Authorization": f"Bearer {token}"}),
+                lambda headers=headers: self._client.request(method, path, json=json, headers=headers),
                 what=what, attempts=self._attempts, base_delay=self._base_delay, sleep=self._sleep)
             if response.status_code != 401:
                 return response
@@ -120,16 +120,18 @@ class PayPalRail:
             raise PermanentError(f"payout amount must be positive, got {instruction.amount_minor}")
         recipient_type, receiver = receiver_of(instruction.destination)
         key = instruction.idempotency_key
+        value, currency = _amount_of(instruction)
+        subject = f"{instruction.payer_name}: your partner commission" if instruction.payer_name \
+            else "Your partner commission"
         body = {
             "sender_batch_header": {
                 "sender_batch_id": key,
-                "email_subject": f"{get_settings().company_name}: your partner commission",
+                "email_subject": subject,
                 "email_message": instruction.description or "Thank you for your partnership.",
             },
             "items": [{
                 "recipient_type": recipient_type,
-                "amount": {"value": format_amount(instruction.amount_minor, instruction.currency),
-                           "currency": instruction.currency.upper()},
+                "amount": {"value": value, "currency": currency},
                 "receiver": receiver,
                 "note": instruction.description or f"Partner payout {key}",
                 "sender_item_id": key,
@@ -140,8 +142,8 @@ class PayPalRail:
             return RailResult(status="processing", provider_ref=response.json()["batch_header"]["payout_batch_id"])
         existing = self._duplicate_of(response, key)
         if existing is not None:  # PayPal already has this payout: read it, do not pay again
-            status = self.status(existing, key)
-            expected = (format_amount(instruction.amount_minor, instruction.currency), instruction.currency.upper())
+            status = self.status(key, existing)
+            expected = (value, currency)
             if status.amount is not None and status.amount != expected:
                 raise PermanentError(f"PayPal batch {existing} holds {' '.join(status.amount)} for {key}, "
                                      f"not {' '.join(expected)}; not paying again")
@@ -178,13 +180,15 @@ class PayPalRail:
         raise AmbiguousError(f"PayPal says {sender_batch_id} was used before but gives no link to it")
 
     # --- polling ---
-    def status(self, payout_batch_id: str, sender_item_id: str | None = None) -> ItemStatus:
-        """Where PayPal's payout batch (and our item in it) stands."""
+    def status(self, idempotency_key: str, provider_ref: str) -> ItemStatus:
+        """Where PayPal's payout batch `provider_ref` (and our item in it, `idempotency_key`) stands."""
+        payout_batch_id, sender_item_id = provider_ref, idempotency_key
         response = self._call("GET", f"/v1/payments/payouts/{payout_batch_id}", what="PayPal payout status")
         if response.status_code == 404:
             # Never read as "failed": a wrong API host (sandbox vs live) would give money back to balances
             # that PayPal has paid. Unknown, for a person to look at.
-            raise AmbiguousError(f"PayPal has no payout batch {payout_batch_id} (is PARTNERFLOW_PAYPAL_API_HOST right?)")
+            raise AmbiguousError(f"PayPal has no payout batch {payout_batch_id} "
+                                 "(is PARTNERFLOW_PAYPAL_API_HOST right?)")
         if response.status_code != 200:
             raise RetryableError(f"PayPal payout status: HTTP {response.status_code}")
         body = response.json()
@@ -207,22 +211,16 @@ class PayPalRail:
             return ItemStatus("failed", payout_batch_id, reason=reason, amount=amount)
         return ItemStatus("processing", payout_batch_id, amount=amount)  # PENDING, UNCLAIMED, ONHOLD, NEW
 
-    def lookup(self, idempotency_key: str) -> RailResult | None:
+    def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         """From the payout batch id we recorded. None when we hold none (or it failed): `pay()` then
         re-sends the same sender_batch_id, which PayPal answers with the original batch, never a second payment.
         """
-        from sqlmodel import select
-
-        from partnerflow.models import Payout, session_scope
-
-        with session_scope() as session:
-            ref = session.exec(select(Payout.provider_ref).where(Payout.idempotency_key == idempotency_key)).first()
-        if not ref:
+        if not provider_ref:
             return None
-        status = self.status(ref, idempotency_key)
+        status = self.status(idempotency_key, provider_ref)
         if status.state == "failed":
             return None
-        return RailResult(status="paid" if status.state == "paid" else "processing", provider_ref=ref)
+        return RailResult(status="paid" if status.state == "paid" else "processing", provider_ref=provider_ref)
 
     def close(self) -> None:
         self._client.close()

@@ -10,7 +10,7 @@ The file is the effect, so it is written exactly once per payout:
 
 A payout stays "processing" until the bank says what happened: `read_bank_report()` reads a
 pain.002 status report or a camt.053/054 statement and returns the EndToEndIds booked or rejected
-(tasks/payout_rails.py applies them to the payouts).
+(tasks/payouts/reconcile.py applies them to the payouts).
 
 Amounts are exact: minor units -> Decimal with two places (EUR only). IBAN/BIC checked with
 schwifty; names transliterated to the SEPA Latin character set.
@@ -35,9 +35,8 @@ from schwifty.exceptions import SchwiftyException
 from unidecode import unidecode
 
 from partnerflow.providers.errors import PermanentError, ProviderError
-from partnerflow.providers.payout.base import PayoutInstruction, RailResult
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
 from partnerflow.providers.payout.settings import PayoutRailSettings
-from partnerflow.settings import get_settings
 
 NS = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
 # EPC's SEPA character set (Latin basic); anything else is transliterated or dropped.
@@ -180,11 +179,6 @@ def validate_pain001(xml: bytes) -> None:
         raise ValueError(f"pain.001 file is not valid against the schema: {s.error_log.last_error}")
 
 
-def sepa_dir() -> Path:
-    settings = get_settings()
-    return settings.payouts.sepa_output_dir
-
-
 @contextmanager
 def _folder_lock(folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
@@ -219,24 +213,25 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_file(batch_ref: str, payments: list[SepaPayment], *, now: datetime | None = None) -> dict[str, str]:
-    """Write the payments not yet in any file into one new file; return EndToEndId -> file name for all.
+def write_file(settings: PayoutRailSettings, batch_ref: str, payments: list[SepaPayment], *,
+               now: datetime | None = None) -> dict[str, str]:
+    """Write the payments not yet in any file into one new file in `settings.sepa_output_dir`;
+    return EndToEndId -> file name for all.
 
     Re-running with the same payments writes nothing and returns the same file names.
     """
-    settings = get_settings()
-    if not (settings.payouts.sepa_debtor_iban and settings.payouts.sepa_debtor_bic):
+    if not (settings.sepa_debtor_iban and settings.sepa_debtor_bic):
         raise PermanentError("PARTNERFLOW_SEPA_DEBTOR_IBAN and PARTNERFLOW_SEPA_DEBTOR_BIC must be set for SEPA")
-    debtor_iban = check_iban(settings.payouts.sepa_debtor_iban)
-    debtor_bic = check_bic(settings.payouts.sepa_debtor_bic)
-    folder = sepa_dir()
+    debtor_iban = check_iban(settings.sepa_debtor_iban)
+    debtor_bic = check_bic(settings.sepa_debtor_bic)
+    folder = output_dir(settings)
     with _folder_lock(folder):
         existing = {p.end_to_end_id: written_in(folder, p.end_to_end_id) for p in payments}
         new = [p for p in payments if existing[p.end_to_end_id] is None]
         if new:
             msg_id = message_id(batch_ref, [p.end_to_end_id for p in new])
             xml = build_pain001(new, msg_id=msg_id, created_at=now or datetime.now(UTC),
-                                debtor_name=settings.payouts.sepa_debtor_name, debtor_iban=debtor_iban,
+                                debtor_name=settings.sepa_debtor_name, debtor_iban=debtor_iban,
                                 debtor_bic=debtor_bic)
             validate_pain001(xml)
             name = f"pain001-{msg_id}.xml"
@@ -315,7 +310,14 @@ def read_bank_report(data: bytes) -> list[BankOutcome]:
 
 # --- the rail -----------------------------------------------------------------------------------
 
-class SepaRail:
+def output_dir(settings: PayoutRailSettings) -> Path:
+    """The folder the bank files go to (the top-level settings default it to var/sepa)."""
+    if settings.sepa_output_dir is None:
+        raise PermanentError("PARTNERFLOW_SEPA_OUTPUT_DIR must be set for SEPA")
+    return settings.sepa_output_dir
+
+
+class SepaRail(PayoutRail):
     """Writes the bank file; payouts stay "processing" until a bank report says paid or failed.
 
     `pay_batch()` puts a whole batch in one file (what a bank expects); `pay()` is the one-payout
@@ -323,7 +325,7 @@ class SepaRail:
     """
 
     name = "sepa"
-    idempotent = True
+    pays_in_batches = True
 
     def __init__(self, settings: PayoutRailSettings):
         self.settings = settings
@@ -347,7 +349,7 @@ class SepaRail:
                 continue
             good.append(payment)
             outcomes.append(payment)  # replaced below by its result
-        files = write_file("", good) if good else {}
+        files = write_file(self.settings, "", good) if good else {}
         return [o if isinstance(o, ProviderError) else RailResult(status="processing",
                                                                   provider_ref=f"{files[o.end_to_end_id]}#{o.end_to_end_id}")
                 for o in outcomes]
@@ -358,7 +360,7 @@ class SepaRail:
             raise result
         return result
 
-    def lookup(self, idempotency_key: str) -> RailResult | None:
+    def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         e2e = end_to_end_id(idempotency_key)
-        name = written_in(sepa_dir(), e2e)
+        name = written_in(output_dir(self.settings), e2e)
         return RailResult(status="processing", provider_ref=f"{name}#{e2e}") if name else None

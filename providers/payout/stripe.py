@@ -6,7 +6,7 @@ searches without time limit. So a timeout after Stripe accepted the transfer is 
 and a re-run days later finds the transfer instead of making a second one.
 
 A transfer is final when created (the money is in the partner's Stripe balance): status "paid".
-`transfer.reversed` webhooks turn it back into a failure (web/payout_webhooks.py).
+`transfer.reversed` webhooks turn it back into a failure (web/payouts_webhooks.py).
 
 Webhooks are signed with `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`;
 `verify_webhook()` checks it and the timestamp window.
@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.payout.base import PayoutInstruction, RailResult
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
 from partnerflow.providers.payout.http import (
     DEFAULT_BASE_DELAY_SECONDS,
     send_with_retries,
@@ -59,12 +59,12 @@ def _stripe_error(response: httpx.Response) -> tuple[str, str, str]:
             str(error.get("message") or f"HTTP {response.status_code}"))
 
 
-class StripeRail:
+class StripeRail(PayoutRail):
     name = "stripe"
-    idempotent = True
 
-    def __init__(self, settings: PayoutRailSettings, *, api_key: str | None = None, api_host: str | None = None, timeout: float | None = None,
-                 attempts: int = 4, base_delay: float | None = None, sleep: Callable[[float], Any] = time.sleep):
+    def __init__(self, settings: PayoutRailSettings, *, api_key: str | None = None, api_host: str | None = None,
+                 timeout: float | None = None, attempts: int = 4, base_delay: float | None = None,
+                 sleep: Callable[[float], Any] = time.sleep):
         key = api_key or (settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else None)
         if not key:
             raise PermanentError("PARTNERFLOW_STRIPE_API_KEY is not set")
@@ -145,7 +145,7 @@ class StripeRail:
             raise PermanentError(f"Stripe holds {len(transfers)} transfers for {idempotency_key}")
         return transfers[0] if transfers else None
 
-    def lookup(self, idempotency_key: str) -> RailResult | None:
+    def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         """The transfer made for this payout, found by its transfer_group (None: Stripe has none)."""
         transfer = self._find(idempotency_key)
         if transfer is None:

@@ -1,235 +1,52 @@
-"""The commission engine: conversions -> commissions, by each partner's CommissionTerms.
+"""Commissions from conversions: create, refresh while locked, apply reversals; and the dry run of a rule change.
 
-Rounding rule (documented for partners in every contract): each commission is computed exactly in
-Decimal and rounded once, half-to-even, to the minor unit of the conversion's currency
-(`partnerflow.tasks.shared.money.round_minor`). Stored as integer minor units. No floats.
-
-Periods are calendar months (UTC). Tiers and monthly caps look at the partner's whole month, so
-commissions still inside their lock period (status `pending`) are recomputed on every run: once a
-month is complete every pending commission of that month carries the final tier. Commissions that
-are payable, paid or cancelled never change; their amounts count toward caps.
-
-Reversals (refund, chargeback, reversal) point at an earlier conversion:
-- the original commission not yet in a payout is cancelled (full refund) or reduced by a negative
-  adjustment proportional to the refunded amount (partial refund);
-- once the original is in a payout (paid or being paid), a negative commission is payable at once
-  and is carried into the next batch (a balance below zero holds the partner's payout).
+The rules themselves are tasks/payouts/commission_rules.py (plain computation). Here they are fed
+one partner-month at a time from the database, and the results stored:
+- a conversion without a commission gets one (pending, payable after the terms' lock period);
+- commissions still pending are recomputed (tiers and caps look at the whole month);
+- reversals (refund, chargeback, reversal) point at an earlier conversion: the original commission
+  not yet in a payout is cancelled (full refund) or reduced by a negative adjustment proportional to
+  the refunded amount (partial refund); once the original is in a payout, a negative commission is
+  payable at once and is carried into the next batch (a balance below zero holds the payout).
 """
 
 from __future__ import annotations
 
-import calendar
+import json
+import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
+import yaml
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlmodel import Session
 
-from partnerflow.models import Commission, Conversion, Partner, session_scope, utcnow
+from partnerflow.models import Commission, Conversion, Partner, get_engine, session_scope, utcnow
+from partnerflow.models.payouts import CommissionStatus
+from partnerflow.tasks.payouts.balances import fx_lookup, release_locked
+from partnerflow.tasks.payouts.commission_rules import (
+    PAYING_KINDS,
+    REVERSAL_KINDS,
+    VOLUME_KINDS,
+    Row,
+    add_months,
+    compute_period,
+    period_of,
+)
 from partnerflow.tasks.shared.money import round_minor
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
-PAYING_KINDS = ("sale", "recurring", "lead", "signup")
-REVERSAL_KINDS = ("refund", "chargeback", "reversal")
 PARTNER_CHUNK = 500
+SQL_IN_CHUNK = 900
 
-FxLookup = Callable[[str, str, datetime], Decimal]
-
-
-@dataclass
-class Row:
-    """A conversion as the engine sees it (plain values, no ORM)."""
-
-    id: int
-    partner_id: int
-    kind: str
-    amount_minor: int
-    currency: str
-    occurred_at: datetime
-    customer_ref: str | None = None
-    product: str | None = None
-    category: str | None = None
-    # the existing commission, if any
-    commission_id: int | None = None
-    commission_minor: int | None = None
-    commission_status: str | None = None
-
-
-@dataclass
-class Result:
-    conversion_id: int
-    amount_minor: int
-    rule: str
-    qualifies: bool
-
-
-def period_of(at: datetime) -> str:
-    return f"{at.year:04d}-{at.month:02d}"
-
-
-def add_months(at: datetime, months: int) -> datetime:
-    month = at.month - 1 + months
-    year, month = at.year + month // 12, month % 12 + 1
-    return at.replace(year=year, month=month, day=min(at.day, calendar.monthrange(year, month)[1]))
-
-
-def _convert_exact(amount: Decimal, base: str, quote: str, at: datetime, fx: FxLookup | None) -> Decimal:
-    """Minor units of base -> exact (unrounded) minor units of quote."""
-    if base == quote:
-        return amount
-    if fx is None:
-        raise LookupError(f"no exchange rate {base}/{quote}")
-    from partnerflow.tasks.shared.money import exponent
-
-    return (amount * fx(base, quote, at)).scaleb(exponent(quote) - exponent(base))
-
-
-def compute_period(terms: CommissionTerms, rows: list[Row], *, first_purchase: dict[str, tuple[datetime, int]],
-                   fx: FxLookup | None = None, frozen_statuses: Iterable[str] = ("payable", "paid", "cancelled"),
-                   ) -> list[Result]:
-    """Commissions for one partner's month. `rows` are that month's paying conversions, oldest first.
-
-    `first_purchase` maps customer_ref -> (when, conversion id) of the customer's first sale anywhere.
-    Rows whose commission is frozen keep their amount (it counts toward the monthly cap).
-    """
-    frozen_statuses = set(frozen_statuses)
-    results: list[Result] = []
-    with localcontext() as ctx:
-        ctx.prec = 50
-        # Volume for tiers: qualifying sale/recurring amounts not cancelled, in the terms' currency.
-        qualifying: dict[int, str | None] = {r.id: _disqualified(terms, r, first_purchase) for r in rows}
-        volume_rows = [r for r in rows if qualifying[r.id] is None and r.kind in ("sale", "recurring")
-                       and r.commission_status != "cancelled"]
-        total_volume = sum((_convert_exact(Decimal(r.amount_minor), r.currency, terms.currency, r.occurred_at, fx)
-                            for r in volume_rows), Decimal(0))
-        running_volume = Decimal(0)
-        paid_in_period = Decimal(0)  # in terms.currency, for the monthly cap
-        for r in rows:
-            if r.commission_status in frozen_statuses and r.commission_minor is not None:
-                if r.commission_status != "cancelled":
-                    paid_in_period += _convert_exact(Decimal(r.commission_minor), r.currency, terms.currency,
-                                                     r.occurred_at, fx)
-                if r.kind in ("sale", "recurring") and qualifying[r.id] is None and r.commission_status != "cancelled":
-                    running_volume += _convert_exact(Decimal(r.amount_minor), r.currency, terms.currency,
-                                                     r.occurred_at, fx)
-                continue
-            reason = qualifying[r.id]
-            if reason is not None:
-                results.append(Result(r.id, 0, f"not qualifying: {reason}", False))
-                continue
-            amount = Decimal(r.amount_minor)
-            volume_here = _convert_exact(amount, r.currency, terms.currency, r.occurred_at, fx)
-            override = next((o for o in terms.overrides if o.matches(r.product, r.category)), None)
-            if override is not None:
-                if override.kind == "flat":
-                    exact = _convert_exact(Decimal(override.flat_minor), terms.currency, r.currency, r.occurred_at, fx)
-                    rule = f"flat {override.flat_minor} ({override.product or override.category})"
-                else:
-                    exact = amount * override.rate
-                    rule = f"{override.rate} of sale ({override.product or override.category})"
-            elif terms.kind == "flat" or r.kind in ("lead", "signup"):
-                if terms.kind != "flat":
-                    results.append(Result(r.id, 0, f"not qualifying: {r.kind} earns only under flat terms", False))
-                    continue
-                exact = _convert_exact(Decimal(terms.flat_minor), terms.currency, r.currency, r.occurred_at, fx)
-                rule = f"flat {terms.flat_minor} {terms.currency}"
-            elif terms.kind == "percentage":
-                exact = amount * terms.rate
-                rule = f"{terms.rate} of sale"
-            elif terms.tier_mode == "whole":
-                rate = _tier_rate(terms, total_volume)
-                exact = amount * rate
-                rule = f"tier {rate} (month volume {round_minor(total_volume)} {terms.currency})"
-            else:
-                start, end = running_volume, running_volume + volume_here
-                earned = _marginal(terms, start, end)  # in terms.currency
-                # Earned in the terms' currency; no division (earned/volume*amount would blur exact ties).
-                exact = _convert_exact(earned, terms.currency, r.currency, r.occurred_at, fx)
-                rule = "marginal tiers"
-            if r.kind in ("sale", "recurring"):
-                running_volume += volume_here
-            if terms.cap_per_conversion_minor is not None:
-                cap = _convert_exact(Decimal(terms.cap_per_conversion_minor), terms.currency, r.currency,
-                                     r.occurred_at, fx)
-                if exact > cap:
-                    exact, rule = cap, rule + ", capped per conversion"
-            commission = round_minor(exact)
-            if terms.cap_per_period_minor is not None:
-                room = Decimal(terms.cap_per_period_minor) - paid_in_period
-                room_here = _convert_exact(max(room, Decimal(0)), terms.currency, r.currency, r.occurred_at, fx)
-                if commission > room_here:
-                    commission = max(0, int(room_here.to_integral_value(rounding="ROUND_FLOOR")))
-                    rule += ", capped per month"
-            paid_in_period += _convert_exact(Decimal(commission), r.currency, terms.currency, r.occurred_at, fx)
-            results.append(Result(r.id, commission, rule, True))
-    return results
-
-
-def _disqualified(terms: CommissionTerms, r: Row, first_purchase: dict[str, tuple[datetime, int]]) -> str | None:
-    if r.kind not in PAYING_KINDS:
-        return f"{r.kind} does not earn"
-    if r.amount_minor < 0:
-        return "negative amount"
-    first = first_purchase.get(r.customer_ref) if r.customer_ref else None
-    if terms.first_purchase_only and r.kind in ("sale", "recurring"):
-        if r.kind == "recurring" or (first is not None and first[1] != r.id):
-            return "not the customer's first purchase"
-    if r.kind == "recurring":
-        if terms.recurring_months == 0:
-            return "recurring payments do not earn"
-        if terms.recurring_months is not None and first is not None:
-            if r.occurred_at >= add_months(first[0], terms.recurring_months):
-                return f"more than {terms.recurring_months} months after the first purchase"
-    return None
-
-
-def _tier_rate(terms: CommissionTerms, volume: Decimal) -> Decimal:
-    rate = terms.tiers[0].rate
-    for tier in terms.tiers:
-        if volume >= tier.from_volume_minor:
-            rate = tier.rate
-    return rate
-
-
-def _marginal(terms: CommissionTerms, start: Decimal, end: Decimal) -> Decimal:
-    """Commission (exact) on the volume between start and end, each part at its tier's rate."""
-    earned = Decimal(0)
-    for i, tier in enumerate(terms.tiers):
-        lo = Decimal(tier.from_volume_minor)
-        hi = Decimal(terms.tiers[i + 1].from_volume_minor) if i + 1 < len(terms.tiers) else None
-        a = max(start, lo)
-        b = end if hi is None else min(end, hi)
-        if b > a:
-            earned += (b - a) * tier.rate
-    return earned
-
-
-# --- the database side ----------------------------------------------------------------------
 
 def _terms_of(partner_terms: dict[str, Any] | None, partner_type: str, tier: str) -> CommissionTerms:
     return CommissionTerms.parse(partner_terms) or default_for(partner_type, tier)
 
 
-def _db_fx(session: Session) -> FxLookup:
-    from partnerflow.tasks.payouts.batches import fx_rate
-
-    cache: dict[tuple[str, str, str], Decimal] = {}
-
-    def lookup(base: str, quote: str, at: datetime) -> Decimal:
-        key = (base, quote, at.date().isoformat())
-        if key not in cache:
-            cache[key] = fx_rate(session, base, quote, at)
-        return cache[key]
-
-    return lookup
-
-
 def _month_bounds(period: str) -> tuple[datetime, datetime]:
-
     year, month = int(period[:4]), int(period[5:7])
     start = datetime(year, month, 1, tzinfo=UTC)
     return start, add_months(start, 1)
@@ -238,11 +55,11 @@ def _month_bounds(period: str) -> tuple[datetime, datetime]:
 def _first_purchases(session: Session, refs: set[str]) -> dict[str, tuple[datetime, int]]:
     first: dict[str, tuple[datetime, int]] = {}
     refs_list = sorted(r for r in refs if r)
-    for i in range(0, len(refs_list), 900):
-        chunk = refs_list[i:i + 900]
+    for i in range(0, len(refs_list), SQL_IN_CHUNK):
+        chunk = refs_list[i:i + SQL_IN_CHUNK]
         for ref, at, cid in session.execute(
             select(Conversion.customer_ref, Conversion.occurred_at, Conversion.id)
-            .where(Conversion.customer_ref.in_(chunk), Conversion.kind.in_(("sale", "recurring")))
+            .where(Conversion.customer_ref.in_(chunk), Conversion.kind.in_(VOLUME_KINDS))
         ):
             if ref not in first or (at, cid) < first[ref]:
                 first[ref] = (at, cid)
@@ -264,8 +81,6 @@ def _load_rows(session: Session, partner_ids: list[int], start: datetime, end: d
 
 def compute_commissions(now: datetime | None = None, *, partner_ids: list[int] | None = None) -> dict[str, Any]:
     """Create or refresh commissions for every attributed conversion; apply reversals; release locks."""
-    from partnerflow.tasks.payouts.batches import release_locked
-
     now = now or utcnow()
     stats: dict[str, Any] = defaultdict(int)
     with session_scope() as session:
@@ -278,7 +93,8 @@ def compute_commissions(now: datetime | None = None, *, partner_ids: list[int] |
             q = q.where(Conversion.partner_id.in_(partner_ids))
         for pid, at in session.execute(q):
             todo[pid].add(period_of(at))
-        q2 = select(Commission.partner_id, Commission.period).where(Commission.status == "pending").distinct()
+        q2 = (select(Commission.partner_id, Commission.period)
+              .where(Commission.status == CommissionStatus.PENDING).distinct())
         if partner_ids:
             q2 = q2.where(Commission.partner_id.in_(partner_ids))
         for pid, period in session.execute(q2):
@@ -301,7 +117,7 @@ def _compute_chunk(session: Session, todo: dict[int, set[str]], now: datetime, s
     start, end = _month_bounds(periods[0])[0], _month_bounds(periods[-1])[1]
     rows = _load_rows(session, list(todo), start, end)
     first = _first_purchases(session, {r.customer_ref for r in rows if r.customer_ref})
-    fx = _db_fx(session)
+    fx = fx_lookup(session)
     by_key: dict[tuple[int, str], list[Row]] = defaultdict(list)
     for r in rows:
         period = period_of(r.occurred_at)
@@ -327,17 +143,17 @@ def _compute_chunk(session: Session, todo: dict[int, set[str]], now: datetime, s
                 inserts.append({
                     "conversion_id": r.id, "partner_id": pid, "amount_minor": res.amount_minor,
                     "currency": r.currency, "rule": res.rule, "period": period,
-                    "status": "pending" if res.qualifies else "cancelled",
+                    "status": CommissionStatus.PENDING if res.qualifies else CommissionStatus.CANCELLED,
                     "payable_at": r.occurred_at + lock, "created_at": now,
                 })
-            elif r.commission_status == "pending" and r.commission_minor != res.amount_minor:
+            elif r.commission_status == CommissionStatus.PENDING and r.commission_minor != res.amount_minor:
                 updates.append({"cid": r.commission_id, "amount": res.amount_minor, "rule_": res.rule})
     if inserts:  # Core executemany: the ORM's bulk path costs more than the insert itself
         session.connection().execute(Commission.__table__.insert(), inserts)
     if updates:
         session.execute(
             update(Commission.__table__).where(and_(Commission.__table__.c.id == bindparam("cid"),
-                                                    Commission.__table__.c.status == "pending"))
+                                                    Commission.__table__.c.status == CommissionStatus.PENDING))
             .values(amount_minor=bindparam("amount"), rule=bindparam("rule_")), updates)
     stats["created"] += len(inserts)
     stats["updated"] += len(updates)
@@ -362,14 +178,15 @@ def _apply_reversals(session: Session, now: datetime, stats: dict[str, int]) -> 
             continue
         full = rev_amount == 0 or abs(rev_amount) >= orig_amount
         base = {"conversion_id": rev_id, "partner_id": pid, "currency": _cur, "period": period, "created_at": now}
-        if c_status == "cancelled" or c_amount == 0:
-            session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": "cancelled",
+        if c_status == CommissionStatus.CANCELLED or c_amount == 0:
+            session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": CommissionStatus.CANCELLED,
                                                   "rule": f"{kind} of a conversion that earned nothing",
                                                   "payable_at": payable_at}])
-        elif payout_id is None and c_status in ("pending", "payable") and full:
+        elif payout_id is None and c_status in (CommissionStatus.PENDING, CommissionStatus.PAYABLE) and full:
             session.execute(update(Commission).where(Commission.id == cid, Commission.payout_id.is_(None))
-                            .values(status="cancelled", rule=Commission.rule + f" (cancelled by {kind} #{rev_id})"))
-            session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": "cancelled",
+                            .values(status=CommissionStatus.CANCELLED,
+                                    rule=Commission.rule + f" (cancelled by {kind} #{rev_id})"))
+            session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": CommissionStatus.CANCELLED,
                                                   "rule": f"{kind}: cancels commission #{cid}",
                                                   "payable_at": payable_at}])
             stats["cancelled"] += 1
@@ -381,7 +198,7 @@ def _apply_reversals(session: Session, now: datetime, stats: dict[str, int]) -> 
             in_payout = payout_id is not None
             session.execute(insert(Commission), [{
                 **base, "amount_minor": adjustment, "rule": f"{kind}: deducts from commission #{cid}",
-                "status": "payable" if in_payout else c_status,
+                "status": CommissionStatus.PAYABLE if in_payout else c_status,
                 "payable_at": now if in_payout else payable_at}])
             stats["deducted"] += 1
 
@@ -390,11 +207,6 @@ def _apply_reversals(session: Session, now: datetime, stats: dict[str, int]) -> 
 
 def load_rule_set(rules_path_or_json: str | dict) -> tuple[CommissionTerms | None, dict[int, CommissionTerms]]:
     """A proposed rule set: a terms object for everyone, or {"default": terms, "partners": {id: terms}}."""
-    import json
-    import os
-
-    import yaml
-
     data: Any = rules_path_or_json
     if isinstance(data, str):
         text = open(data).read() if os.path.exists(data) else data
@@ -412,13 +224,13 @@ def dry_run(rules_path_or_json: str | dict, period_start: datetime, period_end: 
     """Per partner: commissions as computed vs under the proposed rules, for conversions in [start, end). Read-only."""
     default, per_partner = load_rule_set(rules_path_or_json)
     out: list[dict[str, Any]] = []
-    with Session(_engine()) as session:
+    with Session(get_engine()) as session:
         pids = sorted(set(session.execute(select(Conversion.partner_id).where(
             Conversion.partner_id.is_not(None), Conversion.kind.in_(PAYING_KINDS),
             Conversion.occurred_at >= period_start, Conversion.occurred_at < period_end)).scalars()))
         reversed_ids = set(session.execute(select(Conversion.reverses_id).where(
             Conversion.reverses_id.is_not(None), Conversion.kind.in_(REVERSAL_KINDS))).scalars())
-        fx = _db_fx(session)
+        fx = fx_lookup(session)
         for i in range(0, len(pids), PARTNER_CHUNK):
             chunk = pids[i:i + PARTNER_CHUNK]
             partners = {p.id: p for p in session.execute(select(Partner).where(Partner.id.in_(chunk))).scalars()}
@@ -433,9 +245,10 @@ def dry_run(rules_path_or_json: str | dict, period_start: datetime, period_end: 
                 p = partners[pid]
                 terms = per_partner.get(pid) or default or _terms_of(p.commission_terms, p.partner_type, p.tier)
                 fresh = [Row(**{**r.__dict__, "commission_id": None, "commission_minor": None,
-                                "commission_status": "cancelled" if r.id in reversed_ids else None}) for r in period_rows]
+                                "commission_status": CommissionStatus.CANCELLED if r.id in reversed_ids else None})
+                         for r in period_rows]
                 for r in period_rows:
-                    if r.commission_status not in (None, "cancelled"):
+                    if r.commission_status not in (None, CommissionStatus.CANCELLED):
                         current[(pid, r.currency)] += r.commission_minor or 0
                 try:
                     results = compute_period(terms, [r for r in fresh if r.commission_status is None],
@@ -454,9 +267,3 @@ def dry_run(rules_path_or_json: str | dict, period_start: datetime, period_end: 
                             "difference_minor": proposed[key] - current[key], "note": ""})
         session.rollback()  # nothing to keep: this is a read-only look
     return out
-
-
-def _engine():
-    from partnerflow.models import get_engine
-
-    return get_engine()

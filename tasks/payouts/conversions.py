@@ -22,12 +22,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from partnerflow.models import Conversion, Partner, session_scope, utcnow
-from partnerflow.models.payouts import ConversionSource
+from partnerflow.models.payouts import ConversionKind, ConversionSource
 from partnerflow.secrets import new_token, token_hash
 from partnerflow.tasks.shared.money import check_currency, to_minor
 
-KINDS = ("sale", "lead", "signup", "recurring", "refund", "chargeback", "reversal")
-REVERSALS = ("refund", "chargeback", "reversal")
+KINDS = tuple(ConversionKind)
+REVERSALS = (ConversionKind.REFUND, ConversionKind.CHARGEBACK, ConversionKind.REVERSAL)
 COLUMNS = ("external_id", "kind", "amount", "amount_minor", "currency", "occurred_at", "tracking_code",
            "coupon_code", "customer_ref", "product", "category", "reverses")
 CHUNK = 1000
@@ -110,7 +110,7 @@ def parse_record(record: dict[str, Any]) -> dict[str, Any]:
         raise ConversionError("external_id is required")
     if len(external_id) > 200:
         raise ConversionError("external_id is longer than 200 characters")
-    kind = (_text(record.get("kind")) or "sale").lower()
+    kind = (_text(record.get("kind")) or ConversionKind.SALE).lower()
     if kind not in KINDS:
         raise ConversionError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     try:
@@ -134,7 +134,7 @@ def parse_record(record: dict[str, Any]) -> dict[str, Any]:
                 raise ConversionError(f"amount {text!r} is ambiguous: use a dot for decimals (12.50)")
             minor = to_minor(text, currency)
         else:
-            minor = 0 if kind in ("lead", "signup") or kind in REVERSALS else None
+            minor = 0 if kind in (ConversionKind.LEAD, ConversionKind.SIGNUP, *REVERSALS) else None
             if minor is None:
                 raise ConversionError(f"amount is required for a {kind}")
     except (ValueError, TypeError) as exc:
@@ -254,13 +254,3 @@ def import_csv(path: str, source: str = "csv") -> IngestReport:
     best = from_bytes(data).best()
     text = str(best) if best is not None else data.decode("utf-8", errors="replace")
     return ingest(read_csv(text.lstrip("\ufeff")), source)
-
-
-def unattributed_summary(limit: int = 50) -> list[dict[str, Any]]:
-    with session_scope() as session:
-        rows = session.execute(select(Conversion.source, Conversion.external_id, Conversion.tracking_code,
-                                      Conversion.coupon_code, Conversion.amount_minor, Conversion.currency)
-                               .where(Conversion.partner_id.is_(None)).order_by(Conversion.id).limit(limit)).all()
-    return [dict(zip(("source", "external_id", "tracking_code", "coupon_code", "amount_minor", "currency"), r))
-            for r in rows]
-

@@ -1,7 +1,8 @@
-"""Reconciling the rails that confirm later: PayPal (status polling) and SEPA (the bank's report).
+"""Reconciliation: asking the rails about payouts still processing, and applying SEPA bank reports.
 
-Both only move payouts through C1's idempotent `mark_payout_paid` / `mark_payout_failed`, so running
-them twice, or after a webhook already confirmed a payout, changes nothing.
+Everything moves payouts only through the idempotent `mark_payout_paid` / `mark_payout_failed`
+(tasks/payouts/outcomes.py), so running it twice, or after a webhook already confirmed a payout,
+changes nothing. An answer we cannot get is "unknown", never read as failed: that could pay twice.
 """
 
 from __future__ import annotations
@@ -13,40 +14,58 @@ from pathlib import Path
 from sqlmodel import select
 
 from partnerflow.models import Payout, session_scope
+from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.errors import PermanentError, RetryableError
-from partnerflow.settings import get_settings
+from partnerflow.providers.payout import PayoutRail
+from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
+from partnerflow.tasks.payouts.outcomes import finish_batch, mark_payout_failed, mark_payout_paid
+from partnerflow.tasks.payouts.rails import payout_rail
 
 log = logging.getLogger(__name__)
 
 
-def poll_paypal(*, rail=None, limit: int = 1000) -> dict[str, int]:
-    """Ask PayPal about every PayPal payout still processing; mark the settled ones paid or failed."""
-    from partnerflow.providers.payout.paypal import PayPalRail
-    from partnerflow.tasks.payouts.batches import (
-        finish_batch,
-        mark_payout_failed,
-        mark_payout_paid,
-    )
+def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[str, int]:
+    """Ask the rail about the batch's payouts still processing (webhooks normally confirm them first)."""
+    rail = rail or payout_rail()
+    counts: dict[str, int] = defaultdict(int)
+    with session_scope() as session:
+        rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.provider_ref).where(
+            Payout.batch_id == batch_id, Payout.status == PayoutStatus.PROCESSING)).all()
+    for payout_id, key, ref in rows:
+        try:
+            result = rail.lookup(key, ref)
+        except RetryableError:
+            counts["unknown"] += 1
+            continue
+        if result is not None and result.status == PayoutStatus.PAID:
+            counts["paid"] += int(mark_payout_paid(payout_id, result.provider_ref, actor=rail.name))
+        else:
+            counts["processing"] += 1
+    finish_batch(batch_id)
+    return dict(counts)
 
+
+def poll_paypal(*, rail: PayoutRail | None = None, limit: int = 1000) -> dict[str, int]:
+    """Ask PayPal about every PayPal payout still processing; mark the settled ones paid or failed."""
     with session_scope() as session:
         rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.provider_ref, Payout.batch_id).where(
-            Payout.rail == "paypal", Payout.status == "processing", Payout.provider_ref.is_not(None))
+            Payout.rail == "paypal", Payout.status == PayoutStatus.PROCESSING, Payout.provider_ref.is_not(None))
             .order_by(Payout.id).limit(limit)).all()
-    counts: dict[str, int] = defaultdict(int)
     if not rows:
         return {}
-    rail = rail or PayPalRail(get_settings().payouts)
+    rail = rail or payout_rail("paypal")
+    counts: dict[str, int] = defaultdict(int)
     batches = set()
     for payout_id, key, ref, batch_id in rows:
         try:
-            status = rail.status(ref, key)
-        except (RetryableError, PermanentError) as exc:  # unknown is never read as failed: that could pay twice
+            status = rail.status(key, ref)
+        except (RetryableError, PermanentError) as exc:
             log.warning("PayPal status for payout %s unknown for now: %s", payout_id, exc.reason)
             counts["unknown"] += 1
             continue
-        if status.state == "paid":
-            mark_payout_paid(payout_id, ref, actor="paypal")  # the batch id: lookups need it
-        elif status.state == "failed":
+        if status.state == PayoutStatus.PAID:
+            mark_payout_paid(payout_id, ref, actor="paypal")
+        elif status.state == PayoutStatus.FAILED:
             mark_payout_failed(payout_id, f"PayPal: {status.reason}", actor="paypal")
         counts[status.state] += 1
         batches.add(batch_id)
@@ -60,17 +79,11 @@ def import_bank_report(path: str | Path) -> dict[str, int]:
 
     Lines for payments that are not ours are counted as "unknown", never guessed at.
     """
-    from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
-    from partnerflow.tasks.payouts.batches import (
-        finish_batch,
-        mark_payout_failed,
-        mark_payout_paid,
-    )
-
     outcomes = read_bank_report(Path(path).read_bytes())
     with session_scope() as session:
         rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.batch_id).where(
-            Payout.rail == "sepa", Payout.status.in_(("sending", "processing", "paid", "failed")))).all()
+            Payout.rail == "sepa", Payout.status.in_((PayoutStatus.SENDING, PayoutStatus.PROCESSING,
+                                                      PayoutStatus.PAID, PayoutStatus.FAILED)))).all()
     ours = {end_to_end_id(key): (payout_id, batch_id) for payout_id, key, batch_id in rows}
     counts: dict[str, int] = defaultdict(int)
     batches = set()
@@ -80,7 +93,7 @@ def import_bank_report(path: str | Path) -> dict[str, int]:
             counts["unknown"] += 1
             continue
         payout_id, batch_id = match
-        if outcome.status == "paid":
+        if outcome.status == PayoutStatus.PAID:
             changed = mark_payout_paid(payout_id, outcome.bank_ref or outcome.end_to_end_id, actor="bank")
         else:
             changed = mark_payout_failed(payout_id, outcome.reason, actor="bank")

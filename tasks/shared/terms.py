@@ -161,8 +161,8 @@ class CommissionTerms(BaseModel):
                     bands.append(f"{_pct(tier.rate)} from {money(tier.from_volume_minor)}")
                 else:
                     bands.append(f"{_pct(tier.rate)} from {money(tier.from_volume_minor)} up to {money(upper)}")
-            how = ("the rate of the tier reached applies to the whole month's sales"
-                   if self.tier_mode == "whole" else "each rate applies only to the part of the month's sales inside its tier")
+            how = ("the rate of the tier reached applies to the whole month's sales" if self.tier_mode == "whole"
+                   else "each rate applies only to the part of the month's sales inside its tier")
             parts = [f"A tiered commission by monthly sales volume: {'; '.join(bands)} ({how})."]
         for o in self.overrides:
             what = f"product {o.product}" if o.product else f"category {o.category}"

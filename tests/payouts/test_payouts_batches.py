@@ -20,9 +20,10 @@ from partnerflow.models import (
     session_scope,
 )
 from partnerflow.models.payouts import FxRate, LedgerTransfer
-from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts import batches as engine
+from partnerflow.tasks.payouts import execution, outcomes
 from partnerflow.tasks.payouts.commissions import compute_commissions
+from partnerflow.tasks.payouts.rails import rail_settings
 
 AUTO = 10**12  # auto-approve everything below this
 
@@ -164,9 +165,9 @@ def test_failed_payout_returns_to_balance_and_tells_the_team_once(outbox):
     with session_scope() as s:
         payout_id = s.execute(select(Payout.id)).scalar_one()
     assert _balance(a) == 0
-    assert engine.mark_payout_failed(payout_id, "account closed", actor="stripe") is True
-    assert engine.mark_payout_failed(payout_id, "account closed", actor="stripe") is False
-    assert engine.mark_payout_paid(payout_id, "x", actor="stripe") is False
+    assert outcomes.mark_payout_failed(payout_id, "account closed", actor="stripe") is True
+    assert outcomes.mark_payout_failed(payout_id, "account closed", actor="stripe") is False
+    assert outcomes.mark_payout_paid(payout_id, "x", actor="stripe") is False
     assert _balance(a) == 2000
     with session_scope() as s:
         team = s.execute(select(Message).where(Message.kind == "payout_failed")).scalars().all()
@@ -189,16 +190,16 @@ def test_two_workers_executing_the_same_batch_never_pay_twice():
             calls.append(instruction.idempotency_key)
             return super().pay(instruction)
 
-    engine.CLAIM_CHUNK, old = 3, engine.CLAIM_CHUNK
+    execution.CLAIM_CHUNK, old = 3, execution.CLAIM_CHUNK
     try:
-        threads = [threading.Thread(target=engine.execute_batch, args=(batch_id,), kwargs={"rail": Counting(get_settings().payouts)})
+        threads = [threading.Thread(target=execution.execute_batch, args=(batch_id,), kwargs={"rail": Counting(rail_settings())})
                    for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
     finally:
-        engine.CLAIM_CHUNK = old
+        execution.CLAIM_CHUNK = old
     assert sorted(calls) == sorted(set(calls)) and len(calls) == 40  # no payout called twice
     assert _ledger() == {p: [_commission(p)] for p in partners}
     with session_scope() as s:
@@ -266,11 +267,11 @@ def test_rail_errors_timeout_after_accept_retry_later_and_permanent_failure(outb
                 raise RetryableError("429 Too Many Requests", retry_after=1)
             raise PermanentError("account closed")
 
-    assert engine.execute_batch(batch_id, rail=Flaky(get_settings().payouts)) == {"ambiguous": 1, "retry": 1, "failed": 1}
+    assert execution.execute_batch(batch_id, rail=Flaky(rail_settings())) == {"ambiguous": 1, "retry": 1, "failed": 1}
     assert _ledger() == {a: [2000]}
     assert _balance(c) == 2000  # the failed payout's commissions are back in the balance
     # The next run asks the provider about a (found: recorded, not paid again) and pays b.
-    assert engine.execute_batch(batch_id, rail=LedgerRail(get_settings().payouts)) == {"paid": 2}
+    assert execution.execute_batch(batch_id, rail=LedgerRail(rail_settings())) == {"paid": 2}
     assert _ledger() == {a: [2000], b: [2000]}
     with session_scope() as s:
         assert s.get(PayoutBatch, batch_id).status == "partially_paid"

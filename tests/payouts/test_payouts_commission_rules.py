@@ -16,12 +16,8 @@ from sqlalchemy import func, select
 
 from partnerflow.models import Commission, Payout, session_scope
 from partnerflow.tasks.payouts import batches as engine
-from partnerflow.tasks.payouts.commissions import (
-    Row,
-    compute_commissions,
-    compute_period,
-    dry_run,
-)
+from partnerflow.tasks.payouts.commission_rules import Row, compute_period
+from partnerflow.tasks.payouts.commissions import compute_commissions, dry_run
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
 

@@ -1,9 +1,9 @@
 """Exactly once, proved: the payout process is SIGKILLed inside a batch, then run again.
 
-Kill points (PARTNERFLOW_FAULT_KILL_AT, see tasks/payouts.py):
-- before_call:N   — payout N is claimed (status `sending`, key recorded) but the rail was not called;
-- after_accept:N  — the rail (provider) accepted payout N but we did not record it;
-- after_record:N  — the Nth chunk of payouts is recorded paid, the process dies before the next chunk.
+Kill points (tasks/shared/faults.py; armed only together with the test switch):
+- payouts.before_call:N   — payout N is claimed (status `sending`, key recorded) but the rail was not called;
+- payouts.after_accept:N  — the rail (provider) accepted payout N but we did not record it;
+- payouts.after_record:N  — the Nth chunk of payouts is recorded paid, the process dies before the next chunk.
 After each kill the batch is executed again (and again, with another kill, until it completes).
 The provider's own record (the ledger rail's table) must show every partner paid exactly once,
 for exactly the amount of the commissions attached to its payout.
@@ -24,22 +24,22 @@ from partnerflow.models import Commission, Payout, PayoutBatch, session_scope
 from partnerflow.models.payouts import LedgerTransfer
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts.commissions import compute_commissions
+from partnerflow.tasks.shared.faults import KILL_AT, TEST_SWITCH, armed
 
 N_PARTNERS = 12
 
 RUN = """
 import sys
-from partnerflow.tasks.payouts.batches import execute_batch, CLAIM_CHUNK
-import partnerflow.tasks.payouts.batches as engine
-engine.CLAIM_CHUNK = 5
-print(execute_batch(int(sys.argv[1]), lease_seconds=0))
+import partnerflow.tasks.payouts.execution as execution
+execution.CLAIM_CHUNK = 5
+print(execution.execute_batch(int(sys.argv[1]), lease_seconds=0))
 """
 
 
 def _run(batch_id: int, kill_at: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PARTNERFLOW_FAULT_KILL_AT"}
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, TEST_SWITCH)}
     if kill_at:
-        env["PARTNERFLOW_FAULT_KILL_AT"] = kill_at
+        env.update(armed(f"payouts.{kill_at}"))
     return subprocess.run([sys.executable, "-c", RUN, str(batch_id)], env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -104,3 +104,28 @@ def test_two_worker_processes_on_the_same_batch_never_pay_twice():
         _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err[-2000:]
     _assert_paid_exactly_once(batch_id)
+
+
+KILL_HERE = "from partnerflow.tasks.shared.faults import kill_point; kill_point('test.point'); print('alive')"
+
+
+def test_a_kill_point_is_inert_without_the_test_switch():
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, TEST_SWITCH)}
+    unarmed = subprocess.run([sys.executable, "-c", KILL_HERE], env={**env, KILL_AT: "test.point"},
+                             capture_output=True, text=True, timeout=60)
+    assert unarmed.returncode == 0 and unarmed.stdout.strip() == "alive", unarmed.stderr[-2000:]
+    wrong_switch = subprocess.run([sys.executable, "-c", KILL_HERE], env={**env, KILL_AT: "test.point", TEST_SWITCH: "yes"},
+                                  capture_output=True, text=True, timeout=60)
+    assert wrong_switch.returncode == 0, wrong_switch.stderr[-2000:]
+    killed = subprocess.run([sys.executable, "-c", KILL_HERE], env={**env, **armed("test.point")},
+                            capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL and "alive" not in killed.stdout
+
+
+def test_a_kill_point_fires_on_its_nth_arrival_only():
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, TEST_SWITCH)}
+    script = ("from partnerflow.tasks.shared.faults import kill_point\n"
+              "for n in range(1, 5):\n    kill_point('test.other'); kill_point('test.point'); print(n, flush=True)\n")
+    result = subprocess.run([sys.executable, "-c", script], env={**env, **armed("test.point:3")},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL and result.stdout.split() == ["1", "2"]

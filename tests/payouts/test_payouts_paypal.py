@@ -11,6 +11,7 @@ from partnerflow.providers.payout.base import PayoutInstruction
 from partnerflow.providers.payout.paypal import PayPalRail, format_amount
 from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts.reconcile import poll_paypal
+from partnerflow.tasks.shared.money import exponent
 from partnerflow.testing.paypal import CLIENT_ID, CLIENT_SECRET, FakePayPal
 
 
@@ -51,7 +52,7 @@ def test_payout_speaks_paypal_and_is_processing_until_polled(paypal):
     assert item["payout_item"]["sender_item_id"] == "payout:1:7"
     assert item["payout_item"]["receiver"] == "partner@example.com"
     assert paypal.batches[result.provider_ref]["header"]["sender_batch_header"]["sender_batch_id"] == "payout:1:7"
-    status = rail.status(result.provider_ref, "payout:1:7")
+    status = rail.status("payout:1:7", result.provider_ref)
     assert status.state == "paid" and status.transaction_id
     assert paypal.token_requests == 1  # the token is reused
 
@@ -121,9 +122,10 @@ def test_a_different_amount_under_the_same_key_is_refused(rail, paypal):
 
 
 def test_amounts_follow_the_currency_exponent():
-    assert format_amount(500, "JPY") == "500"
-    assert format_amount(5, "USD") == "0.05"
-    assert format_amount(1234567, "KWD") == "1234.567"
+    assert [exponent(c) for c in ("JPY", "USD", "KWD")] == [0, 2, 3]  # what the engine tells the rail
+    assert format_amount(500, exponent("JPY")) == "500"
+    assert format_amount(5, exponent("USD")) == "0.05"
+    assert format_amount(1234567, exponent("KWD")) == "1234.567"
 
 
 def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
@@ -149,7 +151,7 @@ def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
     assert failed.status == "failed" and "RECEIVER_ACCOUNT_LOCKED" in failed.error
     assert [c.payout_id for c in commissions_of(bad, bad_partner)] == [None]  # back in the balance
     assert poll_paypal(rail=rail) == {}  # nothing left to ask about
-    assert rail.lookup(payout_row(good).idempotency_key).status == "paid"
+    assert rail.lookup(payout_row(good).idempotency_key, payout_row(good).provider_ref).status == "paid"
     assert rail.lookup("payout:never") is None
 
 

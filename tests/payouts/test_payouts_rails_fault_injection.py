@@ -1,6 +1,6 @@
 """Exactly once through the SaaS rails: the payout process is SIGKILLed mid-batch, then run again.
 
-The same kill points as test_payout_fault_injection.py (PARTNERFLOW_FAULT_KILL_AT, tasks/payouts.py),
+The same kill points as test_payouts_fault_injection.py (payouts.*, tasks/shared/faults.py),
 but the provider is a local Stripe or PayPal fake running in this test process, so "the provider's
 own record" is what Stripe / PayPal would hold: every partner must appear in it exactly once, with
 exactly the amount of its payout. (PayPal results are "processing" until polled, so its runs have no
@@ -25,6 +25,7 @@ from partnerflow.secrets import encrypt
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts.commissions import compute_commissions
 from partnerflow.tasks.payouts.reconcile import poll_paypal
+from partnerflow.tasks.shared.faults import KILL_AT, TEST_SWITCH, armed
 from partnerflow.testing.paypal import CLIENT_ID, CLIENT_SECRET, FakePayPal
 from partnerflow.testing.stripe import API_KEY, FakeStripe
 
@@ -32,16 +33,16 @@ N_PARTNERS = 8
 
 RUN = """
 import sys
-import partnerflow.tasks.payouts.batches as engine
-engine.CLAIM_CHUNK = 3
-print(engine.execute_batch(int(sys.argv[1]), lease_seconds=0))
+import partnerflow.tasks.payouts.execution as execution
+execution.CLAIM_CHUNK = 3
+print(execution.execute_batch(int(sys.argv[1]), lease_seconds=0))
 """
 
 
 def _run(batch_id: int, kill_at: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PARTNERFLOW_FAULT_KILL_AT"}
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, TEST_SWITCH)}
     if kill_at:
-        env["PARTNERFLOW_FAULT_KILL_AT"] = kill_at
+        env.update(armed(f"payouts.{kill_at}"))
     return subprocess.run([sys.executable, "-c", RUN, str(batch_id)], env=env, capture_output=True, text=True,
                           timeout=180)
 

@@ -18,7 +18,6 @@ from partnerflow.providers.payout.sepa import (
     end_to_end_id,
     format_eur,
     read_bank_report,
-    sepa_dir,
     validate_pain001,
 )
 from partnerflow.settings import ConfigError, get_settings
@@ -46,6 +45,10 @@ def instruction(payout_id: int, amount_minor: int, *, iban: str = DE_IBAN, bic: 
 
 def files() -> list:
     return sorted(sepa_dir().glob("pain001-*.xml"))
+
+
+def sepa_dir():
+    return get_settings().payouts.sepa_output_dir
 
 
 def text(doc, path: str) -> list[str]:
@@ -264,6 +267,7 @@ def test_the_batch_engine_puts_a_claimed_chunk_in_one_bank_file(configure, tmp_p
     from partnerflow.secrets import encrypt
     from partnerflow.tasks.payouts import batches as engine
     from partnerflow.tasks.payouts.commissions import compute_commissions
+    from partnerflow.tasks.payouts.execution import execute_batch
 
     configure(payout_rail="sepa", sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001",
               sepa_output_dir=tmp_path / "sepa")
@@ -276,7 +280,7 @@ def test_the_batch_engine_puts_a_claimed_chunk_in_one_bank_file(configure, tmp_p
     compute_commissions(now=after_lock())
     batch_id = engine.build_batch(after_lock())
     engine.decide_batch(batch_id, approve=True, actor="test")
-    engine.execute_batch(batch_id)
+    execute_batch(batch_id)
     files = list((tmp_path / "sepa").glob("pain001-*.xml"))
     assert len(files) == 1
     assert files[0].read_text().count("<CdtTrfTxInf>") == 4

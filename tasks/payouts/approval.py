@@ -1,0 +1,52 @@
+"""Deciding a payout batch: by policy when it is small enough, else by a person in the Prefect UI.
+
+A batch nobody decides in time expires and pays nothing (the safe default).
+"""
+
+from __future__ import annotations
+
+from prefect.input import RunInput
+
+from partnerflow.models.payouts import PayoutBatchStatus
+from partnerflow.settings import get_settings
+from partnerflow.tasks.payouts.batches import decide_batch, total_minor_by_currency
+
+
+class PayoutDecision(RunInput):
+    """The approval form: approve all (except the held partners), or reject."""
+
+    approve_all: bool = False
+    hold_partner_ids: list[int] = []
+    reject: bool = False
+    note: str = ""
+    approver: str = ""
+
+
+def approve_by_policy(batch_id: int, payouts: int, auto_approve_below_minor: int | None = None) -> bool:
+    """Approve the batch when nothing needs a person (nothing to pay, or within the limits); True if decided."""
+    biggest = max(total_minor_by_currency(batch_id).values(), default=0)
+    needs_person = biggest > get_settings().payouts.payout_approval_above_minor
+    if auto_approve_below_minor is not None and biggest < auto_approve_below_minor:
+        needs_person = False
+    if not payouts:
+        decide_batch(batch_id, approve=True, actor="policy", note="nothing to pay")
+    elif not needs_person:
+        decide_batch(batch_id, approve=True, actor="policy",
+                     note=f"largest total {biggest} minor units is within the auto-approval limit")
+    return not payouts or not needs_person
+
+
+def record_answer(batch_id: int, answer: PayoutDecision | None) -> None:
+    """The person's answer, or the safe default when nobody answered."""
+    if answer is None:
+        decide_batch(batch_id, approve=False, actor="policy", status_if_rejected=PayoutBatchStatus.EXPIRED,
+                     note="nobody answered in time; nothing paid")
+    elif answer.reject or not (answer.approve_all or answer.hold_partner_ids):
+        decide_batch(batch_id, approve=False, actor=answer.approver, note=answer.note)
+    else:
+        decide_batch(batch_id, approve=True, actor=answer.approver, note=answer.note,
+                     hold_partner_ids=answer.hold_partner_ids)
+
+
+def approval_timeout_seconds() -> int:
+    return get_settings().payouts.payout_approval_timeout_seconds

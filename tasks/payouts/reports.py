@@ -1,0 +1,71 @@
+"""What people read in the Prefect UI about payouts: artifact tables, Markdown reports, the approval text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from partnerflow.models import Payout, PayoutBatch
+from partnerflow.tasks.shared.money import format_money
+
+MAX_TABLE_ROWS = 1000
+
+
+def batch_summary(batch: PayoutBatch, payouts: list[Payout]) -> str:
+    """The batch in Markdown: what is paid, what is held and why; also the approval form's description."""
+    s = batch.summary
+    totals = ", ".join(format_money(v, k) for k, v in sorted(s.get("totals", {}).items())) or "nothing"
+    lines = [f"# Payout batch {batch.id} (period end {s.get('period_end', '')[:10]})", "",
+             f"**{len(payouts)} payouts, total {totals}** through the `{s.get('rail')}` rail.", ""]
+    if s.get("held"):
+        lines += ["Held (not in this batch):", ""]
+        lines += [f"- partner {h['partner_id']} {h['partner']}: {format_money(h['amount_minor'], h['currency'])} "
+                  f"— {', '.join(h['held'])}" for h in s["held"][:50]]
+        lines.append("")
+    if s.get("below_threshold"):
+        lines.append(f"{s['below_threshold']} partners are below their payout threshold.")
+    lines += ["", "Approve all, or list partner ids to hold; reject stops the batch (balances stay)."]
+    return "\n".join(lines)
+
+
+def batch_table(batch: PayoutBatch, payouts: list[Payout]) -> list[dict[str, Any]]:
+    """One row per payout, then one per held partner."""
+    table = [{"partner_id": p.partner_id, "amount": format_money(p.amount_minor, p.currency), "status": p.status,
+              "fx_rates": ", ".join(f"{k} {v}" for k, v in p.fx_rates.items())} for p in payouts[:MAX_TABLE_ROWS]]
+    table += [{"partner_id": h["partner_id"], "amount": format_money(h["amount_minor"], h["currency"]),
+               "status": "held: " + ", ".join(h["held"]), "fx_rates": ""} for h in batch.summary.get("held", [])]
+    return table
+
+
+def conversions_report(csv_path: str, report: dict[str, Any]) -> str:
+    lines = [f"# Conversions imported from `{csv_path}`", "",
+             f"- created: {report['created']}", f"- already there (unchanged): {report['duplicates']}",
+             f"- with no partner (kept): {report['unattributed']}", f"- rejected rows: {len(report['errors'])}"]
+    if report["errors"]:
+        lines += ["", "| line | problem |", "|---|---|"]
+        lines += [f"| {e['line']} | {e['error']} |" for e in report["errors"][:200]]
+    if report["unattributed_external_ids"]:
+        lines += ["", "Unattributed: " + ", ".join(report["unattributed_external_ids"][:50])]
+    return "\n".join(lines)
+
+
+def dry_run_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Current vs proposed commissions per partner and currency, as money."""
+
+    def money(r: dict[str, Any], field: str) -> str:
+        return format_money(r[field], r["currency"]) if r["currency"] else ""
+
+    return [{"partner_id": r["partner_id"], "partner": r["partner"], "current": money(r, "current_minor"),
+             "proposed": money(r, "proposed_minor"), "difference": money(r, "difference_minor"), "note": r["note"]}
+            for r in rows]
+
+
+def dry_run_description(period_start: str, period_end: str) -> str:
+    return f"Proposed rules vs computed commissions, {period_start} to {period_end}. Nothing was changed."
+
+
+def reconciliation_report(result: dict[str, dict[str, int]]) -> str:
+    lines = ["# Payout reconciliation", ""]
+    for rail, counts in result.items():
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing to do"
+        lines.append(f"- **{rail}**: {shown}")
+    return "\n".join(lines)
