@@ -1,0 +1,36 @@
+"""Every benchmark still runs: `python bench/<name>.py --smoke` ends well and prints its ratio to the floor.
+
+Each runs in a subprocess with a clean environment (no PARTNERFLOW_* or PREFECT_* of this session or of
+the developer): a benchmark builds its own sandbox, so it must not lean on what the suite set up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("[a-z]*.py"))  # _helpers are not benchmarks
+# The sign-up benchmark starts a real Prefect server, the web app and two runners.
+TIMEOUT = {"signup": 300}
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PARTNERFLOW_", "PREFECT_"))}
+
+
+def test_every_benchmark_is_covered():
+    assert {"compliance", "discovery", "outreach", "payouts", "signup"} <= set(BENCHES)
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_benchmark_smoke_runs_and_reports_its_ratio(name):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke"], cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT.get(name, 120))
+    assert done.returncode == 0, f"{name}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert re.search(r"ratio \d+\.\d+x", done.stdout), done.stdout
