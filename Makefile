@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_UI_ENABLED ?= true
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test test-postgres up bench clean
+.PHONY: venv demo test test-postgres up bench bench-smoke clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ test-postgres: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Every benchmark at small sizes (what `make test` runs too): does each still run?
+bench-smoke: $(STAMP)
+	@for b in bench/[a-z]*.py; do echo "== $$b --smoke"; $(BIN)/python $$b --smoke || exit 1; done
 
 clean:
 	rm -rf $(VENV) var
