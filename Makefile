@@ -27,13 +27,16 @@ up: $(STAMP)
 	@mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/partnerflow up
 
+# The suite on SQLite, spread over the machine's cores; the slow end-to-end tests (a whole stack
+# started and killed) run in test-postgres.
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(or $(PYTEST_WORKERS),auto)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
-# The same suite against PostgreSQL (the machine's server, a fresh database).
+# Every test, slow ones included, against PostgreSQL (the machine's server, a fresh database).
 test-postgres: $(STAMP)
 	PARTNERFLOW_DATABASE_URL=$${PARTNERFLOW_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test} \
-	  $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	  $(PYTEST) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@for b in bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
