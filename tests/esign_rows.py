@@ -16,13 +16,14 @@ from partnerflow.models import (
     session_scope,
     utcnow,
 )
+from partnerflow.models.contracting import SignatureStatus
 from partnerflow.settings import get_settings
 
 DOCX = b"PK\x03\x04 fake docx body for tests"
 
 
 def contract_out_for_signature(provider: str, *, email: str = "ana@example.com", created_at: datetime | None = None,
-                               provider_request_id: str | None = None, status: str = "pending",
+                               provider_request_id: str | None = None, status: str = SignatureStatus.PENDING,
                                with_request: bool = True) -> SignatureRequest | Contract:
     """A contract with its signature request row (or only the generated contract when with_request=False)."""
     documents = get_settings().documents_dir
