@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from partnerflow.providers.errors import ProviderError
 
@@ -35,17 +36,25 @@ class PayoutInstruction:
     payer_name: str = ""  # who pays (our company), for the rails that show it to the partner
 
 
+class RailState(StrEnum):
+    """What a provider says about a payment."""
+
+    PAID = "paid"
+    PROCESSING = "processing"  # accepted; a webhook, a poll or a bank report confirms it later
+    FAILED = "failed"  # only ever from the provider's own answer
+
+
 @dataclass(frozen=True)
 class RailResult:
-    status: Literal["paid", "processing"]  # processing: a webhook, a poll or a bank report confirms it
+    status: RailState  # PAID or PROCESSING: a payment the provider accepted
     provider_ref: str
 
 
 @dataclass(frozen=True)
 class RailStatus:
-    """Where a payment stands at the provider now. Never "failed" unless the provider says so."""
+    """Where a payment stands at the provider now. Never FAILED unless the provider says so."""
 
-    state: Literal["paid", "processing", "failed"]
+    state: RailState
     provider_ref: str
     reason: str = ""
 
@@ -82,7 +91,7 @@ class PayoutRail(ABC):
         acceptance are paid or still processing, never failed by a poll."""
         found = self.lookup(idempotency_key, provider_ref)
         if found is None:
-            return RailStatus("processing", provider_ref)
+            return RailStatus(RailState.PROCESSING, provider_ref)
         return RailStatus(found.status, found.provider_ref)
 
     def close(self) -> None:  # noqa: B027 (rails without a connection have nothing to close)

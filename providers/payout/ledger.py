@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from partnerflow.providers.errors import PermanentError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailState
 from partnerflow.providers.payout.settings import PayoutRailSettings
 
 
@@ -76,9 +76,9 @@ class LedgerRail(PayoutRail):
                 existing = self.lookup(instruction.idempotency_key)
                 assert existing is not None
                 return existing
-            return RailResult(status="paid", provider_ref=f"ledger:{row.id}")
+            return RailResult(status=RailState.PAID, provider_ref=f"ledger:{row.id}")
 
     def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         with Session(self._engine) as session:
             row = session.exec(select(LedgerTransfer).where(LedgerTransfer.idempotency_key == idempotency_key)).first()
-            return RailResult(status="paid", provider_ref=f"ledger:{row.id}") if row else None
+            return RailResult(status=RailState.PAID, provider_ref=f"ledger:{row.id}") if row else None

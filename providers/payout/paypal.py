@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailStatus
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailState, RailStatus
 from partnerflow.providers.payout.http import (
     DEFAULT_BASE_DELAY_SECONDS,
     send_with_retries,
@@ -67,6 +67,12 @@ def receiver_of(destination: dict[str, Any]) -> tuple[str, str]:
         if destination.get(key):
             return "PAYPAL_ID", str(destination[key])
     raise PermanentError("the partner has no PayPal email or payer id in their payout details")
+
+
+def _accepted(status: ItemStatus) -> RailResult:
+    """A payout PayPal holds and has not failed: paid, or still processing."""
+    return RailResult(status=RailState.PAID if status.state == RailState.PAID else RailState.PROCESSING,
+                      provider_ref=status.provider_ref)
 
 
 class PayPalRail(PayoutRail):
@@ -139,7 +145,8 @@ class PayPalRail(PayoutRail):
         }
         response = self._call("POST", "/v1/payments/payouts", what="PayPal payout", json=body)
         if response.status_code == 201:
-            return RailResult(status="processing", provider_ref=response.json()["batch_header"]["payout_batch_id"])
+            batch_id = response.json()["batch_header"]["payout_batch_id"]
+            return RailResult(status=RailState.PROCESSING, provider_ref=batch_id)
         existing = self._duplicate_of(response, key)
         if existing is not None:  # PayPal already has this payout: read it, do not pay again
             status = self.status(key, existing)
@@ -147,9 +154,9 @@ class PayPalRail(PayoutRail):
             if status.amount is not None and status.amount != expected:
                 raise PermanentError(f"PayPal batch {existing} holds {' '.join(status.amount)} for {key}, "
                                      f"not {' '.join(expected)}; not paying again")
-            if status.state == "failed":
+            if status.state == RailState.FAILED:
                 raise PermanentError(f"PayPal payout {existing} failed: {status.reason}")
-            return RailResult(status="paid" if status.state == "paid" else "processing", provider_ref=existing)
+            return _accepted(status)
         raise PermanentError(f"PayPal refused the payout: {self._message(response)}")
 
     @staticmethod
@@ -198,18 +205,19 @@ class PayPalRail(PayoutRail):
                     items[0] if len(items) == 1 else None)
         if item is None:
             if batch_status in FAILED:
-                return ItemStatus("failed", payout_batch_id, reason=f"batch {batch_status}")
-            return ItemStatus("processing", payout_batch_id)
+                return ItemStatus(RailState.FAILED, payout_batch_id, reason=f"batch {batch_status}")
+            return ItemStatus(RailState.PROCESSING, payout_batch_id)
         state = item.get("transaction_status", "")
         held = (item.get("payout_item") or {}).get("amount") or {}
         amount = (str(held.get("value")), str(held.get("currency"))) if held else None
         if state in PAID:
-            return ItemStatus("paid", payout_batch_id, transaction_id=item.get("transaction_id") or "", amount=amount)
+            return ItemStatus(RailState.PAID, payout_batch_id, transaction_id=item.get("transaction_id") or "",
+                              amount=amount)
         if state in FAILED:
             error = item.get("errors") or {}
             reason = f"{state}: {error.get('name', '')} {error.get('message', '')}".strip()
-            return ItemStatus("failed", payout_batch_id, reason=reason, amount=amount)
-        return ItemStatus("processing", payout_batch_id, amount=amount)  # PENDING, UNCLAIMED, ONHOLD, NEW
+            return ItemStatus(RailState.FAILED, payout_batch_id, reason=reason, amount=amount)
+        return ItemStatus(RailState.PROCESSING, payout_batch_id, amount=amount)  # PENDING, UNCLAIMED, ONHOLD, NEW
 
     def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         """From the payout batch id we recorded. None when we hold none (or it failed): `pay()` then
@@ -218,9 +226,9 @@ class PayPalRail(PayoutRail):
         if not provider_ref:
             return None
         status = self.status(idempotency_key, provider_ref)
-        if status.state == "failed":
+        if status.state == RailState.FAILED:
             return None
-        return RailResult(status="paid" if status.state == "paid" else "processing", provider_ref=provider_ref)
+        return _accepted(status)
 
     def close(self) -> None:
         self._client.close()

@@ -35,7 +35,7 @@ from schwifty.exceptions import SchwiftyException
 from unidecode import unidecode
 
 from partnerflow.providers.errors import PermanentError, ProviderError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailState
 from partnerflow.providers.payout.settings import PayoutRailSettings
 
 NS = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
@@ -248,7 +248,7 @@ def write_file(settings: PayoutRailSettings, batch_ref: str, payments: list[Sepa
 @dataclass(frozen=True)
 class BankOutcome:
     end_to_end_id: str
-    status: str  # "paid" | "failed"
+    status: RailState  # PAID or FAILED
     reason: str = ""
     bank_ref: str = ""
 
@@ -284,11 +284,11 @@ def read_bank_report(data: bytes) -> list[BankOutcome]:
             if not e2e:
                 continue
             if status == "ACSC":
-                outcomes.append(BankOutcome(e2e, "paid", bank_ref=_first_text(tx, "StsId")))
+                outcomes.append(BankOutcome(e2e, RailState.PAID, bank_ref=_first_text(tx, "StsId")))
             elif status == "RJCT":
                 reason = _first_text(tx, "StsRsnInf", "Rsn", "Cd") or "rejected"
                 extra = _first_text(tx, "StsRsnInf", "AddtlInf")
-                outcomes.append(BankOutcome(e2e, "failed", reason=f"bank rejected: {reason} {extra}".strip()))
+                outcomes.append(BankOutcome(e2e, RailState.FAILED, reason=f"bank rejected: {reason} {extra}".strip()))
     elif kind in ("BkToCstmrStmt", "BkToCstmrDbtCdtNtfctn"):
         for entry in root.xpath(".//*[local-name()='Ntry']"):
             status = _first_text(entry, "Sts") or _first_text(entry, "Sts", "Cd")  # camt .02 and .08 forms
@@ -300,9 +300,9 @@ def read_bank_report(data: bytes) -> list[BankOutcome]:
                     continue
                 if reversal:
                     reason = _first_text(tx, "RtrInf", "Rsn", "Cd") or "returned"
-                    outcomes.append(BankOutcome(e2e, "failed", reason=f"bank returned: {reason}"))
+                    outcomes.append(BankOutcome(e2e, RailState.FAILED, reason=f"bank returned: {reason}"))
                 else:
-                    outcomes.append(BankOutcome(e2e, "paid", bank_ref=_first_text(entry, "AcctSvcrRef")))
+                    outcomes.append(BankOutcome(e2e, RailState.PAID, bank_ref=_first_text(entry, "AcctSvcrRef")))
     else:
         raise ValueError(f"not a pain.002 or camt.053/054 report (root element {kind})")
     return outcomes
@@ -350,7 +350,7 @@ class SepaRail(PayoutRail):
             good.append(payment)
             outcomes.append(payment)  # replaced below by its result
         files = write_file(self.settings, "", good) if good else {}
-        return [o if isinstance(o, ProviderError) else RailResult(status="processing",
+        return [o if isinstance(o, ProviderError) else RailResult(status=RailState.PROCESSING,
                                                                   provider_ref=f"{files[o.end_to_end_id]}#{o.end_to_end_id}")
                 for o in outcomes]
 
@@ -363,4 +363,4 @@ class SepaRail(PayoutRail):
     def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         e2e = end_to_end_id(idempotency_key)
         name = written_in(output_dir(self.settings), e2e)
-        return RailResult(status="processing", provider_ref=f"{name}#{e2e}") if name else None
+        return RailResult(status=RailState.PROCESSING, provider_ref=f"{name}#{e2e}") if name else None

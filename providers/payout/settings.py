@@ -12,7 +12,7 @@ from partnerflow.providers.settings_base import EnvSettings, one_of, require
 
 class PayoutRailSettings(EnvSettings):
     payout_rail: str = "ledger"
-    # Where the ledger rail keeps its record; filled in with our own database by the top-level settings.
+    # Where the ledger rail keeps its record (a database URL); unset means our own database.
     ledger_database_url: str | None = None
     payout_http_timeout_seconds: float = 20.0
     stripe_api_key: SecretStr | None = None

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
+from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailState
 from partnerflow.providers.payout.http import (
     DEFAULT_BASE_DELAY_SECONDS,
     send_with_retries,
@@ -112,7 +112,7 @@ class StripeRail(PayoutRail):
                 return self._same_payment(found, params)
             raise
         if response.status_code == 200:
-            return RailResult(status="paid", provider_ref=response.json()["id"])
+            return RailResult(status=RailState.PAID, provider_ref=response.json()["id"])
         kind, code, message = _stripe_error(response)
         if response.status_code == 401:
             raise PermanentError("Stripe rejected the API key (401)")
@@ -130,7 +130,7 @@ class StripeRail(PayoutRail):
             raise PermanentError(
                 f"Stripe already holds transfer {transfer.get('id')} for {params['transfer_group']} with another "
                 f"amount or destination ({transfer.get('amount')} {transfer.get('currency')}); not paying again")
-        return RailResult(status="paid", provider_ref=transfer["id"])
+        return RailResult(status=RailState.PAID, provider_ref=transfer["id"])
 
     def _find(self, idempotency_key: str) -> dict | None:
         response = send_with_retries(
@@ -150,7 +150,7 @@ class StripeRail(PayoutRail):
         transfer = self._find(idempotency_key)
         if transfer is None:
             return None
-        return RailResult(status="paid", provider_ref=transfer["id"])
+        return RailResult(status=RailState.PAID, provider_ref=transfer["id"])
 
     def close(self) -> None:
         self._client.close()

@@ -20,6 +20,7 @@ import json
 import uuid
 from collections import defaultdict
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, or_, update
@@ -38,8 +39,16 @@ from partnerflow.tasks.shared.money import exponent
 
 CLAIM_CHUNK = 200
 
-# What the executor does with a payout after the rail answered (or did not).
-PAID, PROCESSING, RETRY, AMBIGUOUS, FAILED = "paid", "processing", "retry", "ambiguous", "failed"
+
+
+class Outcome(StrEnum):
+    """What the executor does with a payout after the rail answered (or did not)."""
+
+    PAID = "paid"  # recorded paid
+    PROCESSING = "processing"  # accepted; confirmed later by a webhook, a poll or a bank report
+    RETRY = "retry"  # nothing happened: back to pending for the next pass
+    AMBIGUOUS = "ambiguous"  # maybe accepted: stays claimed, looked up before any retry
+    FAILED = "failed"  # refused for good: commissions back to the balance
 
 
 def execute_batch(batch_id: int, *, rail: PayoutRail | None = None,
@@ -59,7 +68,7 @@ def execute_batch(batch_id: int, *, rail: PayoutRail | None = None,
             break
         after_id = max(ids)
         for outcome in _pay_chunk(ids, rail):
-            counts[outcome] += 1
+            counts[outcome.value] += 1
     finish_batch(batch_id)
     return dict(counts)
 
@@ -110,7 +119,7 @@ def _instruction(session: Session, payout: Payout) -> PayoutInstruction:
                              currency_exponent=exponent(payout.currency), payer_name=company)
 
 
-def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[str]:
+def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
     """Call the rail for each claimed payout, then record the answers.
 
     A crash between a call and the record leaves the payout `sending` with its key: the next run
@@ -121,22 +130,22 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[str]:
         # (payout id, recovering from an earlier claim?, what we recorded from the provider, the instruction)
         work = [(p.id, p.attempts > 1, p.provider_ref, _instruction(session, p)) for p in payouts]
     paid: list[tuple[int, str]] = []
-    outcomes: list[str] = []
+    outcomes: list[Outcome] = []
     try:
         fresh = [(pid, i) for pid, recovering, _ref, i in work if not recovering]
         answered = _call_batch(rail, fresh) if rail.pays_in_batches else {}
         for payout_id, recovering, ref, instruction in work:
             outcome, detail = answered.get(payout_id) or _call(rail, instruction, recovering, ref)
             outcomes.append(outcome)
-            if outcome == PAID:
+            if outcome == Outcome.PAID:
                 paid.append((payout_id, detail))
-            elif outcome == PROCESSING:
+            elif outcome == Outcome.PROCESSING:
                 _set(payout_id, status=PayoutStatus.PROCESSING, provider_ref=detail, error=None)
-            elif outcome == RETRY:
+            elif outcome == Outcome.RETRY:
                 _set(payout_id, status=PayoutStatus.PENDING, error=detail, claimed_at=None)
-            elif outcome == AMBIGUOUS:  # maybe accepted: stays claimed, recovered through lookup() next run
+            elif outcome == Outcome.AMBIGUOUS:  # maybe accepted: stays claimed, recovered through lookup() next run
                 _set(payout_id, error=detail, claimed_at=None)
-            elif outcome == FAILED:
+            elif outcome == Outcome.FAILED:
                 mark_payout_failed(payout_id, detail, actor=rail.name)
     finally:
         if paid:
@@ -145,18 +154,18 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[str]:
     return outcomes
 
 
-def _answer(result: RailResult | ProviderError) -> tuple[str, str]:
+def _answer(result: RailResult | ProviderError) -> tuple[Outcome, str]:
     """(outcome, provider ref or reason) for one answer of the rail."""
     if isinstance(result, AmbiguousError):
-        return AMBIGUOUS, result.reason
+        return Outcome.AMBIGUOUS, result.reason
     if isinstance(result, RetryableError):
-        return RETRY, result.reason
+        return Outcome.RETRY, result.reason
     if isinstance(result, PermanentError):
-        return FAILED, result.reason
-    return result.status, result.provider_ref
+        return Outcome.FAILED, result.reason
+    return Outcome(result.status), result.provider_ref
 
 
-def _call_batch(rail: PayoutRail, items: list[tuple[int, PayoutInstruction]]) -> dict[int, tuple[str, str]]:
+def _call_batch(rail: PayoutRail, items: list[tuple[int, PayoutInstruction]]) -> dict[int, tuple[Outcome, str]]:
     """Rails that pay a whole batch at once (SEPA: one bank file) get every fresh payout in one call."""
     if not items:
         return {}
@@ -167,7 +176,7 @@ def _call_batch(rail: PayoutRail, items: list[tuple[int, PayoutInstruction]]) ->
 
 
 def _call(rail: PayoutRail, instruction: PayoutInstruction, recovering: bool, provider_ref: str | None,
-          ) -> tuple[str, str]:
+          ) -> tuple[Outcome, str]:
     kill_point("payouts.before_call")
     try:
         # Recovering: we may have paid before a crash, so the provider is asked first.

@@ -17,6 +17,7 @@ from partnerflow.models import Payout, session_scope
 from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.payout import PayoutRail
+from partnerflow.providers.payout.base import RailState
 from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
 from partnerflow.tasks.payouts.outcomes import finish_batch, mark_payout_failed, mark_payout_paid
 from partnerflow.tasks.payouts.rails import payout_rail
@@ -37,7 +38,7 @@ def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[st
         except RetryableError:
             counts["unknown"] += 1
             continue
-        if result is not None and result.status == PayoutStatus.PAID:
+        if result is not None and result.status == RailState.PAID:
             counts["paid"] += int(mark_payout_paid(payout_id, result.provider_ref, actor=rail.name))
         else:
             counts["processing"] += 1
@@ -63,9 +64,9 @@ def poll_paypal(*, rail: PayoutRail | None = None, limit: int = 1000) -> dict[st
             log.warning("PayPal status for payout %s unknown for now: %s", payout_id, exc.reason)
             counts["unknown"] += 1
             continue
-        if status.state == PayoutStatus.PAID:
+        if status.state == RailState.PAID:
             mark_payout_paid(payout_id, ref, actor="paypal")
-        elif status.state == PayoutStatus.FAILED:
+        elif status.state == RailState.FAILED:
             mark_payout_failed(payout_id, f"PayPal: {status.reason}", actor="paypal")
         counts[status.state] += 1
         batches.add(batch_id)
@@ -93,7 +94,7 @@ def import_bank_report(path: str | Path) -> dict[str, int]:
             counts["unknown"] += 1
             continue
         payout_id, batch_id = match
-        if outcome.status == PayoutStatus.PAID:
+        if outcome.status == RailState.PAID:
             changed = mark_payout_paid(payout_id, outcome.bank_ref or outcome.end_to_end_id, actor="bank")
         else:
             changed = mark_payout_failed(payout_id, outcome.reason, actor="bank")

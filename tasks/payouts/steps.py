@@ -41,7 +41,7 @@ def pay(batch_id: int, passes: int = 3, wait_seconds: int = 30) -> dict[str, int
         counts = execution.execute_batch(batch_id)
         for key, value in counts.items():
             total[key] = total.get(key, 0) + value
-        if not (counts.get(execution.RETRY) or counts.get(execution.AMBIGUOUS)) or n == passes - 1:
+        if not (counts.get(execution.Outcome.RETRY) or counts.get(execution.Outcome.AMBIGUOUS)) or n == passes - 1:
             break
         time.sleep(wait_seconds)
     return total

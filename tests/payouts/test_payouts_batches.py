@@ -192,8 +192,8 @@ def test_two_workers_executing_the_same_batch_never_pay_twice():
 
     execution.CLAIM_CHUNK, old = 3, execution.CLAIM_CHUNK
     try:
-        threads = [threading.Thread(target=execution.execute_batch, args=(batch_id,), kwargs={"rail": Counting(rail_settings())})
-                   for _ in range(2)]
+        threads = [threading.Thread(target=execution.execute_batch, args=(batch_id,),
+                                    kwargs={"rail": Counting(rail_settings())}) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:

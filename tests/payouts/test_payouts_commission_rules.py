@@ -115,7 +115,7 @@ def test_percentage_total_matches_independent_calculation(values, rate):
        st.lists(st.decimals(min_value=0, max_value=1, places=3), min_size=4, max_size=4))
 def test_marginal_tiers_never_drift_from_the_tier_table(values, bounds, rates):
     starts = [0] + sorted(bounds)
-    tiers = [{"from_volume_minor": s, "rate": str(r)} for s, r in zip(starts, rates)]
+    tiers = [{"from_volume_minor": s, "rate": str(r)} for s, r in zip(starts, rates, strict=False)]
     got = amounts({"kind": "tiered", "tier_mode": "marginal", "tiers": tiers}, rows(*values))
 
     def earned(volume: int) -> Fraction:  # commission on the first `volume` units of the month
@@ -142,7 +142,7 @@ def test_monthly_cap_total_is_exactly_min_of_cap_and_uncapped(values, cap):
     uncapped = amounts({"kind": "percentage", "rate": "0.15"}, rows(*values))
     capped = amounts({"kind": "percentage", "rate": "0.15", "cap_per_period_minor": cap}, rows(*values))
     assert sum(capped) == min(cap, sum(uncapped))
-    assert all(0 <= c <= u for c, u in zip(capped, uncapped))
+    assert all(0 <= c <= u for c, u in zip(capped, uncapped, strict=True))
 
 
 def test_database_totals_balance_to_the_cent_across_partners_and_payout():
@@ -164,7 +164,8 @@ def test_database_totals_balance_to_the_cent_across_partners_and_payout():
         expected[c["partner_id"]] = expected.get(c["partner_id"], 0) + half_even(
             c["amount_minor"] * Fraction(str(rates[c["partner_id"]])))
     with session_scope() as s:
-        payouts = dict(s.execute(select(Payout.partner_id, Payout.amount_minor).where(Payout.batch_id == batch_id)).all())
+        payouts = dict(s.execute(select(Payout.partner_id, Payout.amount_minor)
+                                 .where(Payout.batch_id == batch_id)).all())
         commission_total = s.execute(select(func.sum(Commission.amount_minor))).scalar()
     assert payouts == expected
     assert commission_total == sum(expected.values())
@@ -175,7 +176,8 @@ def test_pending_commissions_follow_the_whole_month_tier_until_they_are_payable(
     p = make_partner(1, terms={"kind": "tiered", "tiers": tiers, "tier_mode": "whole", "lock_days": 30})
     add_conversions([{"partner_id": p, "amount_minor": 60000, "external_id": "a"}])
     compute_commissions(now=T0)
-    add_conversions([{"partner_id": p, "amount_minor": 60000, "external_id": "b", "occurred_at": T0 + timedelta(days=5)}])
+    add_conversions([{"partner_id": p, "amount_minor": 60000, "external_id": "b",
+                      "occurred_at": T0 + timedelta(days=5)}])
     compute_commissions(now=T0 + timedelta(days=6))
     with session_scope() as s:
         assert sorted(s.execute(select(Commission.amount_minor)).scalars()) == [12000, 12000]

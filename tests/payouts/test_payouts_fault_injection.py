@@ -66,7 +66,7 @@ def _assert_paid_exactly_once(batch_id: int) -> None:
         status = s.get(PayoutBatch, batch_id).status
     assert len(payouts) == N_PARTNERS
     per_partner = {}
-    for pid, amount, key in transfers:
+    for pid, amount, _key in transfers:
         assert pid not in per_partner, f"partner {pid} paid twice"
         per_partner[pid] = amount
     assert per_partner == {p.partner_id: p.amount_minor for p in payouts}  # provider record == our record
@@ -114,7 +114,8 @@ def test_a_kill_point_is_inert_without_the_test_switch():
     unarmed = subprocess.run([sys.executable, "-c", KILL_HERE], env={**env, KILL_AT: "test.point"},
                              capture_output=True, text=True, timeout=60)
     assert unarmed.returncode == 0 and unarmed.stdout.strip() == "alive", unarmed.stderr[-2000:]
-    wrong_switch = subprocess.run([sys.executable, "-c", KILL_HERE], env={**env, KILL_AT: "test.point", TEST_SWITCH: "yes"},
+    wrong_switch = subprocess.run([sys.executable, "-c", KILL_HERE],
+                                  env={**env, KILL_AT: "test.point", TEST_SWITCH: "yes"},
                                   capture_output=True, text=True, timeout=60)
     assert wrong_switch.returncode == 0, wrong_switch.stderr[-2000:]
     killed = subprocess.run([sys.executable, "-c", KILL_HERE], env={**env, **armed("test.point")},

@@ -28,8 +28,8 @@ FR_IBAN = "FR1420041010050500013M02606"
 
 @pytest.fixture
 def sepa(configure, tmp_path):
-    configure(payout_rail="sepa", sepa_output_dir=tmp_path / "sepa", sepa_debtor_name="Acme Analytics Ltd", sepa_debtor_iban="DE02120300000000202051",
-              sepa_debtor_bic="BYLADEM1001")
+    configure(payout_rail="sepa", sepa_output_dir=tmp_path / "sepa", sepa_debtor_name="Acme Analytics Ltd",
+              sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001")
     return get_payout_rail(get_settings().payouts)
 
 
@@ -117,7 +117,7 @@ def test_all_invalid_writes_no_file(sepa):
 def test_missing_debtor_account_is_a_clear_error(configure):
     configure(payout_rail="sepa", sepa_debtor_iban=None, sepa_debtor_bic=None)
     with pytest.raises(ConfigError, match="PARTNERFLOW_PAYOUT_RAIL=sepa needs PARTNERFLOW_SEPA_DEBTOR_IBAN"):
-        get_settings().payouts
+        get_settings().payouts  # noqa: B018 (reading the settings is what fails)
 
 
 def test_schema_rejects_a_broken_file(sepa):
