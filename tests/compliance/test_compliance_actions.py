@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from compliance_support import findings
 from sqlmodel import select
 from support import run_answering
 
@@ -55,14 +56,6 @@ def make_partner(name="Ann Blogger", email="ann@blog.example", country="US", **k
         return p.id
 
 
-def rows(**where) -> list[Finding]:
-    with session_scope() as session:
-        q = select(Finding).order_by(Finding.id)
-        for k, v in where.items():
-            q = q.where(getattr(Finding, k) == v)
-        return list(session.exec(q).all())
-
-
 def blockers(*ids):
     with session_scope() as session:
         return payout_blockers(session, list(ids))
@@ -73,7 +66,7 @@ def test_sanctions_hit_holds_payout_until_dismissed_with_reason(sdn_file):
     clean = make_partner("Ann Blogger", "ann@blog.example", "US")
     result = check_compliance()
     assert "screened 2 partner(s), 1 possible match" in result["sanctions"]
-    (hit,) = rows(kind="sanctions")
+    (hit,) = findings(kind="sanctions")
     assert hit.partner_id == listed and hit.severity == "critical" and hit.blocking
     assert hit.evidence["matches"][0]["ent_num"] == 1002 and hit.evidence["list_checksum"]
     assert hit.id in result["auto"]["withhold_payouts"]  # policy auto-acts on critical
@@ -91,13 +84,13 @@ def test_sanctions_hit_holds_payout_until_dismissed_with_reason(sdn_file):
                         [{"action": "dismiss", "reason": "different person: DOB 1988", "approver": "Dana"}],
                         flow_name=REVIEW)
     assert out["action"] == "dismiss" and out["by"] == "Dana"
-    (hit,) = rows(kind="sanctions")
+    (hit,) = findings(kind="sanctions")
     assert hit.status == FindingStatus.DISMISSED and hit.status_reason == "different person: DOB 1988"
     assert blockers(listed) == {}  # released
 
     check_compliance()  # same list, same match: stays dismissed, no duplicate
     rescreen_sanctions(force=True)
-    assert len(rows(kind="sanctions")) == 1
+    assert len(findings(kind="sanctions")) == 1
     with session_scope() as session:
         actions = [a.action for a in session.exec(select(AuditLog).order_by(AuditLog.id)).all()]
     assert "finding.opened" in actions and "finding.withhold_payouts" in actions and "finding.dismissed" in actions
@@ -110,14 +103,14 @@ def test_rescreen_only_when_the_list_changes_and_resolves_delisted(sdn_file):
     assert first["screened"] == 2 and first["matched"] == 1
     again = rescreen_sanctions()
     assert again["screened"] == 0 and again["unchanged"] == 2  # same checksum: nothing to do
-    (hit,) = rows(kind="sanctions")
+    (hit,) = findings(kind="sanctions")
     assert hit.status == FindingStatus.OPEN
 
     lines = sdn_file.read_text(encoding="utf-8").splitlines(keepends=True)
     sdn_file.write_text("".join(line for line in lines if not line.startswith("1001,")), encoding="utf-8")  # delisted
     changed = rescreen_sanctions()
     assert changed["screened"] == 2 and changed["list_checksum"] != first["list_checksum"]
-    (hit,) = rows(kind="sanctions")
+    (hit,) = findings(kind="sanctions")
     assert hit.status == FindingStatus.RESOLVED and "no match on the sanctions list" in hit.status_reason
     assert blockers(listed) == {}
     with session_scope() as session:
@@ -142,7 +135,7 @@ def self_referring_partner() -> int:
 def test_fraud_finding_from_the_flow_blocks_and_suspend_action(configure):
     pid = self_referring_partner()
     result = check_compliance()
-    (f,) = rows(rule="fraud.self_referral")
+    (f,) = findings(rule="fraud.self_referral")
     assert f.blocking and f.severity == "high" and result["review"] == [pid]
     assert pid in blockers(pid)
     out = run_answering(review_findings, {"partner_id": pid},
@@ -151,7 +144,7 @@ def test_fraud_finding_from_the_flow_blocks_and_suspend_action(configure):
     assert out["action"] == "suspend_partner"
     with session_scope() as session:
         assert session.get(Partner, pid).stage == Stage.SUSPENDED
-    (f,) = rows(rule="fraud.self_referral")
+    (f,) = findings(rule="fraud.self_referral")
     assert f.status == FindingStatus.ACKNOWLEDGED and f.decided_by == "Dana"
     assert any("suspended" in r for r in blockers(pid)[pid])
     # Decided findings are not asked again.
@@ -205,7 +198,7 @@ def test_dismiss_without_reason_withholds_instead():
     out = run_answering(review_findings, {"partner_id": pid},
                         [{"action": "dismiss", "reason": " ", "approver": "Dana"}], flow_name=REVIEW)
     assert out["action"] == "withhold_payouts"
-    assert rows(id=fid)[0].status == FindingStatus.ACKNOWLEDGED and pid in blockers(pid)
+    assert findings(id=fid)[0].status == FindingStatus.ACKNOWLEDGED and pid in blockers(pid)
 
 
 def test_nobody_answering_applies_the_safe_default(configure):
@@ -214,7 +207,7 @@ def test_nobody_answering_applies_the_safe_default(configure):
     fid = disclosure_finding(pid)
     out = review_findings(partner_id=pid)
     assert out["by"] == "timeout" and out["action"] == "withhold_payouts"
-    assert rows(id=fid)[0].blocking and pid in blockers(pid)
+    assert findings(id=fid)[0].blocking and pid in blockers(pid)
 
 
 def test_report_artifact_counts_changes_since_last_run():

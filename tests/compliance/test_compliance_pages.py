@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from compliance_support import findings
 from pytest_httpserver import HTTPServer
 from sqlmodel import select
 from werkzeug.wrappers import Response
 
 from partnerflow.flows.compliance import check_compliance
 from partnerflow.models import Partner, Stage, session_scope
-from partnerflow.models.compliance import Finding, FindingStatus, PartnerPage
+from partnerflow.models.compliance import FindingStatus, PartnerPage
 from partnerflow.tasks.compliance.pages import register_pages
 
 
@@ -48,14 +49,6 @@ def make_partner(**kw) -> int:
         session.add(p)
         session.flush()
         return p.id
-
-
-def findings(**where) -> list[Finding]:
-    with session_scope() as session:
-        q = select(Finding).order_by(Finding.id)
-        for k, v in where.items():
-            q = q.where(getattr(Finding, k) == v)
-        return list(session.exec(q).all())
 
 
 def by_url(server, rows):
