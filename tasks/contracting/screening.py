@@ -11,8 +11,8 @@ import re
 from typing import Any
 
 from partnerflow.models import Application, session_scope
-from partnerflow.settings import get_settings
-from partnerflow.tasks.compliance import sanctions
+from partnerflow.models.compliance import ScreeningResult
+from partnerflow.tasks.compliance.sanctions import screen_name
 from partnerflow.tasks.contracting.applications import FREE_MAIL, find_duplicate
 
 DISPOSABLE = frozenset({
@@ -46,21 +46,17 @@ def email_domain_findings(email: str, website_domain: str) -> list[dict[str, Any
 
 def sanctions_findings(name: str, country: str) -> list[dict[str, Any]]:
     """Matches on the configured SDN-format list; an unconfigured or unreadable list is itself a finding."""
-    if not get_settings().compliance.sanctions_list:
+    screened = screen_name(name, country or None)
+    if screened.result == ScreeningResult.NOT_CONFIGURED:
         return [finding("sanctions_not_checked", "info",
                         "No sanctions list is configured (PARTNERFLOW_SANCTIONS_LIST).")]
-    try:
-        sdn = sanctions.load_sanctions_list()
-    except sanctions.SanctionsListError as exc:
-        return [finding("sanctions_not_checked", "warning", f"The sanctions list could not be read: {exc}")]
-    out = []
-    for match in sanctions.screen(name, country or None, sdn):
-        out.append(finding("sanctions_match", "block",
-                           f"{name!r} resembles {match.matched_name or match.entry.name!r} "
-                           f"(SDN #{match.entry.ent_num}, {match.entry.program}; {match.reason}, "
-                           f"score {match.score:.0f}).",
-                           ent_num=match.entry.ent_num))
-    return out
+    if screened.result == ScreeningResult.UNAVAILABLE:
+        return [finding("sanctions_not_checked", "warning", f"The sanctions list could not be read: {screened.error}")]
+    return [finding("sanctions_match", "block",
+                    f"{name!r} resembles {match.matched_name or match.entry.name!r} "
+                    f"(SDN #{match.entry.ent_num}, {match.entry.program}; {match.reason}, score {match.score:.0f}).",
+                    ent_num=match.entry.ent_num)
+            for match in screened.matches]
 
 
 def screen_application(application_id: int) -> list[dict[str, Any]]:
