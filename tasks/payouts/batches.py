@@ -29,6 +29,7 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.models.audit import current_flow_run_id
+from partnerflow.models.onboarding import TaxFormStatus
 from partnerflow.models.payouts import CommissionStatus, PayoutBatchStatus, PayoutStatus
 from partnerflow.settings import get_settings
 from partnerflow.tasks.compliance.blockers import payout_blockers
@@ -54,7 +55,7 @@ def blockers_for(session: Session, partners: list[Partner], rail_name: str) -> d
     for p in partners:
         if p.id not in signed:
             reasons[p.id].append("unsigned contract")
-        if p.tax_form_status != "received":
+        if p.tax_form_status != TaxFormStatus.RECEIVED:
             reasons[p.id].append("missing tax form")
         if rail_name != "ledger" and not p.payout_details_encrypted:
             reasons[p.id].append("missing payout details")
