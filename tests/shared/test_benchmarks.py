@@ -29,6 +29,13 @@ def test_every_benchmark_is_covered():
 
 
 @pytest.mark.parametrize("name", BENCHES)
+def test_benchmarks_use_only_the_projects_code(name):
+    """Benchmarks import partnerflow (fakes and sandbox in partnerflow.testing), never the suite's modules."""
+    source = (ROOT / "bench" / f"{name}.py").read_text()
+    assert "sys.path" not in source and "conftest" not in source
+
+
+@pytest.mark.parametrize("name", BENCHES)
 def test_benchmark_smoke_runs_and_reports_its_ratio(name):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke"], cwd=ROOT,
                           env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT.get(name, 120))
