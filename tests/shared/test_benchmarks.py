@@ -16,8 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("[a-z]*.py"))  # _helpers are not benchmarks
-# The sign-up benchmark starts a real Prefect server, the web app and two runners.
-TIMEOUT = {"signup": 300}
+# Outreach starts a Prefect test server; sign-up a real Prefect server, the web app and two runners.
+TIMEOUT = {"outreach": 180, "signup": 300}
 
 
 def clean_env() -> dict[str, str]:
