@@ -1,7 +1,4 @@
-"""Web routes: the partner application form (/apply, no JavaScript needed) and its JSON API.
-
-`page` is the plain HTML frame the partner-facing pages (apply, sign, onboarding) share.
-"""
+"""Web routes: the partner application form (/apply, no JavaScript needed) and its JSON API."""
 
 from __future__ import annotations
 
@@ -20,18 +17,9 @@ from partnerflow.tasks.contracting.applications import (
     DuplicateApplication,
     submit_application,
 )
+from partnerflow.web.pages import page
 
 router = APIRouter()
-
-
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<style>body{font-family:sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
-        ".doc{border:1px solid #ccc;padding:1rem 2rem;max-height:60vh;overflow:auto}.error{color:#b00020}"
-        "label{display:block;margin:.6rem 0}</style></head>"
-        f"<body><h1>{escape(title)}</h1>{body}</body></html>", status_code=status)
 
 
 def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = None) -> str:

@@ -15,15 +15,10 @@ from partnerflow.models import Contract, SignatureRequest, utcnow
 from partnerflow.models.contracting import OPEN_SIGNATURE_STATUSES, SignatureStatus
 from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.signing_page import CONSENT, contract_page_html, find_by_token, sign_on_page
-from partnerflow.web.contracting import page
+from partnerflow.web.pages import client_of, page
 
 router = APIRouter()
 TITLE = "Sign your partner agreement"
-
-
-def client_of(request: Request) -> tuple[str, str]:
-    """(IP address, user agent) of the person at the page."""
-    return (request.client.host if request.client else ""), request.headers.get("user-agent", "")
 
 
 def _open_request(token: str):

@@ -23,8 +23,7 @@ from partnerflow.tasks.onboarding.details import (
     payout_summary,
     submit_onboarding,
 )
-from partnerflow.web.contracting import page
-from partnerflow.web.contracting_signing import client_of
+from partnerflow.web.pages import client_of, page
 
 router = APIRouter()
 TITLE = "Tax form and payout details"
