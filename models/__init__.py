@@ -14,7 +14,7 @@ from partnerflow.models.contracting import (
     ContractStatus,
     SignatureRequest,
 )
-from partnerflow.models.discovery import Prospect
+from partnerflow.models.discovery import Prospect, ProspectStatus
 from partnerflow.models.engine import get_engine, session_scope
 from partnerflow.models.mail import Message, MessageStatus, Suppression
 from partnerflow.models.partners import Partner, PartnerType, Stage
@@ -24,6 +24,6 @@ from partnerflow.models.types import utcnow
 __all__ = [
     "Application", "ApplicationStatus", "AuditLog", "Commission", "Contract", "ContractStatus",
     "Conversion", "Message", "MessageStatus", "Partner", "PartnerType", "Payout", "PayoutBatch",
-    "Prospect", "SignatureRequest", "Stage", "Suppression", "WebhookEvent", "audit", "engine", "get_engine",
+    "Prospect", "ProspectStatus", "SignatureRequest", "Stage", "Suppression", "WebhookEvent", "audit", "engine", "get_engine",
     "session_scope", "utcnow",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+from partnerflow.models.onboarding import TaxFormStatus
 from partnerflow.models.types import UTCDateTime, utcnow
 
 
@@ -52,7 +53,7 @@ class Partner(SQLModel, table=True):
     payout_details_encrypted: str | None = None  # see partnerflow.secrets.encrypt
     payout_details_masked: str | None = None
     tax_form_kind: str | None = None  # W-9 | W-8BEN
-    tax_form_status: str = "missing"  # missing | requested | received
+    tax_form_status: str = TaxFormStatus.MISSING
     prospect_id: int | None = Field(default=None, foreign_key="prospect.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
