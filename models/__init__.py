@@ -24,6 +24,6 @@ from partnerflow.models.types import utcnow
 __all__ = [
     "Application", "ApplicationStatus", "AuditLog", "Commission", "Contract", "ContractStatus",
     "Conversion", "Message", "MessageStatus", "Partner", "PartnerType", "Payout", "PayoutBatch",
-    "Prospect", "ProspectStatus", "SignatureRequest", "Stage", "Suppression", "WebhookEvent", "audit", "engine", "get_engine",
-    "session_scope", "utcnow",
+    "Prospect", "ProspectStatus", "SignatureRequest", "Stage", "Suppression", "WebhookEvent", "audit", "engine",
+    "get_engine", "session_scope", "utcnow",
 ]

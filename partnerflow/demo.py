@@ -255,7 +255,8 @@ def _lifecycle(stack, settings) -> dict:
         "payouts": [(p.id, p.amount_minor, p.currency, p.status) for p in payouts],
         "batch_on_rerun": batch_again,
         "signature_requests": len(requests),
-        "signed_contract": str(settings.documents_dir.resolve() / contract.signed_path) if contract and contract.signed_path else None,
+        "signed_contract": (str(settings.documents_dir.resolve() / contract.signed_path)
+                            if contract and contract.signed_path else None),
         "status": collect_status(),
     })
     return summary
@@ -311,7 +312,7 @@ def _print_summary(stack, settings, summary: dict) -> None:
 
     status = summary["status"]
     say("")
-    say("Demo complete in %.0f s." % summary["wall_seconds"])
+    say(f"Demo complete in {summary['wall_seconds']:.0f} s.")
     say(f"  partners by stage     {', '.join(f'{k} {v}' for k, v in status['partners_by_stage'].items() if v)}")
     say(f"  messages sent         {status['messages_sent']} (outreach re-run sent {summary['outreach_sent_on_rerun']})")
     say(f"  contracts signed      {status['contracts_signed']} ({summary['signature_requests']} signature request)")

@@ -144,7 +144,11 @@ class Settings(EnvSettings):
     @functools.cached_property
     def payouts(self) -> PayoutSettings:
         payouts = _build(PayoutSettings)
-        return payouts if payouts.sepa_output_dir else payouts.model_copy(update={"sepa_output_dir": self.var_dir / "sepa"})
+        # Bank files under var/, and the ledger rail's record in our own database, unless told otherwise.
+        return payouts.model_copy(update={
+            "sepa_output_dir": payouts.sepa_output_dir or self.var_dir / "sepa",
+            "ledger_database_url": payouts.ledger_database_url or self.resolved_database_url,
+        })
 
     @functools.cached_property
     def discovery(self) -> DiscoverySettings:

@@ -24,6 +24,7 @@ from partnerflow import dbtools
 from partnerflow.deployments.table import DEPLOYMENTS
 from partnerflow.models.engine import check_database
 from partnerflow.settings import Settings, check_settings, get_settings
+from partnerflow.tasks.shared import faults
 
 
 def free_port() -> int:
@@ -214,6 +215,9 @@ def _wait_for_deployments(stack: Stack, runner: subprocess.Popen, timeout: float
 
 def prepare() -> None:
     """Fail early with one sentence on bad settings; bring the schema up to date."""
+    if os.environ.get(faults.TEST_SWITCH):
+        raise StackError(f"{faults.TEST_SWITCH} is a test switch that lets tests kill processes at chosen points; "
+                         "unset it before running the stack.")
     check_settings(get_settings())
     check_database()
     dbtools.upgrade()

@@ -13,7 +13,8 @@ def one_of(setting: str, value: str, choices) -> str:
     """Lower-case `value` and check it is one of `choices`, naming the setting when it is not."""
     value = value.strip().lower()
     if value not in choices:
-        raise ValueError(f"PARTNERFLOW_{setting.upper()}={value!r} is not a known choice; use one of: {', '.join(choices)}")
+        known = ", ".join(choices)
+        raise ValueError(f"PARTNERFLOW_{setting.upper()}={value!r} is not a known choice; use one of: {known}")
     return value
 
 

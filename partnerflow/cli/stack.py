@@ -41,10 +41,10 @@ def up(prefect_port: int = typer.Option(4200, help="Port of the Prefect server a
     from partnerflow.settings import get_settings
     from partnerflow.stack import StackError, prepare, running_stack, stop_on_signals, supervise
 
-    prepare()
-    settings = get_settings()
     stop_on_signals()
     try:
+        prepare()
+        settings = get_settings()
         with running_stack(settings, prefect_port=prefect_port) as stack:
             _announce(stack, settings, all_deployments())
             supervise(stack)
@@ -71,5 +71,10 @@ def _announce(stack, settings, deployments) -> None:
 def demo(keep: bool = typer.Option(False, help="Keep the stack running after the demo until Ctrl-C.")) -> None:
     """Run one complete partner lifecycle on the embedded stack with sample data."""
     from partnerflow.demo import run_demo
+    from partnerflow.stack import StackError
 
-    run_demo(keep_running=keep)
+    try:
+        run_demo(keep_running=keep)
+    except StackError as exc:
+        typer.secho(f"partnerflow demo: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None

@@ -34,12 +34,12 @@ def stack_processes(var_dir: Path) -> dict[int, str]:
     return found
 
 
-def start_up(tmp_path: Path, prefect_port: int) -> tuple[subprocess.Popen, Path]:
+def start_up(tmp_path: Path, prefect_port: int, **extra: str) -> tuple[subprocess.Popen, Path]:
     var_dir = (tmp_path / "var").resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PARTNERFLOW_", "PREFECT_"))}
     env.update({"PARTNERFLOW_VAR_DIR": str(var_dir), "PARTNERFLOW_WEB_PORT": str(free_port()),
                 "PARTNERFLOW_SECRET_KEY": "stack-test-key", "PREFECT_HOME": str(tmp_path / "prefect"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **extra})
     proc = subprocess.Popen([sys.executable, "-m", "partnerflow.cli", "up", "--prefect-port", str(prefect_port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     return proc, var_dir
@@ -98,4 +98,12 @@ def test_a_component_that_dies_stops_the_rest_and_is_named(tmp_path):
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 1
     assert f"the web app stopped (exit code -9); see {var_dir / 'logs' / 'web.log'}" in err
+    assert wait_until_gone(var_dir) == {}
+
+
+def test_up_refuses_to_run_with_the_test_fault_switch(tmp_path):
+    proc, var_dir = start_up(tmp_path, free_port(), PARTNERFLOW_TEST_FAULTS="1")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "PARTNERFLOW_TEST_FAULTS is a test switch" in err
     assert wait_until_gone(var_dir) == {}
