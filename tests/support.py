@@ -1,9 +1,13 @@
-"""Helpers for tests that run flows which pause for a person."""
+"""Helpers for tests: run a flow that pauses for a person while answering it, read the outbox."""
 
 from __future__ import annotations
 
+import email
+import re
 import threading
 from collections.abc import Callable
+from email import policy
+from pathlib import Path
 from typing import Any
 
 from partnerflow.tasks.shared.approvals import answer, wait_for_paused_run
@@ -52,3 +56,23 @@ def _wait_until_not_paused(flow_run_id, timeout: float) -> None:
             if not state or not state.is_paused():
                 return
             time.sleep(0.2)
+
+
+def mails(outbox: Path) -> list[email.message.EmailMessage]:
+    if not outbox.exists():
+        return []
+    return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted(outbox.glob("*.eml"))]
+
+
+def mail_text(message) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def link(outbox: Path, path_prefix: str) -> str:
+    """The one link starting with `path_prefix` (e.g. "/sign/") in the outbox; its path part."""
+    found = set()
+    for message in mails(outbox):
+        pattern = r"https?://[^/\s]+(" + re.escape(path_prefix) + r"[A-Za-z0-9_\-]+)"
+        found |= set(re.findall(pattern, mail_text(message)))
+    assert len(found) == 1, found
+    return found.pop()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from compliance_support import findings
+from factories import findings
 from sqlmodel import select
 from support import run_answering
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from compliance_support import findings
+from factories import findings
 from pytest_httpserver import HTTPServer
 from sqlmodel import select
 from werkzeug.wrappers import Response

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from contracting_support import application
+from factories import application
 from fastapi.testclient import TestClient
 from sqlmodel import select
 from typer.testing import CliRunner

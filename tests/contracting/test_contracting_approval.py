@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contracting_support import application, mail_text, mails
+from factories import application
 from sqlmodel import select
-from support import run_answering
+from support import mail_text, mails, run_answering
 
 from partnerflow.flows.contracting import contract_application
 from partnerflow.models import (

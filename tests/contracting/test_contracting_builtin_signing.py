@@ -6,10 +6,11 @@ import io
 from datetime import timedelta
 
 import time_machine
-from contracting_support import approved_partner, link, mails
 from docx import Document
+from factories import approved_partner
 from fastapi.testclient import TestClient
 from sqlmodel import select
+from support import link, mails
 
 from partnerflow.models import (
     AuditLog,

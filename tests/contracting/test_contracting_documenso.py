@@ -8,7 +8,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from esign_rows import contract_out_for_signature
+from factories import contract_out_for_signature
 from fastapi.testclient import TestClient
 from sqlmodel import select
 

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-from contracting_support import approved_partner
 from docx import Document
+from factories import approved_partner
 from sqlmodel import select
 
 from partnerflow.models import AuditLog, Contract, Partner, session_scope

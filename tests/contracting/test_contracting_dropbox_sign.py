@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from esign_rows import DOCX, contract_out_for_signature
+from factories import DOCX, contract_out_for_signature
 from fastapi.testclient import TestClient
 from sqlmodel import select
 

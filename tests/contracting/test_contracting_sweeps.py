@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from esign_rows import DOCX, contract_out_for_signature
+from factories import DOCX, contract_out_for_signature
 from sqlmodel import select
 
 from partnerflow.flows.contracting_sweeps import (

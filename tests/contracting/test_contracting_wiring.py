@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contracting_support import application
+from factories import application
 
 from partnerflow.models import Application, session_scope
 from partnerflow.tasks.contracting.applications import submit_application

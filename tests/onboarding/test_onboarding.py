@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from contracting_support import approved_partner, link, mail_text, mails
+from factories import approved_partner
 from fastapi.testclient import TestClient
 from sqlmodel import select
+from support import link, mail_text, mails
 
 from partnerflow.flows.onboarding import monitor_activation, onboard_partner
 from partnerflow.models import (

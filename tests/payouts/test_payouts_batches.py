@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import date
 
-from payout_helpers import T0, add_conversions, after_lock, make_partner
+from factories import T0, add_conversions, after_lock, make_partner
 from sqlalchemy import func, select
 from support import run_answering
 

@@ -9,9 +9,9 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from factories import T0, add_conversions, after_lock, make_partner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from payout_helpers import T0, add_conversions, after_lock, make_partner
 from sqlalchemy import func, select
 
 from partnerflow.models import Commission, Payout, session_scope

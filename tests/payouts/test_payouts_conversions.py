@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from factories import make_partner
 from fastapi.testclient import TestClient
-from payout_helpers import make_partner
 from sqlalchemy import func, select
 
 from partnerflow.models import Conversion, session_scope

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from payout_helpers import add_conversions, after_lock, make_partner
+from factories import add_conversions, after_lock, make_partner
 from sqlalchemy import func, select
 
 from partnerflow.models import Commission, Payout, PayoutBatch, session_scope

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rails_support import commissions_of, make_partner, make_payout, payout_row
+from factories import commissions_of, make_payout, partner_with_payout_details, payout_row
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.payout import get_payout_rail
@@ -131,8 +131,8 @@ def test_amounts_follow_the_currency_exponent():
 def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
     rail = PayPalRail(get_settings().payouts)
     paypal.outcomes["gone@example.com"] = ("FAILED", "RECEIVER_ACCOUNT_LOCKED")
-    good_partner = make_partner(1, method="paypal", currency="USD")
-    bad_partner = make_partner(2, method="paypal", currency="USD")
+    good_partner = partner_with_payout_details(1, method="paypal", currency="USD")
+    bad_partner = partner_with_payout_details(2, method="paypal", currency="USD")
     good = make_payout(good_partner, rail="paypal", currency="USD", status="sending")
     bad = make_payout(bad_partner, rail="paypal", currency="USD", status="sending")
     for payout_id, email in ((good, "partner@example.com"), (bad, "gone@example.com")):
@@ -158,8 +158,8 @@ def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
 def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal, outbox):
     import json
 
-    from payout_helpers import add_conversions, after_lock
-    from payout_helpers import make_partner as make_ready_partner
+    from factories import add_conversions, after_lock
+    from factories import make_partner as make_ready_partner
 
     from partnerflow.flows.payouts import run_payout_batch
     from partnerflow.secrets import encrypt
@@ -186,7 +186,7 @@ def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal
 
 
 def test_a_batch_paypal_does_not_know_is_never_read_as_failed(paypal):
-    partner = make_partner(1, method="paypal", currency="USD")
+    partner = partner_with_payout_details(1, method="paypal", currency="USD")
     payout_id = make_payout(partner, rail="paypal", currency="USD", status="processing", provider_ref="NOSUCHBATCH")
     assert poll_paypal(rail=PayPalRail(get_settings().payouts)) == {"unknown": 1}
     assert payout_row(payout_id).status == "processing"  # left for a person, never given back to the balance

@@ -17,7 +17,7 @@ import sys
 from decimal import Decimal
 
 import pytest
-from payout_helpers import add_conversions, after_lock, make_partner
+from factories import add_conversions, after_lock, make_partner
 from sqlmodel import select
 
 from partnerflow.models import Payout, PayoutBatch, session_scope

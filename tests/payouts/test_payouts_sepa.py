@@ -176,7 +176,7 @@ def test_bank_reports_are_read():
 def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_it(sepa, outbox, tmp_path):
     import json
 
-    from payout_helpers import add_conversions, after_lock, make_partner
+    from factories import add_conversions, after_lock, make_partner
     from sqlmodel import select
 
     from partnerflow.flows.payouts import run_payout_batch
@@ -222,16 +222,15 @@ def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_
 def test_reconcile_flow_and_cli_apply_a_bank_report(sepa, tmp_path):
     import json
 
-    from rails_support import make_partner as make_sepa_partner
-    from rails_support import make_payout, payout_row
+    from factories import make_payout, partner_with_payout_details, payout_row
     from typer.testing import CliRunner
 
     import partnerflow.cli.payouts_reconcile  # noqa: F401  (registers the commands)
     from partnerflow.cli import app
     from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
 
-    first = make_payout(make_sepa_partner(1, method="sepa"), rail="sepa", status="processing")
-    second = make_payout(make_sepa_partner(2, method="sepa"), rail="sepa", status="processing")
+    first = make_payout(partner_with_payout_details(1, method="sepa"), rail="sepa", status="processing")
+    second = make_payout(partner_with_payout_details(2, method="sepa"), rail="sepa", status="processing")
     e2e = {pid: end_to_end_id(payout_row(pid).idempotency_key) for pid in (first, second)}
     (tmp_path / "a.xml").write_bytes(PAIN002.replace(b"payout-1", e2e[first].encode()))
     (tmp_path / "b.xml").write_bytes(CAMT054.replace(b"payout-4", e2e[second].encode()))
@@ -262,7 +261,7 @@ def test_the_batch_engine_puts_a_claimed_chunk_in_one_bank_file(configure, tmp_p
     """The engine hands SEPA every fresh payout of a chunk at once: one file for the bank, not one per payout."""
     import json
 
-    from payout_helpers import add_conversions, after_lock, make_partner
+    from factories import add_conversions, after_lock, make_partner
 
     from partnerflow.secrets import encrypt
     from partnerflow.tasks.payouts import batches as engine

@@ -139,7 +139,7 @@ def test_bad_api_key_is_permanent(configure, stripe):
 def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, outbox):
     import json
 
-    from payout_helpers import add_conversions, after_lock, make_partner
+    from factories import add_conversions, after_lock, make_partner
 
     from partnerflow.flows.payouts import run_payout_batch
     from partnerflow.secrets import encrypt

@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
+from factories import commissions_of, make_payout, partner_with_payout_details, payout_row
 from fastapi.testclient import TestClient
-from rails_support import commissions_of, make_partner, make_payout, payout_row
 from sqlmodel import select
 
 from partnerflow.models import AuditLog, WebhookEvent, session_scope
@@ -42,7 +42,7 @@ def audits(action: str) -> list[AuditLog]:
 
 
 def test_transfer_created_confirms_a_payout_a_crash_left_unrecorded(client):
-    partner = make_partner()
+    partner = partner_with_payout_details()
     payout_id = make_payout(partner, rail="stripe", status="sending")
     key = payout_row(payout_id).idempotency_key
     raw, headers = signed_event("transfer.created", transfer(payout_id, key=key), event_id="evt_1")
@@ -60,7 +60,7 @@ def test_transfer_created_confirms_a_payout_a_crash_left_unrecorded(client):
 
 
 def test_reversed_transfer_fails_the_payout_and_returns_the_money(client, outbox):
-    partner = make_partner()
+    partner = partner_with_payout_details()
     payout_id = make_payout(partner, rail="stripe", status="paid", provider_ref="tr_000000000001")
     key = payout_row(payout_id).idempotency_key
     raw, headers = signed_event("transfer.reversed", transfer(payout_id, key=key, reversed_=True))
@@ -73,7 +73,7 @@ def test_reversed_transfer_fails_the_payout_and_returns_the_money(client, outbox
 
 
 def test_events_for_transfers_that_are_not_ours_change_nothing(client):
-    partner = make_partner()
+    partner = partner_with_payout_details()
     payout_id = make_payout(partner, rail="stripe", status="sending")
     key = payout_row(payout_id).idempotency_key
     for obj in (transfer(payout_id, key=key, amount=9999),  # amount differs from our payout
@@ -87,7 +87,7 @@ def test_events_for_transfers_that_are_not_ours_change_nothing(client):
 @pytest.mark.parametrize("case", ["forged", "unsigned", "tampered", "replayed", "future", "malformed_header",
                                   "not_json", "not_an_event"])
 def test_bad_deliveries_are_refused_and_nothing_is_stored(client, case):
-    partner = make_partner()
+    partner = partner_with_payout_details()
     payout_id = make_payout(partner, rail="stripe", status="sending")
     obj = transfer(payout_id, key=payout_row(payout_id).idempotency_key)
     raw, headers = signed_event("transfer.created", obj)
@@ -117,7 +117,7 @@ def test_bad_deliveries_are_refused_and_nothing_is_stored(client, case):
 
 
 def test_a_rotated_secret_still_verifies_with_either_signature(client):
-    partner = make_partner()
+    partner = partner_with_payout_details()
     payout_id = make_payout(partner, rail="stripe", status="sending")
     raw, headers = signed_event("transfer.created", transfer(payout_id, key=payout_row(payout_id).idempotency_key))
     _, old = signed_event("x", {}, secret="whsec_old")
@@ -127,7 +127,7 @@ def test_a_rotated_secret_still_verifies_with_either_signature(client):
 
 
 def test_an_event_stored_but_not_acted_on_is_acted_on_at_the_next_delivery(client):
-    partner = make_partner()
+    partner = partner_with_payout_details()
     payout_id = make_payout(partner, rail="stripe", status="sending")
     raw, headers = signed_event("transfer.created", transfer(payout_id, key=payout_row(payout_id).idempotency_key),
                                 event_id="evt_crash")
@@ -155,7 +155,7 @@ def test_unconfigured_webhook_secret_refuses_everything(configure):
 
 
 def test_a_transfer_for_a_payout_we_gave_up_on_is_flagged_not_settled(client):
-    partner = make_partner()
+    partner = partner_with_payout_details()
     payout_id = make_payout(partner, rail="stripe", status="failed")
     raw, headers = signed_event("transfer.created", transfer(payout_id, key=payout_row(payout_id).idempotency_key))
     assert post(client, raw, headers).json() == {"status": "needs review"}

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from datetime import date
 
-from contracting_support import link
 from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import select
-from support import run_answering
+from support import link, run_answering
 
 from partnerflow.models import (
     Application,
