@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr, field_validator
 
 from partnerflow.providers.email.registry import PROVIDERS
-from partnerflow.providers.settings_base import EnvSettings, one_of, require
+from partnerflow.providers.settings_base import VendorSettings, one_of
 
 
-class MailSettings(EnvSettings):
+class MailSettings(VendorSettings):
+    choice = "email_provider"
+    vendors = PROVIDERS
+
     email_provider: str = "outbox"
     outbox_dir: Path | None = None  # filled in from the var folder by the top-level settings
     # The sender identity and the postal address every commercial mail carries.
@@ -30,17 +33,7 @@ class MailSettings(EnvSettings):
     sendgrid_max_retries: int = 4
     sendgrid_inbound_token: SecretStr | None = None  # when set, inbound parse posts must carry ?token=
 
-    @field_validator("email_provider")
-    @classmethod
-    def _known_provider(cls, value: str) -> str:
-        return one_of("email_provider", value, tuple(PROVIDERS))
-
     @field_validator("smtp_security")
     @classmethod
     def _known_security(cls, value: str) -> str:
         return one_of("smtp_security", value, ("none", "starttls", "ssl"))
-
-    @model_validator(mode="after")
-    def _vendor_needs(self) -> MailSettings:
-        require("email_provider", self.email_provider, self, PROVIDERS[self.email_provider].requires)
-        return self

@@ -21,7 +21,15 @@ import httpx
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.providers.esign.base import Callback, Envelope, Inbound, Target, WebhookRejected
-from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client, iso_time, json_payload
+from partnerflow.providers.esign.saas import (
+    HttpVendor,
+    call,
+    error_reason,
+    http_client,
+    iso_time,
+    json_payload,
+    required,
+)
 from partnerflow.providers.esign.settings import EsignSettings
 
 COMPLETION_EVENTS = ("DOCUMENT_COMPLETED",)
@@ -63,10 +71,8 @@ class DocumensoProvider(HttpVendor):
 
     def __init__(self, settings: EsignSettings):
         self.settings = settings
-        if not self.settings.documenso_api_key:
-            raise PermanentError("PARTNERFLOW_DOCUMENSO_API_KEY is not set")
-        self._key = self.settings.documenso_api_key.get_secret_value()
-        self._base = self.settings.documenso_api_host.rstrip("/") + "/api/v1/documents"
+        self._key = required(settings, "documenso_api_key")
+        self._base = settings.documenso_api_host.rstrip("/") + "/api/v1/documents"
 
     def _call(self, method: str, url: str, *, creating: bool = False, auth: bool = True, **kwargs) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._key}"} if auth else {}

@@ -18,7 +18,15 @@ import httpx
 
 from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.esign.base import Callback, Envelope, Inbound, Target, WebhookRejected
-from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client, iso_time, json_payload
+from partnerflow.providers.esign.saas import (
+    HttpVendor,
+    call,
+    error_reason,
+    http_client,
+    iso_time,
+    json_payload,
+    required,
+)
 from partnerflow.providers.esign.settings import EsignSettings
 
 REFERENCE_FIELD = "partnerflow_ref"
@@ -34,11 +42,9 @@ class DocuSignProvider(HttpVendor):
 
     def __init__(self, settings: EsignSettings):
         self.settings = settings
-        s = self.settings
-        if not (s.docusign_access_token and s.docusign_account_id):
-            raise PermanentError("PARTNERFLOW_DOCUSIGN_ACCESS_TOKEN and PARTNERFLOW_DOCUSIGN_ACCOUNT_ID must be set")
-        self._token = s.docusign_access_token.get_secret_value()
-        self._base = f"{s.docusign_api_host.rstrip('/')}/v2.1/accounts/{s.docusign_account_id}/envelopes"
+        self._token = required(settings, "docusign_access_token")
+        account = required(settings, "docusign_account_id")
+        self._base = f"{settings.docusign_api_host.rstrip('/')}/v2.1/accounts/{account}/envelopes"
 
     def _call(self, method: str, path: str, *, creating: bool = False, **kwargs) -> httpx.Response:
         with http_client(self.settings.esign_timeout_seconds) as client:

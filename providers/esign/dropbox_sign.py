@@ -19,7 +19,7 @@ import httpx
 
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.esign.base import Callback, Envelope, Inbound, NotReady, Target, WebhookRejected
-from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client
+from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client, required
 from partnerflow.providers.esign.settings import EsignSettings
 
 HELLO = "Hello API Event Received"
@@ -41,10 +41,8 @@ class DropboxSignProvider(HttpVendor):
 
     def __init__(self, settings: EsignSettings):
         self.settings = settings
-        if not self.settings.dropbox_sign_api_key:
-            raise PermanentError("PARTNERFLOW_DROPBOX_SIGN_API_KEY is not set")
-        self._key = self.settings.dropbox_sign_api_key.get_secret_value()
-        self._base = self.settings.dropbox_sign_api_host.rstrip("/") + "/v3"
+        self._key = required(settings, "dropbox_sign_api_key")
+        self._base = settings.dropbox_sign_api_host.rstrip("/") + "/v3"
 
     def _call(self, method: str, path: str, *, creating: bool = False, **kwargs) -> httpx.Response:
         with http_client(self.settings.esign_timeout_seconds) as client:

@@ -92,6 +92,14 @@ def json_payload(body: bytes, *, check: Callable[[dict[str, Any]], Any], what: s
     return payload
 
 
+def required(settings: Any, name: str) -> str:
+    """The value of setting `name` (a secret's plain value); a PermanentError naming it when unset."""
+    value = getattr(settings, name)
+    if not value:
+        raise PermanentError(f"PARTNERFLOW_{name.upper()} is not set")
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+
+
 class HttpVendor:
     """What every SaaS vendor answers the same way."""
 

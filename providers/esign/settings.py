@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr
 
 from partnerflow.providers.esign.registry import PROVIDERS
-from partnerflow.providers.settings_base import EnvSettings, one_of, require
+from partnerflow.providers.settings_base import VendorSettings
 
 
-class EsignSettings(EnvSettings):
+class EsignSettings(VendorSettings):
+    choice = "esign_provider"
+    vendors = PROVIDERS
+
     esign_provider: str = "builtin"
     esign_timeout_seconds: float = 20.0
     # Providers retry callbacks with the original timestamp, so the window spans their retry period.
@@ -36,12 +39,3 @@ class EsignSettings(EnvSettings):
         """These settings with what the built-in signing page takes from the installation."""
         return self.model_copy(update={"signing_link_key": SecretStr(link_key), "signing_base_url": public_base_url})
 
-    @field_validator("esign_provider")
-    @classmethod
-    def _known_provider(cls, value: str) -> str:
-        return one_of("esign_provider", value, tuple(PROVIDERS))
-
-    @model_validator(mode="after")
-    def _vendor_needs(self) -> EsignSettings:
-        require("esign_provider", self.esign_provider, self, PROVIDERS[self.esign_provider].requires)
-        return self

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import SecretStr
 
 from partnerflow.providers.payout.registry import RAILS
-from partnerflow.providers.settings_base import EnvSettings, one_of, require
+from partnerflow.providers.settings_base import VendorSettings
 
 
-class PayoutRailSettings(EnvSettings):
+class PayoutRailSettings(VendorSettings):
+    choice = "payout_rail"
+    vendors = RAILS
+
     payout_rail: str = "ledger"
     # Where the ledger rail keeps its record (a database URL); unset means our own database.
     ledger_database_url: str | None = None
@@ -27,12 +30,3 @@ class PayoutRailSettings(EnvSettings):
     sepa_debtor_bic: str | None = None
     sepa_output_dir: Path | None = None  # pain.001 files; filled in from the var folder by the top-level settings
 
-    @field_validator("payout_rail")
-    @classmethod
-    def _known_rail(cls, value: str) -> str:
-        return one_of("payout_rail", value, tuple(RAILS))
-
-    @model_validator(mode="after")
-    def _vendor_needs(self) -> PayoutRailSettings:
-        require("payout_rail", self.payout_rail, self, RAILS[self.payout_rail].requires)
-        return self
