@@ -148,6 +148,20 @@ def test_function_local_imports_say_why():
     assert sorted(set(silent)) == []
 
 
+TEST_ONLY = ("pytest", "hypothesis", "aiosmtpd", "time_machine", "pytest_httpserver", "werkzeug")
+
+
+def test_production_code_never_imports_test_only_packages():
+    """deptry cannot tell tests/ from production code, so the test extra is checked here."""
+    wrong = []
+    for module, path in FILES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            wrong += [f"{module}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in TEST_ONLY]
+    assert wrong == []
+
+
 def test_production_code_never_imports_the_fakes():
     assert [m for m, imports in GRAPH.items() for t, _, _ in imports if t.startswith("partnerflow.testing")] == []
 
