@@ -17,6 +17,7 @@ from partnerflow.models import (
     Stage,
     session_scope,
 )
+from partnerflow.models.payouts import PayoutStatus
 
 
 def collect_status() -> dict:
@@ -27,10 +28,10 @@ def collect_status() -> dict:
             return session.exec(select(func.count()).select_from(model).where(*where)).one()
 
         return {
-            "partners_by_stage": {stage: by_stage.get(stage, 0) for stage in Stage},
+            "partners_by_stage": {stage.value: by_stage.get(stage, 0) for stage in Stage},
             "prospects": count(Prospect),
             "applications": count(Application),
             "messages_sent": count(Message, Message.status == MessageStatus.SENT),
             "contracts_signed": count(Contract, Contract.status == ContractStatus.SIGNED),
-            "payouts_paid": count(Payout, Payout.status == "paid"),
+            "payouts_paid": count(Payout, Payout.status == PayoutStatus.PAID),
         }

@@ -121,3 +121,18 @@ def test_missing_merge_field_fails_before_anything_is_recorded(outbox):
     assert not outbox.exists() or not list(outbox.glob("*.eml"))
     with session_scope() as session:
         assert session.exec(select(Message)).all() == []
+
+
+def test_status_counts_partners_by_stage_and_paid_payouts():
+    from factories import make_partner, make_payout
+
+    from partnerflow.models.payouts import PayoutStatus
+    from partnerflow.status import collect_status
+
+    paid = make_partner(1)
+    make_payout(paid, rail="ledger", status=PayoutStatus.PAID)
+    make_payout(make_partner(2), rail="ledger", status=PayoutStatus.FAILED)
+    status = collect_status()
+    assert status["payouts_paid"] == 1
+    assert status["partners_by_stage"]["active"] == 2
+    assert all(type(stage) is str for stage in status["partners_by_stage"])
