@@ -6,6 +6,11 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from partnerflow.models.engine import get_engine
+from partnerflow.settings import ConfigError
 
 
 def alembic_config() -> Config:
@@ -27,12 +32,22 @@ def revision(message: str) -> None:
 def pending_changes() -> list:
     """Differences between the SQLModel tables and the migrated database (empty when in step)."""
     from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
     import partnerflow.models  # noqa: F401  registers every table on SQLModel.metadata
-    from partnerflow.models.engine import get_engine  # only the comparison needs an engine
 
     with get_engine().connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         return compare_metadata(ctx, SQLModel.metadata)
+
+
+def check_schema() -> None:
+    """Fail with one sentence when the database has no tables yet, or misses a migration."""
+    with get_engine().connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if current is None:
+        raise ConfigError("the database has no Partnerflow tables yet; run `partnerflow db upgrade` to create them.")
+    if current != head:
+        raise ConfigError(f"the database schema is at revision {current} and this version needs {head}; "
+                          "run `partnerflow db upgrade`.")

@@ -14,12 +14,14 @@ from partnerflow.cli import app
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Counts per lifecycle stage, messages sent, contracts signed, payouts paid."""
+    from partnerflow import dbtools
     from partnerflow.models.engine import check_database
     from partnerflow.settings import check_settings, get_settings
     from partnerflow.status import collect_status
 
     check_settings(get_settings())
     check_database()
+    dbtools.check_schema()
     data = collect_status()
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))

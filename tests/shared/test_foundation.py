@@ -58,6 +58,13 @@ def test_cli_reports_unreachable_database_without_traceback():
     assert "Traceback" not in result.stderr
 
 
+def test_status_on_a_database_without_tables_says_how_to_create_them(tmp_path):
+    result = run_cli("status", env={"PARTNERFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"})
+    assert result.returncode == 2
+    assert "the database has no Partnerflow tables yet; run `partnerflow db upgrade` to create them." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_plain_postgresql_url_uses_psycopg(configure):
     settings = configure(database_url="postgresql://user@db.internal/partners")
     assert settings.resolved_database_url == "postgresql+psycopg://user@db.internal/partners"
