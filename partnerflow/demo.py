@@ -18,6 +18,7 @@ import io
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from email import policy
@@ -325,4 +326,11 @@ def _print_summary(stack, settings, summary: dict) -> None:
     say(f"  signed contract       {summary['signed_contract']}")
     from sqlalchemy.engine import make_url
 
-    say(f"  database              {make_url(settings.resolved_database_url).render_as_string(hide_password=True)}")
+    database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    say(f"  database              {database}")
+    again = f"PARTNERFLOW_VAR_DIR={settings.var_dir.resolve()} PREFECT_HOME={os.environ['PREFECT_HOME']}"
+    if not database.startswith("sqlite"):
+        again += f" PARTNERFLOW_DATABASE_URL={database}"
+    say("To open the demo's runs, approval forms and artifacts in the UI again, start its stack:")
+    say(f"  {again} {Path(sys.executable).parent / 'partnerflow'} up")
+    say("  (`partnerflow status` with the same variables reads the demo's database.)")
