@@ -1,15 +1,19 @@
 """Prefect deployments built from the one table in deployments/table.py.
 
-`all_deployments()` gives the RunnerDeployments `partnerflow up` serves; the same list can be
-deployed to a work pool.
+`all_deployments()` gives the RunnerDeployments `partnerflow up` serves; `deploy_to_pool()` puts
+the same list on a Prefect process work pool, where any number of `prefect worker start --pool`
+processes, on this or other machines, run them.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.deployments.runner import EntrypointType, RunnerDeployment, deploy
 from prefect.events import DeploymentEventTrigger
+from prefect.exceptions import ObjectNotFound
 
 from partnerflow.deployments.table import DEPLOYMENTS, Deployment
 
@@ -35,3 +39,15 @@ def build(spec: Deployment) -> RunnerDeployment:
 def all_deployments(stage: str | None = None) -> list[RunnerDeployment]:
     """Every deployment in the table (or one stage's)."""
     return [build(spec) for spec in DEPLOYMENTS if stage is None or spec.stage == stage]
+
+
+def deploy_to_pool(pool: str, stage: str | None = None) -> list:
+    """Create the process work pool `pool` if it is missing, then deploy the table to it (no image:
+    workers run the installed package). Returns the deployment ids."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    return deploy(*all_deployments(stage), work_pool_name=pool, build=False, push=False,
+                  print_next_steps_message=False)

@@ -70,6 +70,21 @@ def _announce(stack, settings, deployments) -> None:
 
 
 @app.command()
+def deploy(pool: str = typer.Option("partnerflow", help="Prefect process work pool (created if missing)."),
+           stage: str = typer.Option(None, help="Only this stage's deployments.")) -> None:
+    """Deploy every deployment to a Prefect work pool on the server PREFECT_API_URL names.
+
+    Then start workers where the package and the PARTNERFLOW_* settings are: `prefect worker start --pool POOL`.
+    """
+    from partnerflow.deployments import deploy_to_pool
+    from partnerflow.stack import prepare
+
+    prepare()
+    ids = deploy_to_pool(pool, stage)
+    typer.echo(f"{len(ids)} deployments on work pool {pool!r}; start workers with: prefect worker start --pool {pool}")
+
+
+@app.command()
 def demo(keep: bool = typer.Option(False, help="Keep the stack running after the demo until Ctrl-C.")) -> None:
     """Run one complete partner lifecycle on the embedded stack with sample data."""
     from partnerflow.demo import run_demo
