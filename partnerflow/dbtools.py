@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -51,3 +52,31 @@ def check_schema() -> None:
     if current != head:
         raise ConfigError(f"the database schema is at revision {current} and this version needs {head}; "
                           "run `partnerflow db upgrade`.")
+
+
+def _admin_engine(server_url: str) -> sa.Engine:
+    url = sa.make_url(server_url).set(drivername="postgresql+psycopg")
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+def create_database(server_url: str, name: str, *, replace: bool = False) -> str:
+    """Create database `name` on the PostgreSQL server `server_url` names (dropping an old one when
+    `replace`); return its URL."""
+    engine = _admin_engine(server_url)
+    try:
+        with engine.connect() as conn:
+            if replace:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return engine.url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    engine = _admin_engine(server_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()

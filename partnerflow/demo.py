@@ -88,21 +88,6 @@ def _demo_conversions(tracking_code: str, coupon_code: str, folder: Path) -> Pat
     return path
 
 
-def _fresh_postgres_database(url: str, name: str) -> str:
-    """Recreate database `name` on the server `url` names, so every demo starts empty."""
-    import sqlalchemy as sa
-
-    from partnerflow.settings import Settings
-
-    admin_url = Settings(database_url=url).resolved_database_url
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
 def _prepare_environment(var_dir: Path, web_port: int) -> None:
     if var_dir.exists():
         shutil.rmtree(var_dir)
@@ -122,7 +107,10 @@ def _prepare_environment(var_dir: Path, web_port: int) -> None:
         os.environ.pop(name, None)  # the demo runs on the embedded providers
     url = os.environ.get("PARTNERFLOW_DATABASE_URL", "")
     if url.startswith(("postgres://", "postgresql")):
-        os.environ["PARTNERFLOW_DATABASE_URL"] = _fresh_postgres_database(url, "partnerflow_demo")
+        from partnerflow import dbtools
+
+        # Every demo starts from an empty database.
+        os.environ["PARTNERFLOW_DATABASE_URL"] = dbtools.create_database(url, "partnerflow_demo", replace=True)
     else:
         os.environ.pop("PARTNERFLOW_DATABASE_URL", None)  # SQLite under var/demo
     from partnerflow.settings import reset_settings

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from partnerflow import dbtools
 from partnerflow.deployments.table import DEPLOYMENTS
@@ -33,26 +34,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Part:
+    """One process of the stack: what it is, and where its output goes."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+
 @dataclass
 class Stack:
     prefect_url: str  # the UI; the API is prefect_url + "/api"
     web_url: str
     env: dict[str, str]
     logs: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    log_names: dict[str, str] = field(default_factory=dict)
+    parts: list[Part] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
         return self.prefect_url + "/api"
 
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [part.process for part in self.parts]
+
     def start(self, name: str, cmd: list[str], log_name: str) -> subprocess.Popen:
-        proc = _spawn(cmd, self.env, self.logs / log_name)
-        self.processes.append(proc)
-        self.names.append(name)
-        self.log_names[name] = log_name
-        return proc
+        part = Part(name, _spawn(cmd, self.env, self.logs / log_name), self.logs / log_name)
+        self.parts.append(part)
+        return part.process
 
 
 def stack_env(settings: Settings, *, prefect_port: int, web_port: int) -> dict[str, str]:
@@ -90,10 +100,7 @@ def _wait_http(url: str, timeout: float, what: str, proc: subprocess.Popen, log:
 
 
 def listener_of(port: int) -> str | None:
-    """Who listens on TCP `port` on this machine ("pid 123: prefect server start"), or None.
-
-    Read from /proc (Linux); elsewhere, or when the owner is not ours to inspect, just "another process".
-    """
+    """Who listens on TCP `port` on this machine ("pid 123: prefect server start ..."), or None."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -101,19 +108,13 @@ def listener_of(port: int) -> str | None:
             return None
         except OSError:
             pass
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as fh:
-            for line in list(fh)[1:]:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
-                    inodes.add(f"socket:[{fields[9]}]")
-    for proc in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
-                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                return f"pid {proc.name}: {command[:120]}"
-    return "another process"
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                with contextlib.suppress(psutil.Error):
+                    return f"pid {conn.pid}: {' '.join(psutil.Process(conn.pid).cmdline())[:120]}"
+                return f"pid {conn.pid}"
+    return "another process"  # its owner is not ours to inspect
 
 
 def check_ports(ports: dict[int, str]) -> None:
@@ -190,10 +191,9 @@ def stop_on_signals() -> None:
 def supervise(stack: Stack, poll: float = 1.0) -> None:
     """Block until a part of the stack stops; raise StackError naming it and its log."""
     while True:
-        for name, proc in zip(stack.names, stack.processes, strict=True):
-            if proc.poll() is not None:
-                log = stack.logs / stack.log_names[name]
-                raise StackError(f"{name} stopped (exit code {proc.returncode}); see {log}")
+        for part in stack.parts:
+            if part.process.poll() is not None:
+                raise StackError(f"{part.name} stopped (exit code {part.process.returncode}); see {part.log}")
         time.sleep(poll)
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 import uuid
@@ -28,29 +29,18 @@ for _name in [n for n in os.environ if n.startswith("PARTNERFLOW_") and n not in
     del os.environ[_name]  # a developer's own settings must not change the tests
 
 
-def _fresh_postgres_database(url: str) -> tuple[str, str]:
-    """Create pf_test_<random> on the server `url` points at; return (test url, admin url)."""
-    import sqlalchemy as sa
-
-    from partnerflow.settings import Settings
-
-    admin_url = Settings(database_url=url).resolved_database_url
-    name = f"pf_test_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        raise RuntimeError(f"PostgreSQL at {url} is unreachable: {exc}") from None
-    finally:
-        engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name, admin_url
-
-
-_PG_ADMIN_URL = None
+_PG_SERVER_URL = None
+_PG_DATABASE = f"pf_test_{uuid.uuid4().hex[:10]}"
 if os.environ.get("PARTNERFLOW_DATABASE_URL", "").startswith(("postgres://", "postgresql")):
-    _test_url, _PG_ADMIN_URL = _fresh_postgres_database(os.environ["PARTNERFLOW_DATABASE_URL"])
-    os.environ["PARTNERFLOW_DATABASE_URL"] = _test_url
+    from partnerflow import dbtools
+
+    _PG_SERVER_URL = os.environ["PARTNERFLOW_DATABASE_URL"]
+    try:
+        os.environ["PARTNERFLOW_DATABASE_URL"] = dbtools.create_database(_PG_SERVER_URL, _PG_DATABASE)
+    except Exception as exc:
+        raise RuntimeError(f"PostgreSQL at {_PG_SERVER_URL} is unreachable: {exc}") from None
+    # Dropped when this process ends, also in pytest-xdist's controller, which runs no test.
+    atexit.register(dbtools.drop_database, _PG_SERVER_URL, _PG_DATABASE)
 
 import pytest  # noqa: E402
 from sqlalchemy import text  # noqa: E402
@@ -68,14 +58,6 @@ def schema():
     dbtools.upgrade()
     yield
     get_engine().dispose()
-    if _PG_ADMIN_URL:
-        import sqlalchemy as sa
-
-        name = os.environ["PARTNERFLOW_DATABASE_URL"].rsplit("/", 1)[1]
-        admin = sa.create_engine(_PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)

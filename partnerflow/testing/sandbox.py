@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import sqlalchemy as sa
+from partnerflow import dbtools
 
 
 def clean_environment(work: Path, **settings: str) -> dict[str, str]:
@@ -33,46 +33,18 @@ def clean_environment(work: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def postgres_admin_url(server_url: str) -> str:
-    """The SQLAlchemy URL (psycopg driver) of `server_url` as given, e.g. postgresql://postgres@host/db."""
-    return sa.engine.make_url(server_url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-def create_database(server_url: str) -> str:
-    """A new, empty database pf_sandbox_<random> on the server of `server_url`; its URL."""
-    admin_url = postgres_admin_url(server_url)
-    name = f"pf_sandbox_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    name = sa.engine.make_url(url).database
-    engine = sa.create_engine(sa.engine.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        engine.dispose()
-
-
 @contextmanager
 def sandbox(name: str, *, database_url: str | None = None, **settings: str) -> Iterator[Path]:
     """Point this process at a new folder (and database), build the schema, clean up afterwards."""
     work = Path(tempfile.mkdtemp(prefix=f"pf-{name}-"))
     env = clean_environment(work, **settings)
+    database = f"pf_sandbox_{uuid.uuid4().hex[:10]}"
     if database_url:
-        env["PARTNERFLOW_DATABASE_URL"] = create_database(database_url)
+        env["PARTNERFLOW_DATABASE_URL"] = dbtools.create_database(database_url, database)
     os.environ.clear()
     os.environ.update(env)
     (work / "var").mkdir()
     # Imported once the environment is set: settings and the engine are read from it.
-    from partnerflow import dbtools
     from partnerflow.models import get_engine
     from partnerflow.settings import reset_settings
 
@@ -83,5 +55,5 @@ def sandbox(name: str, *, database_url: str | None = None, **settings: str) -> I
     finally:
         get_engine().dispose()
         if database_url:
-            drop_database(env["PARTNERFLOW_DATABASE_URL"])
+            dbtools.drop_database(database_url, database)
         shutil.rmtree(work, ignore_errors=True)

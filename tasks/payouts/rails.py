@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 from partnerflow.providers.payout import PayoutRail, get_payout_rail
-from partnerflow.providers.payout.settings import PayoutRailSettings
 from partnerflow.settings import get_settings
-
-
-def rail_settings() -> PayoutRailSettings:
-    return get_settings().payouts
 
 
 def payout_rail(name: str | None = None) -> PayoutRail:

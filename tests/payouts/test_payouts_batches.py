@@ -20,10 +20,10 @@ from partnerflow.models import (
     session_scope,
 )
 from partnerflow.models.payouts import FxRate, LedgerTransfer
+from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts import execution, outcomes
 from partnerflow.tasks.payouts.commissions import compute_commissions
-from partnerflow.tasks.payouts.rails import rail_settings
 
 AUTO = 10**12  # auto-approve everything below this
 
@@ -193,7 +193,7 @@ def test_two_workers_executing_the_same_batch_never_pay_twice():
     execution.CLAIM_CHUNK, old = 3, execution.CLAIM_CHUNK
     try:
         threads = [threading.Thread(target=execution.execute_batch, args=(batch_id,),
-                                    kwargs={"rail": Counting(rail_settings())}) for _ in range(2)]
+                                    kwargs={"rail": Counting(get_settings().payouts)}) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
@@ -267,11 +267,12 @@ def test_rail_errors_timeout_after_accept_retry_later_and_permanent_failure(outb
                 raise RetryableError("429 Too Many Requests", retry_after=1)
             raise PermanentError("account closed")
 
-    assert execution.execute_batch(batch_id, rail=Flaky(rail_settings())) == {"ambiguous": 1, "retry": 1, "failed": 1}
+    outcome = execution.execute_batch(batch_id, rail=Flaky(get_settings().payouts))
+    assert outcome == {"ambiguous": 1, "retry": 1, "failed": 1}
     assert _ledger() == {a: [2000]}
     assert _balance(c) == 2000  # the failed payout's commissions are back in the balance
     # The next run asks the provider about a (found: recorded, not paid again) and pays b.
-    assert execution.execute_batch(batch_id, rail=LedgerRail(rail_settings())) == {"paid": 2}
+    assert execution.execute_batch(batch_id, rail=LedgerRail(get_settings().payouts)) == {"paid": 2}
     assert _ledger() == {a: [2000], b: [2000]}
     with session_scope() as s:
         assert s.get(PayoutBatch, batch_id).status == "partially_paid"

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from partnerflow.stack import free_port
@@ -21,16 +22,12 @@ from partnerflow.stack import free_port
 
 def stack_processes(var_dir: Path) -> dict[int, str]:
     """pid -> command line of every live process started for the stack in `var_dir`."""
-    marker = f"PARTNERFLOW_VAR_DIR={var_dir}".encode()
     found = {}
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":  # a zombie is already dead, waiting to be reaped
-                    found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
+    for proc in psutil.process_iter(["environ", "cmdline", "status"]):
+        info = proc.info
+        if (info["environ"] or {}).get("PARTNERFLOW_VAR_DIR") == str(var_dir) \
+                and info["status"] != psutil.STATUS_ZOMBIE:  # a zombie is already dead, waiting to be reaped
+            found[proc.pid] = " ".join(info["cmdline"] or [])
     return found
 
 
