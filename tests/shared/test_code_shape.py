@@ -186,7 +186,7 @@ def test_every_stage_is_found_by_its_name():
     for stage in stages:
         assert (ROOT / "flows" / f"{stage}.py").exists()
         assert (ROOT / "tasks" / stage).is_dir()
-        assert (ROOT / "templates" / stage).is_dir() or stage == "discovery"
+        assert (ROOT / "templates" / stage).is_dir()
 
 
 def _tool(name: str) -> str:
