@@ -41,6 +41,10 @@ CONTRACT = OnEvent(events.CONTRACT_SIGNED, "partnerflow.contract.*", {"contract_
 FINDING = OnEvent(events.COMPLIANCE_FINDING, "partnerflow.partner.*", {"partner_id": "{{ event.payload.partner_id }}"})
 
 DEPLOYMENTS: tuple[Deployment, ...] = (
+    # every stage's approval forms: the safe default when nobody answers in time
+    Deployment("expire-unanswered-approvals", "approvals", "approvals:expire_unanswered_approvals",
+               "Apply the safe default to approval forms nobody answered in time (never an approval).",
+               cron="*/10 * * * *", concurrency_limit=1),
     # discovery
     Deployment("import-prospects", "discovery", "discovery:import_prospects",
                "Import candidate partners from a CSV file on the server (csv_path); bad rows are reported by line, "
@@ -86,9 +90,9 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     # payouts; the monthly batch at 06:00 UTC on the 1st pays what was payable by then
     Deployment("payout-batch-monthly", "payouts", "payouts:run_payout_batch",
                "Monthly payout batch: build, approve (above the limit), pay through the rail, remit.",
-               cron="0 6 1 * *"),
+               cron="0 6 1 * *", concurrency_limit=1),
     Deployment("payout-batch", "payouts", "payouts:run_payout_batch",
-               "Manual payout batch (optionally for a given period_end)."),
+               "Manual payout batch (optionally for a given period_end).", concurrency_limit=1),
     Deployment("compute-commissions-daily", "payouts", "payouts_commissions:compute_commissions",
                "Compute commissions for new conversions, apply reversals, release locked commissions.",
                cron="30 5 * * *", concurrency_limit=1),

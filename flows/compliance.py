@@ -17,12 +17,16 @@ from partnerflow.models.compliance import FindingAction
 from partnerflow.settings import get_settings
 from partnerflow.tasks.compliance import runs
 from partnerflow.tasks.compliance.actions import apply_action, auto_actions, partners_to_review
-from partnerflow.tasks.compliance.findings import POLICY
 from partnerflow.tasks.compliance.fraud import check_fraud
 from partnerflow.tasks.compliance.pages import check_pages
-from partnerflow.tasks.compliance.policy import NO_ACTION, load_policy
+from partnerflow.tasks.compliance.policy import load_policy
 from partnerflow.tasks.compliance.report import compliance_report, rescreen_report, screening_line
-from partnerflow.tasks.compliance.review import FindingDecision, findings_to_review, review_description
+from partnerflow.tasks.compliance.review import (
+    FindingDecision,
+    apply_timeout_default,
+    findings_to_review,
+    review_description,
+)
 from partnerflow.tasks.compliance.sanctions import list_for_run, record_list_version, screen_partners
 from partnerflow.tasks.compliance.sanctions_list import load_sanctions_list
 from partnerflow.tasks.shared import events
@@ -66,7 +70,7 @@ def check_compliance(partner_id: int | None = None) -> dict:
     return {**result, "run_id": run.id}
 
 
-@flow(name="review-compliance-findings")
+@flow(name="review-compliance-findings", persist_result=True)
 def review_findings(partner_id: int) -> dict:
     """Ask a person what to do about this partner's undecided findings of the policy's ask severities."""
     policy = load_policy()
@@ -76,11 +80,10 @@ def review_findings(partner_id: int) -> dict:
     ids = [r.id for r in rows]
     answer = ask_person(FindingDecision, review_description(partner, rows),
                         timeout_seconds=get_settings().compliance.compliance_approval_timeout_seconds,
-                        key=f"compliance-{partner_id}-{'-'.join(map(str, ids))}")
+                        key=f"compliance-{partner_id}-{'-'.join(map(str, ids))}",
+                        subject=("partner_findings", partner_id), details={"finding_ids": ids})
     if answer is None:
-        action = policy["actions"].get("on_timeout", FindingAction.WITHHOLD_PAYOUTS)
-        if action != NO_ACTION:
-            apply_action(action, ids, actor=POLICY, reason="nobody answered in time: safe default")
+        action = apply_timeout_default(partner_id, {"finding_ids": ids})
         return {"partner_id": partner_id, "asked": True, "action": action, "by": "timeout", "findings": ids}
     action, reason = answer.action, answer.reason
     if action == FindingAction.DISMISS and not reason.strip():

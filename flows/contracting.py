@@ -28,7 +28,7 @@ from partnerflow.tasks.contracting.decision import (
 from partnerflow.tasks.contracting.policy import Verdict, decide_by_policy, load_policy
 
 
-@flow(name="contract-application")
+@flow(name="contract-application", persist_result=True)
 def contract_application(application_id: int) -> dict[str, Any]:
     app = load_application(application_id)
     if app.status in UNDECIDED:

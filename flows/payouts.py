@@ -11,22 +11,21 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from partnerflow.models import utcnow
 from partnerflow.models.payouts import PAYABLE_BATCH, PayoutBatchStatus
 from partnerflow.tasks.payouts import approval, batches, steps
 from partnerflow.tasks.shared.approvals import ask_person
 
 
-@flow(name="run-payout-batch")
+@flow(name="run-payout-batch", persist_result=True)
 def run_payout_batch(period_end: str | None = None, auto_approve_below_minor: int | None = None) -> dict[str, Any]:
     """Build, approve, pay and remit one batch. Re-running it for the same period_end continues that batch."""
-    batch_id = steps.build(steps.parse_time(period_end) or utcnow())
+    batch_id = steps.build(steps.parse_time(period_end) or steps.run_start_time())
     status, payouts, summary = steps.publish_batch(batch_id)
 
     if status == PayoutBatchStatus.DRAFT and not approval.approve_by_policy(batch_id, payouts,
                                                                             auto_approve_below_minor):
         answer = ask_person(approval.PayoutDecision, summary, key=f"payout-batch-{batch_id}",
-                            timeout_seconds=approval.approval_timeout_seconds())
+                            subject=("payout_batch", batch_id), timeout_seconds=approval.approval_timeout_seconds())
         approval.record_answer(batch_id, answer)
 
     result: dict[str, Any] = {"batch_id": batch_id, "status": batches.batch_status(batch_id), "payouts": payouts}

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import sys
-import threading
 import time
 from email import policy
 from importlib import resources
@@ -172,7 +171,7 @@ def _lifecycle(stack, settings) -> dict:
         session_scope,
     )
     from partnerflow.status import collect_status
-    from partnerflow.tasks.shared.approvals import answer, wait_for_paused_run
+    from partnerflow.tasks.shared.approvals import answer, wait_for_waiting_run
 
     outbox = settings.mail.outbox_dir
     summary: dict = {}
@@ -197,7 +196,7 @@ def _lifecycle(stack, settings) -> dict:
     say(f"   application {application_id} received; the partner.applied event starts the contracting deployment")
 
     say("4. Contracting: answering the approval form through Prefect's API, as a reviewer in the UI would")
-    run = wait_for_paused_run("contract-application", timeout=120)
+    run = wait_for_waiting_run("contract-application", timeout=120)
     answer(run.id, {"decision": "approve", "tier": "standard", "commission_rate": "0.12",
                     "note": "Strong analytics audience.", "reviewer": "Dana Reviewer (demo)"})
     sign_path = _wait("the signing link email", lambda: _outbox_links(outbox, "/sign/"))[0]
@@ -228,8 +227,8 @@ def _lifecycle(stack, settings) -> dict:
                                                            settings.var_dir)), source="demo-shop")
     compute_commissions()
     summary["conversions"] = conversions
-    batch = _run_answering(run_payout_batch, {"auto_approve_below_minor": 0}, "run-payout-batch",
-                           {"approve_all": True, "note": "Monthly run", "approver": "Pat Finance (demo)"})
+    batch = _run_deployment("run-payout-batch/payout-batch", {"auto_approve_below_minor": 0},
+                            {"decision": "approve", "note": "Monthly run", "approver": "Pat Finance (demo)"})
     summary["payout_batch"] = batch
 
     say("7. Exactly once: re-running outreach and the payout batch")
@@ -263,30 +262,21 @@ def _add_sample_exchange_rates() -> None:
         session.add(FxRate(day=date(2026, 1, 1), base="USD", quote="EUR", rate="0.9217"))
 
 
-def _run_answering(flow, kwargs: dict, flow_name: str, values: dict):
-    """Run `flow` here while a second thread answers its approval form (same Prefect settings context)."""
-    import contextvars
+def _run_deployment(name: str, parameters: dict, form_values: dict | None = None):
+    """Start a deployment's run on the stack's runner, answer its approval form (as a person in the
+    UI would), and return what the flow returned once it finished."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
 
-    from partnerflow.tasks.shared.approvals import answer, wait_for_paused_run
+    from partnerflow.tasks.shared.approvals import answer, wait_for_waiting_run
 
-    done = threading.Event()
-
-    def responder() -> None:
-        while not done.is_set():
-            try:
-                run = wait_for_paused_run(flow_name, timeout=1)
-            except TimeoutError:
-                continue
-            answer(run.id, values)
-            return
-
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(responder,), daemon=True)
-    thread.start()
-    try:
-        return flow(**kwargs)
-    finally:
-        done.set()
-        thread.join(10)
+    run = run_deployment(name, parameters=parameters, timeout=0)
+    if form_values is not None:
+        wait_for_waiting_run(flow_run_id=run.id, timeout=120)
+        answer(run.id, form_values)
+    with get_client(sync_client=True) as client:
+        state = _wait(f"{name} to finish", lambda: (st := client.read_flow_run(run.id).state).is_final() and st)
+    return state.result()
 
 
 def _flush_run_logs() -> None:

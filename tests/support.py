@@ -1,61 +1,60 @@
-"""Helpers for tests: run a flow that pauses for a person while answering it, read the outbox."""
+"""Helpers for tests: run a deployed flow that asks a person, answering its forms; read the outbox."""
 
 from __future__ import annotations
 
 import email
 import re
-import threading
-from collections.abc import Callable
+from dataclasses import dataclass
 from email import policy
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from partnerflow.tasks.shared.approvals import answer, wait_for_paused_run
+from prefect import get_client
+from prefect.exceptions import Pause
+from prefect.flow_engine import run_flow
+
+from partnerflow.tasks.shared.approvals import answer
+
+_DEPLOYMENTS: dict[str, Any] = {}
 
 
-def run_answering(flow: Callable, kwargs: dict[str, Any], answers: list[dict[str, Any]], *,
-                  flow_name: str | None = None, timeout: float = 90) -> Any:
-    """Run `flow(**kwargs)` in this thread while another thread answers each pause in turn with `answers`.
+@dataclass(frozen=True)
+class WaitingForPerson:
+    """What `run_deployed` returns when the run is suspended and no answer is left."""
 
-    Returns what the flow returned; re-raises what it raised.
+    flow_run_id: UUID
+
+
+def deployment_of(flow) -> UUID:
+    """The test deployment of `flow` on the session's Prefect server (created once)."""
+    if flow.name not in _DEPLOYMENTS:
+        _DEPLOYMENTS[flow.name] = flow.to_deployment(name="tests").apply()
+    return _DEPLOYMENTS[flow.name]
+
+
+def run_deployed(flow, parameters: dict[str, Any] | None = None, answers: list[dict[str, Any]] = (), *,
+                 flow_run_id: UUID | None = None) -> Any:
+    """Start a run of `flow`'s deployment and execute it in this process, as a runner would.
+
+    Each time the run suspends for a person the next of `answers` is submitted through Prefect's
+    API and the run is executed again from the start, as a runner does once the form is answered.
+    Returns what the flow returned, or WaitingForPerson when it suspends with no answer left.
+    Pass `flow_run_id` to continue a run started earlier.
     """
-    name = flow_name or getattr(flow, "name", None)
-    errors: list[BaseException] = []
-
-    def responder() -> None:
-        seen: set = set()
-        try:
-            for values in answers:
-                run = wait_for_paused_run(name, timeout=timeout, exclude=seen)
-                seen.add(run.id)
-                # A resumed run can pause again under the same id (asked again): allow it after this answer.
-                answer(run.id, values)
-                seen.discard(run.id)
-                _wait_until_not_paused(run.id, timeout)
-        except BaseException as exc:  # surfaced after the flow returns
-            errors.append(exc)
-
-    thread = threading.Thread(target=responder, daemon=True)
-    thread.start()
-    result = flow(**kwargs)
-    thread.join(timeout)
-    if errors:
-        raise errors[0]
-    return result
-
-
-def _wait_until_not_paused(flow_run_id, timeout: float) -> None:
-    import time
-
-    from prefect import get_client
-
-    deadline = time.monotonic() + timeout
+    answers = list(answers)
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            state = client.read_flow_run(flow_run_id).state
-            if not state or not state.is_paused():
-                return
-            time.sleep(0.2)
+        if flow_run_id is None:
+            flow_run_id = client.create_flow_run_from_deployment(deployment_of(flow), parameters=parameters or {}).id
+    while True:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+        try:
+            return run_flow(flow, flow_run=run)
+        except Pause:
+            if not answers:
+                return WaitingForPerson(flow_run_id)
+            answer(flow_run_id, answers.pop(0))
 
 
 def mails(outbox: Path) -> list[email.message.EmailMessage]:

@@ -67,10 +67,13 @@ def commissions_dry_run(rules: str, start: str = typer.Option(...), end: str = t
 def payouts_run(period_end: str | None = typer.Option(None, help="ISO date-time; default now."),
                 auto_approve_below: int | None = typer.Option(None, help="Auto-approve a batch below this total "
                                                                              "(minor units).")) -> None:
-    """Run a payout batch now (pauses for approval in the Prefect UI above the limit)."""
-    from partnerflow.flows.payouts import run_payout_batch
+    """Run a payout batch now on the stack (above the limit its approval form waits in the Prefect UI)."""
+    from partnerflow.cli.runs import start_deployment
 
-    _show(run_payout_batch(period_end=period_end, auto_approve_below_minor=auto_approve_below))
+    result = start_deployment("run-payout-batch/payout-batch",
+                              {"period_end": period_end, "auto_approve_below_minor": auto_approve_below})
+    if result is not None:
+        _show(result)
 
 
 @sources_app.command("add")

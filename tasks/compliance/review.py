@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prefect.input import RunInput
+from pydantic import Field
 from sqlmodel import select
 
 from partnerflow.models import Partner, session_scope
-from partnerflow.models.compliance import ACTIVE_STATUSES, Finding, Severity
+from partnerflow.models.compliance import ACTIVE_STATUSES, Finding, FindingAction, Severity
+from partnerflow.tasks.compliance.actions import apply_action
 from partnerflow.tasks.compliance.findings import POLICY
+from partnerflow.tasks.compliance.policy import NO_ACTION, load_policy
 
 
 class FindingDecision(RunInput):
     """What to do about a partner's compliance findings."""
 
-    action: Literal["withhold_payouts", "suspend_partner", "notify_partner", "dismiss"] = "withhold_payouts"
-    reason: str = ""
-    approver: str = ""
+    action: Literal["withhold_payouts", "suspend_partner", "notify_partner", "dismiss"]
+    reason: str = Field("", description="Required to dismiss: why these findings do not matter.")
+    approver: str = Field(min_length=1, description="Your name: who decided.")
+
+
+def apply_timeout_default(partner_id: Any, details: dict[str, Any]) -> str:
+    """Nobody answered in time: the policy's `on_timeout` action (by default, withhold payouts)."""
+    action = load_policy()["actions"].get("on_timeout", FindingAction.WITHHOLD_PAYOUTS)
+    if action != NO_ACTION:
+        apply_action(action, details["finding_ids"], actor=POLICY, reason="nobody answered in time: safe default")
+    return action
 
 
 def findings_to_review(partner_id: int, policy: dict) -> tuple[Partner | None, list[Finding]]:

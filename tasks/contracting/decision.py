@@ -100,13 +100,14 @@ def mark_pending_review(application_id: int) -> None:
 
 def ask_reviewer(app: Application, findings: list[dict[str, Any]], policy: dict[str, Any]
                  ) -> tuple[ApprovalDecision | None, CommissionTerms | None]:
-    """A person's answer through the Prefect form (None: nobody answered in time) and, for an approval, its terms."""
+    """A person's answer through the Prefect form (None: no valid answer) and, for an approval, its terms."""
     timeout = get_settings().contracting.approval_timeout_seconds
     note = ""
     for attempt in range(ASKS_FOR_VALID_TERMS):
         key = f"application-{app.id}-approval" + (f"-terms{attempt}" if attempt else "")
         answer = ask_person(ApprovalDecision, note + describe_for_reviewer(app, findings, policy),
-                            timeout_seconds=timeout, key=key, approver_field="reviewer", tier=default_tier(policy))
+                            timeout_seconds=timeout, key=key, subject=("application", app.id),
+                            approver_field="reviewer", tier=default_tier(policy))
         if answer is None or answer.decision != "approve":
             return answer, None
         try:
@@ -116,9 +117,14 @@ def ask_reviewer(app: Application, findings: list[dict[str, Any]], policy: dict[
     return None, None
 
 
+def expire_review(application_id: str, _details: dict[str, Any]) -> None:
+    """Nobody answered the approval form in time: the application expires (never approved), the team is told."""
+    record_answer(load_application(int(application_id)), None, None)
+
+
 def record_answer(app: Application, answer: ApprovalDecision | None, terms: CommissionTerms | None) -> None:
     """Record the reviewer's decision (or the timeout's: never an approval) and tell whoever needs to know."""
-    if answer is None or answer.decision is None:
+    if answer is None:
         if record_decision(app.id, ApplicationStatus.EXPIRED, actor="timeout",
                            note="nobody decided in time; not approved"):
             notify_team_timeout(app, get_settings().contracting.approval_timeout_seconds)

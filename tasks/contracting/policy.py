@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import yaml
 from prefect.input import RunInput
+from pydantic import Field
 
 from partnerflow.models import Application
 from partnerflow.settings import get_settings
@@ -28,12 +29,12 @@ class Verdict(StrEnum):
 class ApprovalDecision(RunInput):
     """The reviewer's answer. Leave the commission fields empty to use the tier's default terms."""
 
-    decision: Literal["approve", "reject", "request_changes"] | None = None
+    decision: Literal["approve", "reject", "request_changes"]
     tier: str = "standard"
-    commission_rate: str | None = None  # e.g. "0.12" = 12 % of the net sale (percentage terms)
-    commission_flat_minor: int | None = None  # e.g. 2500 = 25.00 per sale (flat terms)
-    note: str = ""
-    reviewer: str = ""
+    commission_rate: str = Field("", description='e.g. "0.12" = 12 % of the net sale; empty: the tier\'s terms.')
+    commission_flat_minor: int = Field(0, ge=0, description="e.g. 2500 = 25.00 per sale; 0: the tier's terms.")
+    note: str = Field("", description="Shown to the applicant when you reject or request changes.")
+    reviewer: str = Field(min_length=1, description="Your name: who decided.")
 
 
 def load_policy() -> dict[str, Any]:
@@ -73,7 +74,7 @@ def decide_by_policy(policy: dict[str, Any], partner_type: str, findings: list[d
 def terms_from_answer(answer: ApprovalDecision, partner_type: str) -> CommissionTerms:
     """The tier's default terms with the reviewer's rate or flat amount, validated by CommissionTerms."""
     data = default_for(partner_type, answer.tier).model_dump(mode="json")
-    if answer.commission_flat_minor is not None:
+    if answer.commission_flat_minor:
         data.update(kind="flat", flat_minor=answer.commission_flat_minor, rate=None, tiers=[])
     elif answer.commission_rate:
         data.update(kind="percentage", rate=answer.commission_rate.strip(), tiers=[])
@@ -91,7 +92,7 @@ def describe_for_reviewer(app: Application, findings: list[dict[str, Any]], poli
              f"| Tax status | {app.tax_status} |", "", "### Screening findings", ""]
     lines += [f"- **{f['severity']}** `{f['code']}`: {f['detail']}" for f in findings] or ["- none"]
     lines += ["", "### Default terms", "", default.describe(), "",
-              f"Tiers: {', '.join(policy.get('tiers') or ['standard'])}. Leave the commission fields empty to keep "
-              "the tier's default; set `commission_rate` (e.g. 0.12) or `commission_flat_minor` to override.",
-              "Fill in `reviewer` with your name; `decision` is approve, reject or request_changes."]
+              f"Tiers: {', '.join(policy.get('tiers') or ['standard'])}. Leave `commission_rate` empty and "
+              "`commission_flat_minor` at 0 to keep the tier's default; set one of them (e.g. 0.12, or 2500 for "
+              "25.00 per sale) to override.", "Choose the `decision` and fill in `reviewer` with your name."]
     return "\n".join(lines)

@@ -5,7 +5,10 @@ A batch nobody decides in time expires and pays nothing (the safe default).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect.input import RunInput
+from pydantic import Field
 
 from partnerflow.models.payouts import PayoutBatchStatus
 from partnerflow.settings import get_settings
@@ -13,13 +16,12 @@ from partnerflow.tasks.payouts.batches import decide_batch, total_minor_by_curre
 
 
 class PayoutDecision(RunInput):
-    """The approval form: approve all (except the held partners), or reject."""
+    """The approval form: approve (except the partners held back), or reject the whole batch."""
 
-    approve_all: bool = False
-    hold_partner_ids: list[int] = []
-    reject: bool = False
+    decision: Literal["approve", "reject"]
+    hold_partner_ids: list[int] = Field([], description="Partners to leave out of this batch (paid next time).")
     note: str = ""
-    approver: str = ""
+    approver: str = Field(min_length=1, description="Your name: who decided.")
 
 
 def approve_by_policy(batch_id: int, payouts: int, auto_approve_below_minor: int | None = None) -> bool:
@@ -41,11 +43,16 @@ def record_answer(batch_id: int, answer: PayoutDecision | None) -> None:
     if answer is None:
         decide_batch(batch_id, approve=False, actor="policy", status_if_rejected=PayoutBatchStatus.EXPIRED,
                      note="nobody answered in time; nothing paid")
-    elif answer.reject or not (answer.approve_all or answer.hold_partner_ids):
+    elif answer.decision == "reject":
         decide_batch(batch_id, approve=False, actor=answer.approver, note=answer.note)
     else:
         decide_batch(batch_id, approve=True, actor=answer.approver, note=answer.note,
                      hold_partner_ids=answer.hold_partner_ids)
+
+
+def expire(batch_id: str, _details: dict) -> None:
+    """Nobody answered the batch's approval form in time: it expires and pays nothing."""
+    record_answer(int(batch_id), None)
 
 
 def approval_timeout_seconds() -> int:

@@ -12,7 +12,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
 
+from partnerflow.models import utcnow
 from partnerflow.models.payouts import PayoutBatchStatus
 from partnerflow.tasks.payouts import batches, commissions, conversions, execution, reconcile, remittance, reports
 from partnerflow.tasks.shared.events import PAYOUT_BATCH_PAID, emit
@@ -26,6 +28,12 @@ def parse_time(value: str | None) -> datetime | None:
         return None
     at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def run_start_time() -> datetime:
+    """The default period end: when this run was scheduled to start, so a run resumed after its
+    approval (executed again from the start) builds the same batch, not a new one."""
+    return flow_run.scheduled_start_time or utcnow()
 
 
 @task(name="build-payout-batch")

@@ -1,9 +1,15 @@
-"""Approvals: asking a person in the Prefect UI, and answering a form through the API.
+"""Approvals: asking a person in the Prefect UI without holding a process, and answering a form.
 
-`ask_person()` pauses the current flow run with a typed RunInput form under a Markdown
-description. `with_initial_data` makes every field optional, so an answer without the
-person's name is refused and the form is asked again. On timeout it returns None and
-the caller applies its safe default (never an approval).
+`ask_person()` records the question (an ApprovalRequest row) and suspends the current flow run
+with a typed RunInput form under a Markdown description. A suspended run holds no process and
+no runner or worker slot; answering the form reschedules it, and whichever runner or worker is
+alive runs the flow again from the start. Tasks before the question come back from their
+persisted results, and the question itself returns the stored answer. Only a deployed,
+top-level flow run can be suspended (Prefect's rule), so flows that ask run as deployments.
+
+An answer without the person's name is refused and the form is asked again. Nobody answering
+in time never approves: Prefect fails the expired run without running our code, so the sweep
+`expire_overdue()` applies each stage's safe default to overdue questions from our own table.
 
 `answer()` submits a form as a person does in the UI; `partnerflow demo` and the tests use it.
 """
@@ -11,6 +17,8 @@ the caller applies its safe default (never an approval).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -23,38 +31,123 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.exceptions import ObjectNotFound
+from prefect.flow_runs import resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
+from prefect.states import Cancelled
+from sqlalchemy import update
+from sqlmodel import select
+
+from partnerflow.models import audit, session_scope, utcnow
+from partnerflow.models.approvals import ApprovalRequest, ApprovalStatus
+from partnerflow.models.audit import current_flow_run_id
 
 T = TypeVar("T", bound=RunInput)
 
 
-def ask_person(form: type[T], description: str, *, timeout_seconds: int, key: str,
-               approver_field: str = "approver", max_asks: int = 5, **defaults) -> T | None:
-    """Pause for `form`; return the answer, or None when nobody answered in time."""
+class NotDeployedError(RuntimeError):
+    """A flow that asks a person was run outside a deployment."""
+
+
+def ask_person(form: type[T], description: str, *, timeout_seconds: int, key: str, subject: tuple[str, Any],
+               details: dict[str, Any] | None = None, approver_field: str = "approver", max_asks: int = 5,
+               **defaults) -> T | None:
+    """Suspend for `form` until a person answers; return the answer (None after `max_asks` nameless answers).
+
+    `subject` is (subject_type, id): what the stage's timeout handler is called with when nobody answers.
+    """
+    request = _record_question(key, subject, details or {}, timeout_seconds)
     logger = get_run_logger()
     note = ""
     for attempt in range(1, max_asks + 1):
+        remaining = max(1, int((request.expires_at - utcnow()).total_seconds()))
         try:
-            answer = pause_flow_run(
+            answer = suspend_flow_run(
                 wait_for_input=form.with_initial_data(description=note + description, **defaults),
-                timeout=timeout_seconds,
-                poll_interval=1,
-                key=f"{key}-{attempt}",
-            )
-        except FlowPauseTimeout:
-            logger.warning("Nobody answered %s within %s s; applying the safe default.", key, timeout_seconds)
-            return None
-        if (getattr(answer, approver_field, None) or "").strip():
+                timeout=remaining, key=f"{key}-{attempt}")
+        except RuntimeError as exc:
+            if "without a deployment" in str(exc) or "subflows" in str(exc):
+                raise NotDeployedError(
+                    f"{key}: a flow that asks a person must run as a deployment (run_deployment, "
+                    f"`prefect deployment run` or the UI), not be called in-process: {exc}") from None
+            raise
+        person = (getattr(answer, approver_field, None) or "").strip()
+        if person:
+            _record_answer(key, person)
             return answer
         logger.warning("Answer to %s had no %s; asking again.", key, approver_field)
         note = f"> **Your previous answer was not accepted: `{approver_field}` must name the person deciding.**\n\n"
     return None
 
 
-def paused_runs(flow_name: str | None = None) -> list:
-    """Flow runs waiting for a person, oldest first."""
+def _record_question(key: str, subject: tuple[str, Any], details: dict[str, Any], timeout: int) -> ApprovalRequest:
+    """The question's row, created on the first ask; a re-executed run finds the same one."""
+    with session_scope() as session:
+        row = session.exec(select(ApprovalRequest).where(ApprovalRequest.key == key)).first()
+        if row is None:
+            now = utcnow()
+            row = ApprovalRequest(key=key, subject_type=subject[0], subject_id=str(subject[1]), details=details,
+                                  flow_run_id=current_flow_run_id(), asked_at=now,
+                                  expires_at=now + timedelta(seconds=timeout))
+            session.add(row)
+            session.flush()
+        session.expunge(row)
+    return row
+
+
+def _record_answer(key: str, person: str) -> None:
+    with session_scope() as session:
+        session.execute(update(ApprovalRequest).where(ApprovalRequest.key == key,
+                                                      ApprovalRequest.status == ApprovalStatus.WAITING)
+                        .values(status=ApprovalStatus.ANSWERED, answered_by=person, closed_at=utcnow()))
+
+
+TimeoutHandler = Callable[[str, dict[str, Any]], None]  # (subject_id, details) -> applies the safe default
+
+
+def expire_overdue(handlers: dict[str, TimeoutHandler], now=None) -> list[str]:
+    """Apply the safe default to every question nobody answered in time; return their keys.
+
+    Each question is claimed (waiting -> expired) before its handler runs, so two sweeps never
+    apply a default twice; its suspended run, if Prefect has not failed it yet, is cancelled so
+    the form disappears from the UI.
+    """
+    now = now or utcnow()
+    with session_scope() as session:
+        overdue = session.exec(select(ApprovalRequest).where(ApprovalRequest.status == ApprovalStatus.WAITING,
+                                                             ApprovalRequest.expires_at <= now)).all()
+        session.expunge_all()
+    expired = []
+    for row in overdue:
+        with session_scope() as session:
+            claimed = session.execute(update(ApprovalRequest).where(
+                ApprovalRequest.id == row.id, ApprovalRequest.status == ApprovalStatus.WAITING)
+                .values(status=ApprovalStatus.EXPIRED, closed_at=now)).rowcount == 1
+            if claimed:
+                audit(session, actor="policy", action="approval.expired", subject_type=row.subject_type,
+                      subject_id=row.subject_id, details={"key": row.key, "asked_at": row.asked_at.isoformat()})
+        if not claimed:
+            continue
+        handlers[row.subject_type](row.subject_id, row.details)
+        _cancel_if_suspended(row.flow_run_id, "Nobody answered in time; the safe default was applied.")
+        expired.append(row.key)
+    return expired
+
+
+def _cancel_if_suspended(flow_run_id: str | None, message: str) -> None:
+    if not flow_run_id:
+        return
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(UUID(flow_run_id))
+        except ObjectNotFound:
+            return
+        if run.state and run.state.is_paused():
+            client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+
+
+def waiting_runs(flow_name: str | None = None) -> list:
+    """Flow runs waiting for a person (suspended or paused), oldest first."""
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])) if flow_name else None,
@@ -62,18 +155,18 @@ def paused_runs(flow_name: str | None = None) -> list:
         )
 
 
-def wait_for_paused_run(flow_name: str | None = None, *, timeout: float = 60, exclude: set[UUID] | None = None,
-                        flow_run_id: UUID | None = None):
-    """Block until a run of `flow_name` (or the given run) is paused for input; return it."""
+def wait_for_waiting_run(flow_name: str | None = None, *, timeout: float = 60, exclude: set[UUID] | None = None,
+                         flow_run_id: UUID | None = None):
+    """Block until a run of `flow_name` (or the given run) waits for a person; return it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for run in paused_runs(flow_name):
+        for run in waiting_runs(flow_name):
             if (flow_run_id is None or run.id == flow_run_id) and run.id not in (exclude or set()):
                 return run
         time.sleep(0.25)
-    raise TimeoutError(f"no paused run of {flow_name or flow_run_id} within {timeout} s")
+    raise TimeoutError(f"no run of {flow_name or flow_run_id} waiting for a person within {timeout} s")
 
 
 def answer(flow_run_id: UUID, values: dict[str, Any]) -> None:
-    """Submit the form of a paused run with `values` (what the UI's form sends)."""
+    """Submit the form of a waiting run with `values` (what the UI's form sends)."""
     resume_flow_run(flow_run_id, run_input=values)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from factories import findings
 from sqlmodel import select
-from support import run_answering
+from support import WaitingForPerson, run_deployed
 
+from partnerflow.flows.approvals import expire_unanswered_approvals
 from partnerflow.flows.compliance import (
     check_compliance,
     rescreen_sanctions,
@@ -37,7 +39,6 @@ from partnerflow.tasks.compliance.findings import Detected, record
 from partnerflow.tasks.compliance.policy import load_policy
 
 DATA = Path(__file__).parents[1] / "data"
-REVIEW = "review-compliance-findings"
 
 
 @pytest.fixture
@@ -80,9 +81,8 @@ def test_sanctions_hit_holds_payout_until_dismissed_with_reason(sdn_file):
     held = blockers(listed, clean)
     assert list(held) == [listed] and "sanctions" in held[listed][0]
 
-    out = run_answering(review_findings, {"partner_id": listed},
-                        [{"action": "dismiss", "reason": "different person: DOB 1988", "approver": "Dana"}],
-                        flow_name=REVIEW)
+    out = run_deployed(review_findings, {"partner_id": listed},
+                        [{"action": "dismiss", "reason": "different person: DOB 1988", "approver": "Dana"}])
     assert out["action"] == "dismiss" and out["by"] == "Dana"
     (hit,) = findings(kind="sanctions")
     assert hit.status == FindingStatus.DISMISSED and hit.status_reason == "different person: DOB 1988"
@@ -138,9 +138,8 @@ def test_fraud_finding_from_the_flow_blocks_and_suspend_action(configure):
     (f,) = findings(rule="fraud.self_referral")
     assert f.blocking and f.severity == "high" and result["review"] == [pid]
     assert pid in blockers(pid)
-    out = run_answering(review_findings, {"partner_id": pid},
-                        [{"action": "suspend_partner", "reason": "buys through own link", "approver": "Dana"}],
-                        flow_name=REVIEW)
+    out = run_deployed(review_findings, {"partner_id": pid},
+                        [{"action": "suspend_partner", "reason": "buys through own link", "approver": "Dana"}])
     assert out["action"] == "suspend_partner"
     with session_scope() as session:
         assert session.get(Partner, pid).stage == Stage.SUSPENDED
@@ -165,8 +164,8 @@ def test_withhold_then_resolve_releases_the_hold():
     pid = make_partner()
     fid = disclosure_finding(pid)
     assert blockers(pid) == {}  # disclosure findings do not block by default
-    out = run_answering(review_findings, {"partner_id": pid},
-                        [{"action": "withhold_payouts", "reason": "until fixed", "approver": "Dana"}], flow_name=REVIEW)
+    out = run_deployed(review_findings, {"partner_id": pid},
+                        [{"action": "withhold_payouts", "reason": "until fixed", "approver": "Dana"}])
     assert out["action"] == "withhold_payouts"
     assert f"#{fid}" in blockers(pid)[pid][0]
     with pytest.raises(ValueError, match="needs a reason"):
@@ -178,8 +177,8 @@ def test_withhold_then_resolve_releases_the_hold():
 def test_notify_partner_sends_the_templated_mail_once(outbox):
     pid = make_partner()
     fid = disclosure_finding(pid)
-    run_answering(review_findings, {"partner_id": pid},
-                  [{"action": "notify_partner", "reason": "", "approver": "Dana"}], flow_name=REVIEW)
+    run_deployed(review_findings, {"partner_id": pid},
+                  [{"action": "notify_partner", "reason": "", "approver": "Dana"}])
     apply_action("notify_partner", [fid], actor="Dana")  # again: same key, no second mail
     mails = list(outbox.glob("*.eml"))
     assert len(mails) == 1
@@ -195,18 +194,20 @@ def test_notify_partner_sends_the_templated_mail_once(outbox):
 def test_dismiss_without_reason_withholds_instead():
     pid = make_partner()
     fid = disclosure_finding(pid)
-    out = run_answering(review_findings, {"partner_id": pid},
-                        [{"action": "dismiss", "reason": " ", "approver": "Dana"}], flow_name=REVIEW)
+    out = run_deployed(review_findings, {"partner_id": pid},
+                        [{"action": "dismiss", "reason": " ", "approver": "Dana"}])
     assert out["action"] == "withhold_payouts"
     assert findings(id=fid)[0].status == FindingStatus.ACKNOWLEDGED and pid in blockers(pid)
 
 
 def test_nobody_answering_applies_the_safe_default(configure):
-    configure(compliance_approval_timeout_seconds=2)
+    configure(compliance_approval_timeout_seconds=1)
     pid = make_partner()
     fid = disclosure_finding(pid)
-    out = review_findings(partner_id=pid)
-    assert out["by"] == "timeout" and out["action"] == "withhold_payouts"
+    assert isinstance(run_deployed(review_findings, {"partner_id": pid}), WaitingForPerson)
+    assert not findings(id=fid)[0].blocking
+    time.sleep(1.2)
+    assert expire_unanswered_approvals()["expired"] == [f"compliance-{pid}-{fid}"]
     assert findings(id=fid)[0].blocking and pid in blockers(pid)
 
 

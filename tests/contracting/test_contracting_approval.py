@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from factories import application
 from sqlmodel import select
-from support import mail_text, mails, run_answering
+from support import WaitingForPerson, mail_text, mails, run_deployed
 
+from partnerflow.flows.approvals import expire_unanswered_approvals
 from partnerflow.flows.contracting import contract_application
 from partnerflow.models import (
     Application,
@@ -82,9 +84,9 @@ def test_disposable_email_is_auto_rejected():
 
 def test_a_person_approves_with_custom_terms_through_prefects_api(outbox):
     app_id = _apply(partner_type="affiliate")  # affiliates are asked about
-    result = run_answering(contract_application, {"application_id": app_id}, [
+    result = run_deployed(contract_application, {"application_id": app_id}, [
         {"decision": "approve", "tier": "gold", "commission_rate": "0.12", "note": "great blog", "reviewer": "Dana"},
-    ], flow_name="contract-application")
+    ])
     app, partner, contracts, requests, audits = _state(app_id)
     assert result["status"] == "approved" and app.decided_by == "reviewer:Dana" and app.decision_note == "great blog"
     assert partner.tier == "gold" and partner.commission_terms["rate"] == "0.12"
@@ -99,12 +101,11 @@ def test_a_person_approves_with_custom_terms_through_prefects_api(outbox):
 
 def test_a_person_rejects_or_requests_changes(outbox):
     rejected = _apply()
-    run_answering(contract_application, {"application_id": rejected},
-                  [{"decision": "reject", "reviewer": "Dana", "note": "not a fit"}], flow_name="contract-application")
+    run_deployed(contract_application, {"application_id": rejected},
+                  [{"decision": "reject", "reviewer": "Dana", "note": "not a fit"}])
     changes = _apply(email="b@bravo.example", website="bravo.example", legal_name="Bravo Ltd")
-    run_answering(contract_application, {"application_id": changes},
-                  [{"decision": "request_changes", "reviewer": "Dana", "note": "Please add your website traffic."}],
-                  flow_name="contract-application")
+    run_deployed(contract_application, {"application_id": changes},
+                  [{"decision": "request_changes", "reviewer": "Dana", "note": "Please add your website traffic."}])
     assert _state(rejected)[0].status == "rejected" and _state(rejected)[1].stage == Stage.REJECTED
     assert _state(changes)[0].status == "changes_requested" and _state(changes)[1].stage == Stage.APPLIED
     texts = [mail_text(m) for m in mails(outbox)]
@@ -114,11 +115,15 @@ def test_a_person_rejects_or_requests_changes(outbox):
 
 
 def test_nobody_answering_is_not_an_approval_and_the_team_is_told(configure, outbox):
-    configure(approval_timeout_seconds=2)
+    configure(approval_timeout_seconds=1)
     app_id = _apply()
-    result = contract_application(app_id)
+    assert isinstance(run_deployed(contract_application, {"application_id": app_id}), WaitingForPerson)
+    assert _state(app_id)[0].status == "pending_review"
+    time.sleep(1.2)
+    assert expire_unanswered_approvals()["expired"] == [f"application-{app_id}-approval"]
+    assert expire_unanswered_approvals()["expired"] == []
     app, partner, contracts, requests, audits = _state(app_id)
-    assert result["status"] == app.status == "expired" and partner.stage == Stage.APPLIED
+    assert app.status == "expired" and partner.stage == Stage.APPLIED
     assert contracts == [] and requests == []
     assert any(a.action == "application.expired" and a.flow_run_id for a in audits)
     with session_scope() as session:
@@ -128,10 +133,10 @@ def test_nobody_answering_is_not_an_approval_and_the_team_is_told(configure, out
 
 def test_invalid_terms_from_the_reviewer_are_asked_for_again(outbox):
     app_id = _apply()
-    run_answering(contract_application, {"application_id": app_id}, [
+    run_deployed(contract_application, {"application_id": app_id}, [
         {"decision": "approve", "commission_rate": "lots", "reviewer": "Dana"},
         {"decision": "approve", "commission_flat_minor": 2500, "reviewer": "Dana"},
-    ], flow_name="contract-application")
+    ])
     app, partner, contracts, _, _ = _state(app_id)
     assert app.status == "approved"
     assert partner.commission_terms["kind"] == "flat" and partner.commission_terms["flat_minor"] == 2500

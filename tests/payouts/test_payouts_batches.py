@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import date
 
 from factories import T0, add_conversions, after_lock, make_partner
 from sqlalchemy import func, select
-from support import run_answering
+from support import WaitingForPerson, run_deployed
 
+from partnerflow.flows.approvals import expire_unanswered_approvals
 from partnerflow.flows.payouts import run_payout_batch
 from partnerflow.models import (
     AuditLog,
@@ -84,8 +86,8 @@ def test_person_approves_with_a_hold_and_the_decision_is_audited(configure):
     add_conversions([{"partner_id": a, "amount_minor": 20000, "external_id": "a"},
                      {"partner_id": b, "amount_minor": 30000, "external_id": "b"}])
     compute_commissions(now=after_lock())
-    result = run_answering(run_payout_batch, {"period_end": after_lock().isoformat()},
-                           answers=[{"approve_all": True, "hold_partner_ids": [a], "note": "check a",
+    result = run_deployed(run_payout_batch, {"period_end": after_lock().isoformat()},
+                           [{"decision": "approve", "hold_partner_ids": [a], "note": "check a",
                                      "approver": "Dana"}])
     assert result["status"] == "paid"
     assert _ledger() == {b: [3000]}
@@ -100,8 +102,8 @@ def test_rejected_batch_pays_nothing_and_keeps_balances(configure):
     a = make_partner(1)
     add_conversions([{"partner_id": a, "amount_minor": 20000, "external_id": "a"}])
     compute_commissions(now=after_lock())
-    result = run_answering(run_payout_batch, {"period_end": after_lock().isoformat()},
-                           answers=[{"reject": True, "note": "wrong month", "approver": "Dana"}])
+    result = run_deployed(run_payout_batch, {"period_end": after_lock().isoformat()},
+                           [{"decision": "reject", "note": "wrong month", "approver": "Dana"}])
     assert result["status"] == "rejected"
     assert _ledger() == {}
     assert _balance(a) == 2000
@@ -280,10 +282,13 @@ def test_rail_errors_timeout_after_accept_retry_later_and_permanent_failure(outb
 
 
 def test_nobody_answering_the_approval_expires_the_batch_and_pays_nothing(configure):
-    configure(payout_approval_above_minor=0, payout_approval_timeout_seconds=2)
+    configure(payout_approval_above_minor=0, payout_approval_timeout_seconds=1)
     a = make_partner(1)
     add_conversions([{"partner_id": a, "amount_minor": 20000, "external_id": "a"}])
     compute_commissions(now=after_lock())
-    result = run_payout_batch(period_end=after_lock().isoformat())
-    assert result["status"] == "expired"
+    assert isinstance(run_deployed(run_payout_batch, {"period_end": after_lock().isoformat()}), WaitingForPerson)
+    time.sleep(1.2)
+    assert len(expire_unanswered_approvals()["expired"]) == 1
+    with session_scope() as s:
+        assert s.exec(select(PayoutBatch)).one()[0].status == "expired"
     assert _ledger() == {} and _balance(a) == 2000

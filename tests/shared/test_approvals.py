@@ -1,12 +1,19 @@
-"""The approval helper: typed form, an answer without a name is refused, timeout is a safe default."""
+"""Asking a person: a suspended run holds no process, a nameless answer is asked again, and nobody
+answering in time gets the safe default from the sweep (Prefect's expiry runs none of our code)."""
 
 from __future__ import annotations
 
-from prefect import flow
-from prefect.input import RunInput
-from support import run_answering
+from datetime import timedelta
 
-from partnerflow.tasks.shared.approvals import ask_person
+import pytest
+from prefect import flow, get_client
+from prefect.input import RunInput
+from sqlmodel import select
+from support import WaitingForPerson, run_deployed
+
+from partnerflow.models import AuditLog, session_scope, utcnow
+from partnerflow.models.approvals import ApprovalRequest, ApprovalStatus
+from partnerflow.tasks.shared.approvals import NotDeployedError, ask_person, expire_overdue
 
 
 class Decision(RunInput):
@@ -15,17 +22,55 @@ class Decision(RunInput):
     note: str = ""
 
 
-@flow(name="approval-probe")
-def approval_probe(timeout: int = 60) -> dict | None:
+@flow(name="approval-probe", persist_result=True)
+def approval_probe(timeout: int = 60, subject_id: int = 1) -> dict | None:
     answer = ask_person(Decision, "## Approve the probe?\n\n| a | b |\n|---|---|\n| 1 | 2 |",
-                        timeout_seconds=timeout, key="probe")
+                        timeout_seconds=timeout, key=f"probe-{subject_id}", subject=("probe", subject_id))
     return None if answer is None else {"approve": answer.approve, "approver": answer.approver}
 
 
+def _request(key: str) -> ApprovalRequest:
+    with session_scope() as session:
+        return session.exec(select(ApprovalRequest).where(ApprovalRequest.key == key)).one()
+
+
 def test_answer_without_approver_is_asked_again():
-    result = run_answering(approval_probe, {}, [{"approve": True}, {"approve": True, "approver": "Dana"}])
+    result = run_deployed(approval_probe, {}, [{"approve": True}, {"approve": True, "approver": "Dana"}])
     assert result == {"approve": True, "approver": "Dana"}
+    row = _request("probe-1")
+    assert row.status == ApprovalStatus.ANSWERED and row.answered_by == "Dana"
 
 
-def test_nobody_answering_returns_the_safe_default():
-    assert approval_probe(timeout=2) is None
+def test_a_waiting_run_is_suspended_and_holds_no_process():
+    waiting = run_deployed(approval_probe, {"subject_id": 2})
+    assert isinstance(waiting, WaitingForPerson)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(waiting.flow_run_id).state
+    # Suspended (not Paused): the process has exited, and an answer reschedules the run.
+    assert state.name == "Suspended" and state.state_details.pause_reschedule
+    assert _request("probe-2").status == ApprovalStatus.WAITING
+    assert run_deployed(approval_probe, answers=[{"approve": False, "approver": "Lee"}],
+                        flow_run_id=waiting.flow_run_id) == {"approve": False, "approver": "Lee"}
+
+
+def test_a_flow_that_asks_a_person_refuses_to_run_outside_a_deployment():
+    with pytest.raises(NotDeployedError, match="must run as a deployment"):
+        approval_probe(subject_id=3)
+
+
+def test_nobody_answering_gets_the_safe_default_once_and_the_form_is_withdrawn():
+    waiting = run_deployed(approval_probe, {"timeout": 3600, "subject_id": 4})
+    applied: list = []
+    handlers = {"probe": lambda subject_id, details: applied.append(subject_id)}
+
+    assert expire_overdue(handlers) == []  # not overdue yet
+    later = utcnow() + timedelta(hours=2)
+    assert expire_overdue(handlers, now=later) == ["probe-4"]
+    assert expire_overdue(handlers, now=later) == []  # a second sweep applies nothing twice
+    assert applied == ["4"]
+    assert _request("probe-4").status == ApprovalStatus.EXPIRED
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(waiting.flow_run_id).state.is_cancelled()
+    with session_scope() as session:
+        audits = session.exec(select(AuditLog).where(AuditLog.action == "approval.expired")).all()
+    assert [(a.subject_type, a.subject_id) for a in audits] == [("probe", "4")]

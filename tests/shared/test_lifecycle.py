@@ -13,7 +13,7 @@ from datetime import date
 from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import select
-from support import link, run_answering
+from support import link, run_deployed
 
 from partnerflow.models import (
     Application,
@@ -95,9 +95,9 @@ def test_partner_goes_from_csv_to_paid_payout_exactly_once(tmp_path, outbox):
     application_id = response.json()["id"]
 
     # 4. contracting: a person approves in the form (answered through Prefect's API)
-    run_answering(contract_application, {"application_id": application_id},
+    run_deployed(contract_application, {"application_id": application_id},
                            [{"decision": "approve", "tier": "standard", "commission_rate": "0.10",
-                             "note": "good fit", "reviewer": "Dana"}], flow_name="contract-application")
+                             "note": "good fit", "reviewer": "Dana"}])
     with session_scope() as session:
         assert session.get(Application, application_id).status == "approved"
         contract = session.exec(select(Contract)).one()
@@ -138,8 +138,8 @@ def test_partner_goes_from_csv_to_paid_payout_exactly_once(tmp_path, outbox):
     imported = import_conversions(str(conversions), source="shop")
     assert [e["line"] for e in imported["errors"]] == [5]
     compute_commissions()
-    paid = run_answering(run_payout_batch, {"auto_approve_below_minor": 0},
-                         [{"approve_all": True, "approver": "Pat", "note": "monthly"}], flow_name="run-payout-batch")
+    paid = run_deployed(run_payout_batch, {"auto_approve_below_minor": 0},
+                         [{"decision": "approve", "approver": "Pat", "note": "monthly"}])
     assert paid is not None
     with session_scope() as session:
         payout = session.exec(select(Payout)).one()

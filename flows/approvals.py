@@ -1,0 +1,29 @@
+"""Flow `expire_unanswered_approvals`: the safe default for every question nobody answered in time.
+
+Prefect fails an expired suspended run without running any of our code, so this sweep reads our
+own record of the questions (approval_request) and applies each stage's default: an application
+expires and the team is mailed, a payout batch pays nothing, serious findings withhold payouts.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from partnerflow.tasks.compliance.review import apply_timeout_default
+from partnerflow.tasks.contracting.decision import expire_review
+from partnerflow.tasks.payouts.approval import expire
+from partnerflow.tasks.shared.approvals import TimeoutHandler, expire_overdue
+
+SAFE_DEFAULTS: dict[str, TimeoutHandler] = {
+    "application": expire_review,
+    "payout_batch": expire,
+    "partner_findings": apply_timeout_default,
+}
+
+
+@flow(name="expire-unanswered-approvals")
+def expire_unanswered_approvals() -> dict:
+    expired = expire_overdue(SAFE_DEFAULTS)
+    if expired:
+        get_run_logger().warning("Nobody answered in time, safe default applied: %s", ", ".join(expired))
+    return {"expired": expired}
