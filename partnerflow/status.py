@@ -17,6 +17,7 @@ from partnerflow.models import (
     Stage,
     session_scope,
 )
+from partnerflow.models.approvals import ApprovalRequest, ApprovalStatus
 from partnerflow.models.payouts import PayoutStatus
 
 
@@ -27,7 +28,12 @@ def collect_status() -> dict:
         def count(model, *where) -> int:
             return session.exec(select(func.count()).select_from(model).where(*where)).one()
 
+        waiting = session.exec(select(ApprovalRequest).where(ApprovalRequest.status == ApprovalStatus.WAITING)
+                               .order_by(ApprovalRequest.asked_at)).all()
         return {
+            "approvals_waiting": [{"key": row.key, "subject": f"{row.subject_type} {row.subject_id}",
+                                   "asked_at": row.asked_at.isoformat(), "expires_at": row.expires_at.isoformat()}
+                                  for row in waiting],
             "partners_by_stage": {stage.value: by_stage.get(stage, 0) for stage in Stage},
             "prospects": count(Prospect),
             "applications": count(Application),

@@ -13,6 +13,7 @@ from support import WaitingForPerson, run_deployed
 
 from partnerflow.models import AuditLog, session_scope, utcnow
 from partnerflow.models.approvals import ApprovalRequest, ApprovalStatus
+from partnerflow.status import collect_status
 from partnerflow.tasks.shared.approvals import NotDeployedError, ask_person, expire_overdue
 
 
@@ -49,8 +50,10 @@ def test_a_waiting_run_is_suspended_and_holds_no_process():
     # Suspended (not Paused): the process has exited, and an answer reschedules the run.
     assert state.name == "Suspended" and state.state_details.pause_reschedule
     assert _request("probe-2").status == ApprovalStatus.WAITING
+    assert [a["subject"] for a in collect_status()["approvals_waiting"]] == ["probe 2"]
     assert run_deployed(approval_probe, answers=[{"approve": False, "approver": "Lee"}],
                         flow_run_id=waiting.flow_run_id) == {"approve": False, "approver": "Lee"}
+    assert collect_status()["approvals_waiting"] == []
 
 
 def test_a_flow_that_asks_a_person_refuses_to_run_outside_a_deployment():
