@@ -1,0 +1,184 @@
+"""Benchmark: the compliance page check, one flow run per chunk of partners on a process work pool,
+run by one worker and then by two.
+
+    .venv/bin/python bench/workers.py                     # 2,000 pages, 100 partners per chunk run
+    .venv/bin/python bench/workers.py --pages 1000 --chunk 50 --worker-limit 2
+    .venv/bin/python bench/workers.py --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/workers.py --smoke             # 40 pages, 20 per chunk
+
+A real `prefect server start` (the stack), the `check-pages-chunk` deployment on a process work pool,
+and `prefect worker start --pool` processes (each `--limit --worker-limit`, polling every second).
+The pages (about 12 KB each, one per active partner, as in bench/compliance.py) are served by a
+threaded HTTP server on 127.0.0.1, so the per-domain delay is 0 (every page shares one host).
+The fan-out flow (`check_pages_fanout`) runs in this process: it starts one chunk run per --chunk
+partners and waits for them, so the workers' slots hold only chunks.
+
+An untimed pass first records the findings (later passes find the same ones: a daily re-check);
+then the timed passes. Prints wall time and pages/s with one worker and with two, the ratio
+wall(1 worker) / wall(2 workers) (2.0x would be perfect sharing; the machine's cores bound it),
+and the Prefect server's CPU seconds (its process and children, psutil) per 100 flow runs (chunk runs
+and the fan-out), in all and above what the idle server uses in the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import multiprocessing as mp
+import os
+import sys
+import time
+
+from compliance import serve as serve_pages  # the same pages as bench/compliance.py
+
+from partnerflow.testing.sandbox import sandbox
+
+# Function-local imports: Prefect (under our flows and tasks) reads its settings once, at import, so our
+# modules are imported inside the sandbox that sets them.
+
+POOL = "bench-pages"
+SETTINGS = {"PARTNERFLOW_COMPLIANCE_PER_DOMAIN_DELAY": "0", "PARTNERFLOW_EMAIL_PROVIDER": "outbox"}
+
+
+def add_partners(base: str, n: int) -> None:
+    """n active partners, each with one page whose affiliate link carries its tracking code."""
+    from partnerflow.models import Partner, Stage, session_scope
+    from partnerflow.models.compliance import PartnerPage
+
+    with session_scope() as session:
+        partners = [Partner(email=f"p{i}@site{i}.example", legal_name=f"Site {i} Media", stage=Stage.ACTIVE,
+                            website=f"https://site{i}.example", tracking_code=f"PF{i}", coupon_code=f"C{i}")
+                    for i in range(n)]
+        session.add_all(partners)
+        session.flush()
+        session.add_all(PartnerPage(partner_id=p.id, url=f"{base}/page-{i}") for i, p in enumerate(partners))
+
+
+def deploy_chunks(api_url: str) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments.runner import deploy
+
+    from partnerflow.deployments import build
+    from partnerflow.deployments.table import DEPLOYMENTS
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+    spec = next(s for s in DEPLOYMENTS if s.name == "check-pages-chunk")
+    with contextlib.redirect_stdout(io.StringIO()):  # Prefect prints a table of what it deployed
+        deploy(build(spec), work_pool_name=POOL, build=False, push=False, print_next_steps_message=False,
+               ignore_warnings=True)
+
+
+def wait_for_workers(names: set[str], timeout: float = 120) -> None:
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            online = {w.name for w in client.read_workers_for_work_pool(POOL) if w.status == "ONLINE"}
+            if names <= online:
+                return
+            time.sleep(0.3)
+    raise RuntimeError(f"workers {sorted(names)} did not come online within {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def one_pass(stack, workers: int, limit: int, chunk: int, pages: int, label: str) -> dict:
+    """Start `workers` workers, run the fan-out in this process, stop the workers; wall time and server CPU."""
+    from partnerflow.flows.compliance_chunks import check_pages_fanout
+    from partnerflow.stack import stop_processes
+
+    names = {f"{label}-worker-{k}" for k in range(1, workers + 1)}
+    procs = [stack.start(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL,
+                                "--limit", str(limit), "--name", name], f"{name}.log") for name in sorted(names)]
+    try:
+        wait_for_workers(names)
+        server = stack.parts[0].process.pid  # the Prefect server, started first
+        cpu = cpu_seconds(server)
+        started = time.perf_counter()
+        result = check_pages_fanout(chunk_size=chunk)
+        wall = time.perf_counter() - started
+        cpu = cpu_seconds(server) - cpu
+    finally:
+        stop_processes(procs)
+    if result["pages"] != pages or result["pages_read"] != pages:
+        raise RuntimeError(f"{label}: {result['pages_read']} of {pages} pages read ({result['pages']} checked)")
+    return {"wall": wall, "cpu": cpu, "runs": result["chunks"] + 1, "opened": len(result["opened"])}
+
+
+def run(args) -> dict:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from partnerflow.settings import get_settings
+    from partnerflow.stack import free_port, running_stack
+
+    queue = mp.get_context("spawn").Queue()
+    pages = mp.get_context("spawn").Process(target=serve_pages, args=(queue,), daemon=True)
+    pages.start()
+    try:
+        add_partners(f"http://127.0.0.1:{queue.get(timeout=30)}", args.pages)
+        settings = get_settings()
+        with running_stack(settings, prefect_port=free_port(), web_port=free_port(),
+                           serve_deployments=False) as stack:
+            stack.env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # a worker looks for new chunk runs every second
+            with temporary_settings({PREFECT_API_URL: stack.api_url}):
+                deploy_chunks(stack.api_url)
+                server = stack.parts[0].process.pid  # the Prefect server, started first
+                before, started = cpu_seconds(server), time.perf_counter()
+                time.sleep(args.idle)
+                out = {"idle": (cpu_seconds(server) - before) / (time.perf_counter() - started)}
+                if args.warm_up:
+                    out["warm-up"] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "warm-up")
+                out[1] = one_pass(stack, 1, args.worker_limit, args.chunk, args.pages, "one")
+                out[2] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "two")
+                return out
+    finally:
+        pages.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=2000, help="partners, one page each")
+    parser.add_argument("--chunk", type=int, default=100, help="partners per chunk flow run")
+    parser.add_argument("--worker-limit", type=int, default=1, help="flow runs one worker runs at once")
+    parser.add_argument("--database-url", default=None, help="PostgreSQL server for a fresh database (default SQLite)")
+    parser.add_argument("--idle", type=float, default=10, help="seconds to measure the idle server's CPU")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the untimed first pass")
+    parser.add_argument("--smoke", action="store_true", help="small sizes: a quick check that it runs")
+    args = parser.parse_args()
+    if args.smoke:
+        args.pages, args.chunk, args.warm_up, args.idle = 40, 20, False, 3
+    with sandbox("bench-workers", database_url=args.database_url, **SETTINGS):
+        out = run(args)
+    db = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"page check of {args.pages} local pages, {args.chunk} partners per chunk run, worker --limit "
+          f"{args.worker_limit}, {db}, {os.cpu_count()} CPUs")
+    if "warm-up" in out:
+        print(f"  untimed first pass (records {out['warm-up']['opened']} findings): {out['warm-up']['wall']:.1f} s")
+    for n in (1, 2):
+        r = out[n]
+        above_idle = r["cpu"] - out["idle"] * r["wall"]
+        print(f"  {n} worker{'s' if n > 1 else ' '}: {r['wall']:6.1f} s  {args.pages / r['wall']:6.1f} pages/s   "
+              f"server CPU {r['cpu']:.1f} s for {r['runs']} flow runs = {100 * r['cpu'] / r['runs']:.0f} s "
+              f"per 100 runs ({100 * above_idle / r['runs']:.0f} s above idle)")
+    print(f"  idle server (no workers): {out['idle']:.2f} CPU s per second")
+    print(f"  ratio {out[1]['wall'] / out[2]['wall']:.1f}x (wall 1 worker / 2 workers; 2.0x is perfect sharing)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
