@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from partnerflow.providers.email.settings import MailSettings
 from partnerflow.providers.esign.settings import EsignSettings
@@ -101,6 +101,25 @@ class ComplianceSettings(EnvSettings):
     compliance_approval_timeout_seconds: int = 3 * 24 * 3600
 
 
+class LimitSettings(EnvSettings):
+    """Provider rate limits every worker shares (Prefect global concurrency limits, written to the server
+    by `partnerflow up` and `partnerflow deploy`). Embedded providers (outbox, built-in signing, ledger,
+    SEPA file) reach no vendor and are never limited. A burst is how many calls may go at once after a
+    quiet spell; the rate is how fast permits come back."""
+
+    # Emails a second. SendGrid takes thousands; lower it for a relay with a quota (Amazon SES: 14 by default).
+    email_rate_per_second: float = Field(1000.0, gt=0)
+    email_rate_burst: int = Field(1000, ge=1)
+    # E-sign API calls a second: DocuSign allows 1,000 an hour per account (0.25/s leaves room).
+    esign_rate_per_second: float = Field(0.25, gt=0)
+    esign_rate_burst: int = Field(10, ge=1)
+    # Payout rail API calls a second (Stripe, PayPal): a few a second suits every account.
+    payout_rate_per_second: float = Field(4.0, gt=0)
+    payout_rate_burst: int = Field(4, ge=1)
+    # How long a call waits for a permit before it gives up for now (its work is retried later).
+    rate_limit_wait_seconds: float = Field(300.0, gt=0)
+
+
 def _build(cls: type[T], **overrides) -> T:
     """Read one capability's settings, reducing pydantic's report to one sentence."""
     try:
@@ -170,6 +189,10 @@ class Settings(EnvSettings):
     def compliance(self) -> ComplianceSettings:
         return _build(ComplianceSettings)
 
+    @functools.cached_property
+    def limits(self) -> LimitSettings:
+        return _build(LimitSettings)
+
     @property
     def resolved_database_url(self) -> str:
         url = self.database.database_url or f"sqlite:///{(self.var_dir / 'partnerflow.db').resolve()}"
@@ -185,7 +208,7 @@ class Settings(EnvSettings):
 
 
 CAPABILITIES = ("database", "web", "mail", "esign", "payouts", "discovery", "outreach", "contracting",
-                "onboarding", "compliance")
+                "onboarding", "compliance", "limits")
 
 
 def check_settings(settings: Settings) -> Settings:

@@ -26,6 +26,7 @@ from partnerflow.providers.esign import SignatureProvider, get_esign_provider
 from partnerflow.providers.esign.base import Envelope
 from partnerflow.secrets import master_key, token_hash
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared import limits
 from partnerflow.tasks.shared.mail import deliver
 
 
@@ -80,6 +81,7 @@ def send_once(provider: SignatureProvider, signature_request_id: int, *, documen
                             filename=filename, signer_name=row.signer_name, signer_email=row.signer_email)
 
     if previous_attempt is not None:
+        limits.take(limits.ESIGN, provider.name)
         found = provider.find(reference)
         if found:
             record_sent(provider, signature_request_id, found, adopted=True)
@@ -91,6 +93,7 @@ def send_once(provider: SignatureProvider, signature_request_id: int, *, documen
                 f"{provider.name}: an earlier send of signature request {signature_request_id} has an unknown "
                 f"outcome and is not found yet; not resending before {wait}s", retry_after=wait - waited)
 
+    limits.take(limits.ESIGN, provider.name)  # before the attempt is claimed: waiting holds nothing
     attempt_at = utcnow()
     if not _claim_attempt(signature_request_id, previous_attempt, attempt_at):
         raise RetryableError(f"{provider.name}: signature request {signature_request_id} is being sent by another "

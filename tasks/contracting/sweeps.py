@@ -32,6 +32,7 @@ from partnerflow.providers.esign.base import Target
 from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.sending import esign_provider, reference_for
 from partnerflow.tasks.contracting.webhooks import complete_from_provider
+from partnerflow.tasks.shared import limits
 from partnerflow.tasks.shared.mail import deliver
 
 CLOSED_CONTRACT = {SignatureStatus.EXPIRED: ContractStatus.EXPIRED, SignatureStatus.VOIDED: ContractStatus.VOIDED}
@@ -53,6 +54,7 @@ def close_request(row_id: int, status: SignatureStatus, actor: str, action: str,
             return False
     if row.provider_request_id:
         try:
+            limits.take(limits.ESIGN, row.provider)
             esign_provider(row.provider).void(row.provider_request_id, details.get("reason") or action)
         except RetryableError:
             return False  # next sweep tries again
@@ -194,6 +196,7 @@ def poll_unsigned(now: datetime | None = None, limit: int = 200) -> int:
     for row in rows:
         try:
             provider = esign_provider(row.provider)
+            limits.take(limits.ESIGN, provider.name)
             if provider.is_signed(row.provider_request_id):
                 target = Target(row.provider_request_id, None, {"source": "poll"})
                 completed += complete_from_provider(provider, None, target) == "completed"

@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from partnerflow.models import Message, MessageStatus, Prospect, session_scope, utcnow
 from partnerflow.models.outreach import Enrollment, EnrollmentStatus, Sequence, StopReason
-from partnerflow.providers.email import EmailProvider, OutgoingEmail, get_email_provider
+from partnerflow.providers.email import EmailProvider, OutgoingEmail, SendOutcome, get_email_provider
 from partnerflow.providers.errors import AmbiguousError, RetryableError
 from partnerflow.settings import get_settings
 from partnerflow.tasks.outreach.claims import SendRun, advance, message_key, release
@@ -35,6 +35,7 @@ from partnerflow.tasks.outreach.sequences import (
     step_applies,
 )
 from partnerflow.tasks.outreach.unsubscribe import unsubscribe_url
+from partnerflow.tasks.shared import limits
 from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppressed_among
 
 
@@ -192,19 +193,34 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
         ids = _record_intents(session, batch, existing)
     outgoing = [_outgoing(plan, ids[plan.key]) for plan in batch.plans]
     plans = {ids[plan.key]: plan for plan in batch.plans}
-    outcomes = []
-    batch_error: Exception | None = None
-    if outgoing:
-        try:
-            outcomes = batch.provider.send_batch(outgoing)
-        except RetryableError as exc:
-            batch_error = exc
-    record_outcomes(outgoing, outcomes, batch_error, plans, batch.release, batch.stats, batch.provider, batch.now)
+    outcomes, batch_error, tried = _send(batch.provider, outgoing)
+    record_outcomes(outgoing[len(outcomes):tried], outcomes, batch_error, plans, batch.release, batch.stats,
+                    batch.provider, batch.now)
+    if tried < len(outgoing):  # never handed to the provider: pending again, for the next run
+        record_outcomes(outgoing[tried:], [], RetryableError("not sent: an earlier part of the batch failed"),
+                        plans, batch.release, batch.stats, batch.provider, batch.now)
     with session_scope() as session:
         release(session, token, batch.release)
     if batch_error is not None and not isinstance(batch_error, AmbiguousError):
         batch.stats["provider_error"] = batch_error.reason
     return dict(batch.stats)
+
+
+def _send(provider: EmailProvider, outgoing: list[OutgoingEmail],
+          ) -> tuple[list[SendOutcome], RetryableError | None, int]:
+    """Send in the parts the shared email rate limit allows (one part at the default burst); stop at the
+    first part that fails. Returns (outcomes so far, that part's error, how many were handed over)."""
+    outcomes: list[SendOutcome] = []
+    tried = 0
+    if not outgoing:
+        return outcomes, None, tried
+    try:
+        for part in limits.Permits(limits.EMAIL, provider.name, len(outgoing)).chunks(outgoing):
+            tried += len(part)
+            outcomes += provider.send_batch(part)
+    except RetryableError as exc:  # the provider's, or no permit in time (then `part` was not handed over)
+        return outcomes, exc, tried
+    return outcomes, None, tried
 
 
 @task(name="send-outreach-batch")  # no retries: the provider retries itself; the DB makes re-runs safe

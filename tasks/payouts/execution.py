@@ -34,6 +34,7 @@ from partnerflow.secrets import decrypt
 from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts.outcomes import finish_batch, mark_payout_failed, mark_payouts_paid
 from partnerflow.tasks.payouts.rails import payout_rail
+from partnerflow.tasks.shared import limits
 from partnerflow.tasks.shared.faults import kill_point
 from partnerflow.tasks.shared.money import exponent
 
@@ -131,11 +132,12 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
         work = [(p.id, p.attempts > 1, p.provider_ref, _instruction(session, p)) for p in payouts]
     paid: list[tuple[int, str]] = []
     outcomes: list[Outcome] = []
+    permits = limits.Permits(limits.PAYOUT, rail.name, len(work))  # the rail's rate, shared by every worker
     try:
         fresh = [(pid, i) for pid, recovering, _ref, i in work if not recovering]
         answered = _call_batch(rail, fresh) if rail.pays_in_batches else {}
         for payout_id, recovering, ref, instruction in work:
-            outcome, detail = answered.get(payout_id) or _call(rail, instruction, recovering, ref)
+            outcome, detail = answered.get(payout_id) or _call(rail, instruction, recovering, ref, permits)
             outcomes.append(outcome)
             if outcome == Outcome.PAID:
                 paid.append((payout_id, detail))
@@ -176,9 +178,10 @@ def _call_batch(rail: PayoutRail, items: list[tuple[int, PayoutInstruction]]) ->
 
 
 def _call(rail: PayoutRail, instruction: PayoutInstruction, recovering: bool, provider_ref: str | None,
-          ) -> tuple[Outcome, str]:
+          permits: limits.Permits) -> tuple[Outcome, str]:
     kill_point("payouts.before_call")
     try:
+        permits.take(2 if recovering else 1)  # a recovery may look up, then pay; no permit in time: RETRY
         # Recovering: we may have paid before a crash, so the provider is asked first.
         result = rail.lookup(instruction.idempotency_key, provider_ref) if recovering else None
         if result is None:

@@ -21,6 +21,7 @@ from partnerflow.providers.payout.base import RailState
 from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
 from partnerflow.tasks.payouts.outcomes import finish_batch, mark_payout_failed, mark_payout_paid
 from partnerflow.tasks.payouts.rails import payout_rail
+from partnerflow.tasks.shared import limits
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[st
     with session_scope() as session:
         rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.provider_ref).where(
             Payout.batch_id == batch_id, Payout.status == PayoutStatus.PROCESSING)).all()
+    permits = limits.Permits(limits.PAYOUT, rail.name, len(rows))
     for payout_id, key, ref in rows:
         try:
+            permits.take()
             result = rail.lookup(key, ref)
         except RetryableError:
             counts["unknown"] += 1
@@ -57,8 +60,10 @@ def poll_paypal(*, rail: PayoutRail | None = None, limit: int = 1000) -> dict[st
     rail = rail or payout_rail("paypal")
     counts: dict[str, int] = defaultdict(int)
     batches = set()
+    permits = limits.Permits(limits.PAYOUT, rail.name, len(rows))
     for payout_id, key, ref, batch_id in rows:
         try:
+            permits.take()
             status = rail.status(key, ref)
         except (RetryableError, PermanentError) as exc:
             log.warning("PayPal status for payout %s unknown for now: %s", payout_id, exc.reason)

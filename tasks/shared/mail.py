@@ -24,6 +24,7 @@ from partnerflow.models import Message, MessageStatus, session_scope, utcnow
 from partnerflow.providers.email import OutgoingEmail, get_email_provider
 from partnerflow.providers.errors import RetryableError
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared import limits
 from partnerflow.tasks.shared.suppression import blocks
 
 
@@ -141,6 +142,7 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
     item = OutgoingEmail(message_id=message.id, idempotency_key=key, to=to_email, subject=rendered.subject,
                          text=rendered.text, html=rendered.html, categories=[kind], attachments=attachments or [])
     try:
+        limits.take(limits.EMAIL, provider.name)  # the rate every worker shares
         outcome = provider.send_batch([item])[0]
     except RetryableError:
         _set_status(message.id, MessageStatus.PENDING, None)
