@@ -3,6 +3,11 @@
 `all_deployments()` gives the RunnerDeployments `partnerflow up` serves; `deploy_to_pool()` puts
 the same list on a Prefect process work pool, where any number of `prefect worker start --pool`
 processes, on this or other machines, run them.
+
+Every run sends a heartbeat every HEARTBEAT_SECONDS (set in the stack's environment and in each
+deployment's job variables, so a worker started without it beats as often); runs of deployments
+whose row says retry_on_crash carry RETRY_ON_CRASH_TAG. The crash automations match both
+(partnerflow/automations.py).
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import ObjectNotFound
 
 from partnerflow.deployments.table import DEPLOYMENTS, Deployment
+
+# Prefect's minimum (30 s); its default (180 s) would let a dead run look alive for minutes.
+HEARTBEAT_SECONDS = 30
+HEARTBEAT_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+RETRY_ON_CRASH_TAG = "retry-on-crash"
 
 
 def flow_of(spec: Deployment):
@@ -32,6 +42,7 @@ def build(spec: Deployment) -> RunnerDeployment:
     return flow_of(spec).to_deployment(
         name=spec.name, description=spec.description, cron=spec.cron, triggers=triggers or None,
         parameters=spec.parameters or None, concurrency_limit=spec.concurrency_limit,
+        tags=[RETRY_ON_CRASH_TAG] if spec.retry_on_crash else None,
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
 
@@ -49,5 +60,8 @@ def deploy_to_pool(pool: str, stage: str | None = None) -> list:
             client.read_work_pool(pool)
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    return deploy(*all_deployments(stage), work_pool_name=pool, build=False, push=False,
-                  print_next_steps_message=False)
+    deployments = all_deployments(stage)
+    for deployment in deployments:
+        # A worker's own environment may lack the setting (served runs get it from the stack's).
+        deployment.job_variables = {"env": HEARTBEAT_ENV}
+    return deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False)

@@ -2,7 +2,8 @@
 runner serving every deployment. Each part is a child process so it gets a clean environment.
 
 The ephemeral Prefect server runs no scheduler and no event triggers, so `up` and `demo`
-always start a real `prefect server start`.
+always start a real `prefect server start`. Once it answers, `prepare_server` puts on it what runs
+rely on (the crash automations, the limits every worker shares) before any run starts.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from partnerflow import dbtools
+from partnerflow.automations import ensure_automations
+from partnerflow.deployments import HEARTBEAT_ENV
 from partnerflow.deployments.table import DEPLOYMENTS
 from partnerflow.models.engine import check_database
 from partnerflow.settings import Settings, check_settings, get_settings
 from partnerflow.tasks.shared import faults
+from partnerflow.tasks.shared.limits import ensure_limits
 
 
 def free_port() -> int:
@@ -79,6 +84,8 @@ def stack_env(settings: Settings, *, prefect_port: int, web_port: int) -> dict[s
         # Served deployments pick up new runs within ~1.6 s instead of ~10 s.
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        # Every run beats this often; the crash automation's window is three beats.
+        **HEARTBEAT_ENV,
     })
     return env
 
@@ -167,6 +174,7 @@ def running_stack(settings: Settings, *, prefect_port: int = 4200, web_port: int
         server = stack.start("the Prefect server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                                     "--port", str(prefect_port)], "prefect-server.log")
         _wait_http(stack.api_url + "/health", 120, "the Prefect server", server, logs / "prefect-server.log")
+        prepare_server(stack.api_url, settings)
         web = stack.start("the web app", [python, "-m", "uvicorn", "partnerflow.web.app:app", "--host",
                                           settings.web.web_host, "--port", str(web_port), "--log-level", "warning"],
                           "web.log")
@@ -211,6 +219,19 @@ def _wait_for_deployments(stack: Stack, runner: subprocess.Popen, timeout: float
                 return
         time.sleep(0.5)
     raise StackError(f"deployments were not registered within {timeout:.0f} s; see {stack.logs / 'runner.log'}")
+
+
+def prepare_server(api_url: str | None = None, settings: Settings | None = None) -> None:
+    """Put on the Prefect server (at `api_url`, else PREFECT_API_URL) what runs rely on: the automations
+    that mark dead runs Crashed and retry those safe to re-run, and the limits every worker shares.
+    Idempotent: `up` and `deploy` call it every time."""
+    with temporary_settings({PREFECT_API_URL: api_url} if api_url else {}):
+        try:
+            ensure_automations()
+            ensure_limits(settings)
+        except httpx.HTTPError as exc:
+            raise StackError(f"the Prefect server did not accept the crash automations and shared limits: {exc}") \
+                from None
 
 
 def prepare() -> None:

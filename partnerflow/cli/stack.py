@@ -74,12 +74,19 @@ def deploy(pool: str = typer.Option("partnerflow", help="Prefect process work po
            stage: str = typer.Option(None, help="Only this stage's deployments.")) -> None:
     """Deploy every deployment to a Prefect work pool on the server PREFECT_API_URL names.
 
+    Also puts on that server the crash automations (dead runs marked Crashed, safe ones retried) and the
+    limits every worker shares.
     Then start workers where the package and the PARTNERFLOW_* settings are: `prefect worker start --pool POOL`.
     """
     from partnerflow.deployments import deploy_to_pool
-    from partnerflow.stack import prepare
+    from partnerflow.stack import StackError, prepare, prepare_server
 
     prepare()
+    try:
+        prepare_server()
+    except StackError as exc:
+        typer.secho(f"partnerflow deploy: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     ids = deploy_to_pool(pool, stage)
     typer.echo(f"{len(ids)} deployments on work pool {pool!r}; start workers with: prefect worker start --pool {pool}")
 

@@ -25,6 +25,7 @@ LAYERS = [
     ["partnerflow.cli"],
     ["partnerflow.demo"],
     ["partnerflow.stack", "partnerflow.runner"],
+    ["partnerflow.automations"],
     ["partnerflow.deployments"],
     ["partnerflow.flows", "partnerflow.web"],
     ["partnerflow.tasks", "partnerflow.status", "partnerflow.dbtools", "partnerflow.migrations"],
