@@ -3,7 +3,7 @@
     .venv/bin/python bench/approvals.py                      # 20 timed runs each way, 50 approvals pending
     .venv/bin/python bench/approvals.py --runs 40 --pending 100
     .venv/bin/python bench/approvals.py --database-url postgresql://postgres@127.0.0.1:5432/test
-    .venv/bin/python bench/approvals.py --smoke              # 3 runs each way, 5 pending
+    .venv/bin/python bench/approvals.py --smoke              # 2 runs each way, 3 pending
 
 The stack as `partnerflow up` starts it: a real `prefect server start`, the web app, and the runner
 serving every deployment of the table with its slot limit (8). Timed, one at a time: `run_deployment`
@@ -116,8 +116,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="small sizes: a quick check that it runs")
     args = parser.parse_args()
     if args.smoke:
-        args.runs, args.pending, args.warm_ups = 3, 5, 1
+        args.runs, args.pending, args.warm_ups = 2, 3, 0
     with sandbox("bench-approvals", database_url=args.database_url, **SETTINGS):
+        from partnerflow.stack import stop_on_signals
+
+        stop_on_signals()  # SIGTERM stops the stack this benchmark started, as Ctrl-C does
         out = run(args)
     floor, loaded = out["floor"], out["loaded"]
     f50, f95, l50, l95 = (percentile(floor, 0.5), percentile(floor, 0.95), percentile(loaded, 0.5),

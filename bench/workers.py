@@ -4,7 +4,7 @@ run by one worker and then by two.
     .venv/bin/python bench/workers.py                     # 2,000 pages, 100 partners per chunk run
     .venv/bin/python bench/workers.py --pages 1000 --chunk 50 --worker-limit 2
     .venv/bin/python bench/workers.py --database-url postgresql://postgres@127.0.0.1:5432/test
-    .venv/bin/python bench/workers.py --smoke             # 40 pages, 20 per chunk
+    .venv/bin/python bench/workers.py --smoke             # 20 pages, 10 per chunk
 
 A real `prefect server start` (the stack), the `check-pages-chunk` deployment on a process work pool,
 and `prefect worker start --pool` processes (each `--limit --worker-limit`, polling every second).
@@ -162,8 +162,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="small sizes: a quick check that it runs")
     args = parser.parse_args()
     if args.smoke:
-        args.pages, args.chunk, args.warm_up, args.idle = 40, 20, False, 3
+        args.pages, args.chunk, args.warm_up, args.idle = 20, 10, False, 1
     with sandbox("bench-workers", database_url=args.database_url, **SETTINGS):
+        from partnerflow.stack import stop_on_signals
+
+        stop_on_signals()  # SIGTERM stops the stack and workers this benchmark started, as Ctrl-C does
         out = run(args)
     db = "PostgreSQL" if args.database_url else "SQLite"
     print(f"page check of {args.pages} local pages, {args.chunk} partners per chunk run, worker --limit "
