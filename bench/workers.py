@@ -17,7 +17,8 @@ An untimed pass first records the findings (later passes find the same ones: a d
 then the timed passes. Prints wall time and pages/s with one worker and with two, the ratio
 wall(1 worker) / wall(2 workers) (2.0x would be perfect sharing; the machine's cores bound it),
 and the Prefect server's CPU seconds (its process and children, psutil) per 100 flow runs (chunk runs
-and the fan-out), in all and above what the idle server uses in the same time.
+and the fan-out): in all, and above what the server uses in the same time with the same workers
+polling and nothing to run (measured for --idle seconds before each timed pass).
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def one_pass(stack, workers: int, limit: int, chunk: int, pages: int, label: str) -> dict:
-    """Start `workers` workers, run the fan-out in this process, stop the workers; wall time and server CPU."""
+def one_pass(stack, workers: int, limit: int, chunk: int, pages: int, label: str, idle: float) -> dict:
+    """Start `workers` workers, run the fan-out in this process, stop the workers; wall time and server CPU
+    (and the server's CPU per second with these workers polling and nothing to run, over `idle` seconds)."""
     from partnerflow.flows.compliance_chunks import check_pages_fanout
     from partnerflow.stack import stop_processes
 
@@ -109,6 +111,9 @@ def one_pass(stack, workers: int, limit: int, chunk: int, pages: int, label: str
     try:
         wait_for_workers(names)
         server = stack.parts[0].process.pid  # the Prefect server, started first
+        cpu, started = cpu_seconds(server), time.perf_counter()
+        time.sleep(idle)
+        cpu_idle = (cpu_seconds(server) - cpu) / (time.perf_counter() - started)
         cpu = cpu_seconds(server)
         started = time.perf_counter()
         result = check_pages_fanout(chunk_size=chunk)
@@ -118,7 +123,7 @@ def one_pass(stack, workers: int, limit: int, chunk: int, pages: int, label: str
         stop_processes(procs)
     if result["pages"] != pages or result["pages_read"] != pages:
         raise RuntimeError(f"{label}: {result['pages_read']} of {pages} pages read ({result['pages']} checked)")
-    return {"wall": wall, "cpu": cpu, "runs": result["chunks"] + 1, "opened": len(result["opened"])}
+    return {"wall": wall, "cpu": cpu, "idle": cpu_idle, "runs": result["chunks"] + 1, "opened": len(result["opened"])}
 
 
 def run(args) -> dict:
@@ -138,14 +143,11 @@ def run(args) -> dict:
             stack.env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # a worker looks for new chunk runs every second
             with temporary_settings({PREFECT_API_URL: stack.api_url}):
                 deploy_chunks(stack.api_url)
-                server = stack.parts[0].process.pid  # the Prefect server, started first
-                before, started = cpu_seconds(server), time.perf_counter()
-                time.sleep(args.idle)
-                out = {"idle": (cpu_seconds(server) - before) / (time.perf_counter() - started)}
+                out = {}
                 if args.warm_up:
-                    out["warm-up"] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "warm-up")
-                out[1] = one_pass(stack, 1, args.worker_limit, args.chunk, args.pages, "one")
-                out[2] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "two")
+                    out["warm-up"] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "warm-up", 0)
+                out[1] = one_pass(stack, 1, args.worker_limit, args.chunk, args.pages, "one", args.idle)
+                out[2] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "two", args.idle)
                 return out
     finally:
         pages.kill()
@@ -157,7 +159,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=100, help="partners per chunk flow run")
     parser.add_argument("--worker-limit", type=int, default=1, help="flow runs one worker runs at once")
     parser.add_argument("--database-url", default=None, help="PostgreSQL server for a fresh database (default SQLite)")
-    parser.add_argument("--idle", type=float, default=10, help="seconds to measure the idle server's CPU")
+    parser.add_argument("--idle", type=float, default=10,
+                        help="seconds to measure the server's CPU with the workers polling and nothing to run")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the untimed first pass")
     parser.add_argument("--smoke", action="store_true", help="small sizes: a quick check that it runs")
     args = parser.parse_args()
@@ -175,11 +178,11 @@ def main() -> None:
         print(f"  untimed first pass (records {out['warm-up']['opened']} findings): {out['warm-up']['wall']:.1f} s")
     for n in (1, 2):
         r = out[n]
-        above_idle = r["cpu"] - out["idle"] * r["wall"]
+        above_idle = r["cpu"] - r["idle"] * r["wall"]
         print(f"  {n} worker{'s' if n > 1 else ' '}: {r['wall']:6.1f} s  {args.pages / r['wall']:6.1f} pages/s   "
               f"server CPU {r['cpu']:.1f} s for {r['runs']} flow runs = {100 * r['cpu'] / r['runs']:.0f} s "
-              f"per 100 runs ({100 * above_idle / r['runs']:.0f} s above idle)")
-    print(f"  idle server (no workers): {out['idle']:.2f} CPU s per second")
+              f"per 100 runs; {100 * above_idle / r['runs']:.0f} s above the {r['idle']:.2f} CPU s/s "
+              f"of the server with the worker{'s' if n > 1 else ''} polling and nothing to run")
     print(f"  ratio {out[1]['wall'] / out[2]['wall']:.1f}x (wall 1 worker / 2 workers; 2.0x is perfect sharing)")
 
 
