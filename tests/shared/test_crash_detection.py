@@ -134,6 +134,7 @@ def _feed_reader(fifo, data: bytes, timeout: float = 60) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # about 90 s on a quiet machine; the waits below are generous for a loaded one
 def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch_only_crashed(
         tmp_path, monkeypatch):
     # Payout batch: one partner with a payable commission; its run dies just before the payout rail is called.
@@ -154,8 +155,8 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
             "period_end": after_lock().isoformat(), "auto_approve_below_minor": 10**9})
         importing = run_deployment("import-prospects/import-prospects", timeout=0,
                                    parameters={"csv_path": str(fifo)})
-        _wait_for(payout.id, lambda r: r.state.is_crashed(), 60, "Crashed")
-        _wait_for(importing.id, lambda r: r.state.is_running(), 60, "Running")
+        _wait_for(payout.id, lambda r: r.state.is_crashed(), 120, "Crashed")
+        _wait_for(importing.id, lambda r: r.state.is_running(), 120, "Running")
         flow_process = _flow_process(importing.id)
 
         # The machine dies: the runner first, so it cannot report the crash, then the run's process.
@@ -171,9 +172,9 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
         stack.start("the deployment runner", [sys.executable, "-m", "partnerflow.runner"], "runner-after-kill.log")
 
         retried = _wait_for(importing.id, lambda r: r.run_count == 2 and r.state.is_running(),
-                            TEST_WINDOW.total_seconds() + 60, "running again")
+                            TEST_WINDOW.total_seconds() + 150, "running again")
         _feed_reader(fifo, b"email,name,website\nann@example.org,Ann Example,https://ann.example.org\n")
-        done = _wait_for(importing.id, lambda r: r.state.is_final(), 60, "finished")
+        done = _wait_for(importing.id, lambda r: r.state.is_final(), 120, "finished")
         with get_client(sync_client=True) as client:
             crashed = next(s for s in client.read_flow_run_states(importing.id) if s.is_crashed())
             payout_run = client.read_flow_run(payout.id)
