@@ -33,8 +33,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import resume_flow_run, suspend_flow_run
-from prefect.input import RunInput
-from prefect.states import Cancelled
+from prefect.input import RunInput, keyset_from_paused_state, read_flow_run_input
+from prefect.states import Cancelled, Suspended
 from sqlalchemy import update
 from sqlmodel import select
 
@@ -61,10 +61,13 @@ def ask_person(form: type[T], description: str, *, timeout_seconds: int, key: st
     note = ""
     for attempt in range(1, max_asks + 1):
         remaining = max(1, int((request.expires_at - utcnow()).total_seconds()))
+        asking = form.with_initial_data(description=note + description, **defaults)
+        # Prefect forgets a run's pauses when the run leaves a terminal state (crashed, then retried):
+        # an answer already given under this key is read back instead of asking again.
+        given = read_flow_run_input(keyset_from_paused_state(Suspended(pause_key=f"{key}-{attempt}"))["response"])
         try:
-            answer = suspend_flow_run(
-                wait_for_input=form.with_initial_data(description=note + description, **defaults),
-                timeout=remaining, key=f"{key}-{attempt}")
+            answer = asking(**given) if given else suspend_flow_run(
+                wait_for_input=asking, timeout=remaining, key=f"{key}-{attempt}")
         except RuntimeError as exc:
             if "without a deployment" in str(exc) or "subflows" in str(exc):
                 raise NotDeployedError(

@@ -19,15 +19,17 @@ from collections import Counter
 import httpx
 import pytest
 from factories import add_conversions, after_lock, application, make_partner
-from prefect import get_client
+from prefect import flow, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.input import RunInput
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Crashed
+from prefect.states import AwaitingRetry, Crashed
 from sqlalchemy import func, insert
 from sqlmodel import select
+from support import WaitingForPerson, run_deployed
 
 from partnerflow.models import (
     Application,
@@ -38,6 +40,7 @@ from partnerflow.models import (
     SignatureRequest,
     get_engine,
     session_scope,
+    utcnow,
 )
 from partnerflow.models.outreach import Enrollment
 from partnerflow.models.payouts import LedgerTransfer
@@ -47,7 +50,7 @@ from partnerflow.stack import free_port, running_stack
 from partnerflow.tasks.outreach.enrollment import enroll
 from partnerflow.tasks.outreach.sequences import load_sequence_files
 from partnerflow.tasks.payouts.commissions import compute_commissions
-from partnerflow.tasks.shared.approvals import answer, wait_for_waiting_run
+from partnerflow.tasks.shared.approvals import answer, ask_person, wait_for_waiting_run
 from partnerflow.tasks.shared.limits import PAYOUT_BATCH
 from partnerflow.testing.scale import (
     held_ledger_transfer,
@@ -94,6 +97,31 @@ def applicant(i: int) -> dict:
                        email=f"sam@studio{i}.example", website=f"https://studio{i}.example/blog")
 
 
+class Go(RunInput):
+    go: bool = False
+    approver: str = ""
+
+
+@flow(name="scale-approval-probe", persist_result=True)
+def approval_probe() -> dict | None:
+    answer = ask_person(Go, "Go?", timeout_seconds=3600, key="scale-probe", subject=("probe", 1))
+    return None if answer is None else {"go": answer.go, "approver": answer.approver}
+
+
+def test_an_answer_survives_its_run_being_crashed_and_retried():
+    """The crash automation may mark a run Crashed after its person answered (a heartbeat that reached
+    the server after the run had suspended), and the retry automation schedules it again. Prefect then
+    forgets the run's pauses; the re-run must read back the answer, not ask again."""
+    waiting = run_deployed(approval_probe)
+    assert isinstance(waiting, WaitingForPerson)
+    answer(waiting.flow_run_id, {"go": True, "approver": "Dana"})
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(waiting.flow_run_id, Crashed(message="no heartbeat"), force=True)
+        client.set_flow_run_state(waiting.flow_run_id, AwaitingRetry(scheduled_time=utcnow()))
+        assert client.read_flow_run(waiting.flow_run_id).empirical_policy.pause_keys == set()
+    assert run_deployed(approval_probe, flow_run_id=waiting.flow_run_id) == {"go": True, "approver": "Dana"}
+
+
 def count(model, *where) -> int:
     with session_scope() as session:
         return session.exec(select(func.count()).select_from(model).where(*where)).one()
@@ -127,7 +155,8 @@ def test_two_workers_share_the_work_and_losing_one_mid_batch_does_nothing_twice(
             "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db,
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
-            "PREFECT_LOGGING_LEVEL": "INFO",  # the workers' logs name each flow run they submit
+            # The workers log each flow run they submit (and flow runs log at INFO; task runs stay quiet).
+            "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "INFO",
         }.items():
             monkeypatch.setenv(name, value)
         reset_settings()
