@@ -3,7 +3,8 @@
 The slow test kills a run the way a machine restart does: the runner and the run's process both get
 SIGKILL, so nobody is left to report anything. Only the Prefect server's crash automation can see
 that the heartbeats stopped. A payout batch killed by its own fault point (its runner reports the
-crash) shows that a run that is not safe to re-run is only marked Crashed.
+crash) shows that a run that is not safe to re-run is only marked Crashed. An application waiting
+for a person (suspended: no process, no heartbeats) shows that waiting is not mistaken for dying.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from uuid import UUID
 import httpx
 import psutil
 import pytest
-from factories import add_conversions, after_lock, make_partner
+from factories import add_conversions, after_lock, application, make_partner
 from prefect import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -31,6 +32,7 @@ from partnerflow.deployments import HEARTBEAT_SECONDS, RETRY_ON_CRASH_TAG, all_d
 from partnerflow.models import Prospect, session_scope
 from partnerflow.settings import get_settings
 from partnerflow.stack import free_port, running_stack
+from partnerflow.tasks.contracting.applications import submit_application
 from partnerflow.tasks.payouts.commissions import compute_commissions
 from partnerflow.tasks.shared.faults import KILL_AT, TEST_SWITCH
 
@@ -141,6 +143,8 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
     partner = make_partner(1)
     add_conversions([{"partner_id": partner, "amount_minor": 100_000, "external_id": "order-1"}])
     compute_commissions(now=after_lock())
+    # An application the approval policy leaves to a person: its run suspends until someone answers.
+    app, _ = submit_application(application())
     monkeypatch.setenv(TEST_SWITCH, "1")
     monkeypatch.setenv(KILL_AT, "payouts.before_call")
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # this stack's automations stay its own
@@ -148,6 +152,7 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
     fifo = tmp_path / "prospects.csv"
     os.mkfifo(fifo)
 
+    window = int(TEST_WINDOW.total_seconds())
     with running_stack(get_settings(), prefect_port=free_port(), web_port=free_port()) as stack, \
             temporary_settings({PREFECT_API_URL: stack.api_url}):
         ensure_automations(window=TEST_WINDOW)
@@ -155,9 +160,12 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
             "period_end": after_lock().isoformat(), "auto_approve_below_minor": 10**9})
         importing = run_deployment("import-prospects/import-prospects", timeout=0,
                                    parameters={"csv_path": str(fifo)})
+        waiting = run_deployment("contract-application/contract-application", timeout=0,
+                                 parameters={"application_id": app.id})
         _wait_for(payout.id, lambda r: r.state.is_crashed(), 120, "Crashed")
         _wait_for(importing.id, lambda r: r.state.is_running(), 120, "Running")
         flow_process = _flow_process(importing.id)
+        suspended = _wait_for(waiting.id, lambda r: r.state.is_paused(), 120, "Suspended")
 
         # The machine dies: the runner first, so it cannot report the crash, then the run's process.
         [runner] = [part.process for part in stack.parts if part.name == "the deployment runner"]
@@ -180,8 +188,12 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
             payout_run = client.read_flow_run(payout.id)
         payout_history = _history(payout.id)
         importing_history = _history(importing.id)
+        # Give the waiting run a whole window after its last heartbeat, then it must still be waiting.
+        time.sleep(max(0.0, suspended.state.timestamp.timestamp() + window + 10 - time.time()))
+        with get_client(sync_client=True) as client:
+            still_waiting = client.read_flow_run(waiting.id)
+        waiting_history = _history(waiting.id)
 
-    window = int(TEST_WINDOW.total_seconds())
     detected_after = crashed.timestamp.timestamp() - killed_at
     print(f"\ncrash detected {detected_after:.1f} s after SIGKILL (window {window} s, heartbeat "
           f"{HEARTBEAT_SECONDS} s); retried run {done.state.name} {done.state.timestamp.timestamp() - killed_at:.1f} s "
@@ -194,6 +206,8 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
     assert names[names.index("Crashed") + 1] == "AwaitingRetry"
     with session_scope() as session:
         assert session.exec(select(Prospect.email)).all() == ["ann@example.org"]
+    assert still_waiting.state.name == "Suspended" and "Crashed" not in [n for n, _ in waiting_history], \
+        waiting_history
 
     # The payout batch crashed too (its runner saw the process die), and nobody scheduled it again.
     assert payout_run.state.is_crashed() and payout_run.run_count == 1
