@@ -65,8 +65,12 @@ def permit_calls(monkeypatch) -> list[tuple[str, int]]:
 
 
 def read(name: str):
+    return read_all()[name]
+
+
+def read_all() -> dict:
     with get_client(sync_client=True) as client:
-        return client.read_global_concurrency_limit_by_name(name)
+        return {limit.name: limit for limit in client.read_global_concurrency_limits(limit=50)}
 
 
 class Vendor(EmailProvider):
@@ -99,7 +103,7 @@ def statuses() -> dict[str, int]:
 
 def test_ensure_limits_creates_what_the_settings_ask_once_and_follows_their_changes(server, configure):
     assert limits.ensure_limits() == dict.fromkeys(NAMES, "created")
-    assert {n: (read(n).limit, read(n).slot_decay_per_second) for n in NAMES} == {
+    assert {n: (v.limit, v.slot_decay_per_second) for n, v in read_all().items()} == {
         "payout-batch": (1, 0.0), "email-provider": (1000, 1000.0), "esign-provider": (10, 0.25),
         "payout-provider": (4, 4.0)}
     assert limits.ensure_limits() == dict.fromkeys(NAMES, "unchanged")
@@ -108,34 +112,35 @@ def test_ensure_limits_creates_what_the_settings_ask_once_and_follows_their_chan
     with get_client(sync_client=True) as client:  # an operator switched e-sign's limit off in the UI
         client.update_global_concurrency_limit(limits.ESIGN, GlobalConcurrencyLimitUpdate(active=False))
     assert limits.ensure_limits() == {**dict.fromkeys(NAMES, "unchanged"), limits.EMAIL: "updated"}
-    assert (read(limits.EMAIL).limit, read(limits.EMAIL).slot_decay_per_second) == (14, 14.0)
-    assert read(limits.ESIGN).active is False  # that choice stays
+    now = read_all()
+    assert (now[limits.EMAIL].limit, now[limits.EMAIL].slot_decay_per_second) == (14, 14.0)
+    assert now[limits.ESIGN].active is False  # that choice stays
     assert limits.Permits(limits.ESIGN, "docusign").size is None  # and means: not limited
 
 
 def test_a_send_run_takes_permits_in_chunks_and_the_server_paces_them(server, configure, permit_calls):
-    configure(email_rate_burst=100, email_rate_per_second=200)
+    configure(email_rate_burst=10, email_rate_per_second=20)
     limits.ensure_limits()
-    due_prospects(250)
+    due_prospects(25)
     vendor = Vendor()
     started = time.monotonic()
     result = send_due(now=MONDAY_NOON, provider=vendor)
-    assert result["sent"] == 250 and statuses() == {"sent": 250}
-    assert permit_calls == [(limits.EMAIL, 100), (limits.EMAIL, 100), (limits.EMAIL, 50)]  # not one per email
-    assert vendor.parts == [100, 100, 50]  # each part handed over after its permits
-    assert time.monotonic() - started >= 0.5  # 150 beyond the burst at 200 a second
+    assert result["sent"] == 25 and statuses() == {"sent": 25}
+    assert permit_calls == [(limits.EMAIL, 10), (limits.EMAIL, 10), (limits.EMAIL, 5)]  # not one per email
+    assert vendor.parts == [10, 10, 5]  # each part handed over after its permits
+    assert time.monotonic() - started >= 0.5  # 15 beyond the burst at 20 a second
 
 
 @pytest.mark.parametrize("error, expected", [
-    (RetryableError("503 from the provider"), {"sent": 100, "pending": 150}),
+    (RetryableError("503 from the provider"), {"sent": 10, "pending": 15}),
     # maybe accepted: that part waits for the provider's events; the part never handed over is pending
-    (AmbiguousError("timeout after sending"), {"sent": 100, "sending": 100, "pending": 50}),
+    (AmbiguousError("timeout after sending"), {"sent": 10, "sending": 10, "pending": 5}),
 ])
 def test_a_failing_part_leaves_earlier_parts_sent_and_later_ones_for_the_next_run(server, configure, error,
                                                                                     expected):
-    configure(email_rate_burst=100, email_rate_per_second=100_000)
+    configure(email_rate_burst=10, email_rate_per_second=100_000)
     limits.ensure_limits()
-    due_prospects(250)
+    due_prospects(25)
     send_due(now=MONDAY_NOON, provider=Vendor(fail_at=2, error=error))
     assert statuses() == expected
 
