@@ -19,6 +19,8 @@ Prints p50/p95 both ways and how many of the runner's processes the waiting runs
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -107,17 +109,31 @@ def run(args) -> dict:
     return {"floor": floor, "loaded": loaded, "asked": asked, "held": held, "still": still}
 
 
+@contextlib.contextmanager
+def prefect_db(server_url: str | None):
+    """The Prefect server's database: with a PostgreSQL server, a fresh database there (as a team runs it)."""
+    if not server_url:
+        yield
+        return
+    from partnerflow.testing.scale import prefect_database
+
+    with prefect_database(server_url) as url:
+        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = url  # the stack's server is started with it
+        yield
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="timed runs each way")
     parser.add_argument("--pending", type=int, default=50, help="approvals waiting for a person in the second part")
     parser.add_argument("--warm-ups", type=int, default=2, help="untimed runs before the floor")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL server for a fresh database (default SQLite)")
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL server for fresh databases: ours and the Prefect server's (default SQLite)")
     parser.add_argument("--smoke", action="store_true", help="small sizes: a quick check that it runs")
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.pending, args.warm_ups = 2, 3, 0
-    with sandbox("bench-approvals", database_url=args.database_url, **SETTINGS):
+    with sandbox("bench-approvals", database_url=args.database_url, **SETTINGS), prefect_db(args.database_url):
         from partnerflow.stack import stop_on_signals
 
         stop_on_signals()  # SIGTERM stops the stack this benchmark started, as Ctrl-C does
@@ -125,7 +141,8 @@ def main() -> None:
     floor, loaded = out["floor"], out["loaded"]
     f50, f95, l50, l95 = (percentile(floor, 0.5), percentile(floor, 0.95), percentile(loaded, 0.5),
                           percentile(loaded, 0.95))
-    print(f"run_deployment({NOOP}) -> Completed, runner limit 8, n={args.runs} each way")
+    db = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"run_deployment({NOOP}) -> Completed, runner limit 8, n={args.runs} each way, {db}")
     print(f"  0 approvals pending (floor): p50 {f50:.2f}s  p95 {f95:.2f}s  (mean {statistics.mean(floor):.2f}s)")
     print(f"  {args.pending} approvals pending:        p50 {l50:.2f}s  p95 {l95:.2f}s  "
           f"(mean {statistics.mean(loaded):.2f}s)")

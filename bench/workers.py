@@ -3,7 +3,7 @@ run by one worker and then by two.
 
     .venv/bin/python bench/workers.py                     # 2,000 pages, 100 partners per chunk run
     .venv/bin/python bench/workers.py --pages 1000 --chunk 50 --worker-limit 2
-    .venv/bin/python bench/workers.py --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/workers.py --database-url postgresql://postgres@127.0.0.1:5432/test  # both on PostgreSQL
     .venv/bin/python bench/workers.py --smoke             # 20 pages, 10 per chunk
 
 A real `prefect server start` (the stack), the `check-pages-chunk` deployment on a process work pool,
@@ -31,15 +31,45 @@ import os
 import sys
 import time
 
-from compliance import serve as serve_pages  # the same pages as bench/compliance.py
-
 from partnerflow.testing.sandbox import sandbox
 
 # Function-local imports: Prefect (under our flows and tasks) reads its settings once, at import, so our
 # modules are imported inside the sandbox that sets them.
 
 POOL = "bench-pages"
+LINK = "<a href='https://acme.example/signup?ref=PF{i}'>try Acme</a>"
+PARA = "<p>Dashboards, metrics and notes on running a small analytics team, week {n} of the series.</p>"
 SETTINGS = {"PARTNERFLOW_COMPLIANCE_PER_DOMAIN_DELAY": "0", "PARTNERFLOW_EMAIL_PROVIDER": "outbox"}
+
+
+def page_body(i: int) -> str:
+    """About 12 KB; with, without and footer-only disclosures and some claims (as in bench/compliance.py)."""
+    filler = "".join(PARA.format(n=n) for n in range(120))
+    top = "<p>This post contains affiliate links; I earn a commission.</p>" if i % 4 == 0 else ""
+    claim = "<p>You can earn $3,000 per month with it.</p>" if i % 4 == 3 else ""
+    footer = "<footer>Disclosure: affiliate link.</footer>" if i % 4 == 2 else "<footer>(c) me</footer>"
+    return (f"<!doctype html><html lang='en'><head><title>Review {i}</title></head><body><h1>Review {i}</h1>"
+            f"{top}<p>I use it daily: {LINK.format(i=i)}</p>{claim}{filler}{footer}</body></html>")
+
+
+def serve_pages(port_queue) -> None:
+    """A threaded HTTP server for the partners' pages (its own process: the checks do not slow it)."""
+    import logging
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    @Request.application
+    def app(request):
+        if request.path == "/robots.txt":
+            return Response("User-agent: *\nAllow: /\n", content_type="text/plain")
+        return Response(page_body(int(request.path.rsplit("-", 1)[-1])), content_type="text/html; charset=utf-8")
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    port_queue.put(server.server_port)
+    server.serve_forever()
 
 
 def add_partners(base: str, n: int) -> None:
@@ -153,12 +183,26 @@ def run(args) -> dict:
         pages.kill()
 
 
+@contextlib.contextmanager
+def prefect_db(server_url: str | None):
+    """The Prefect server's database: with a PostgreSQL server, a fresh database there (as a team runs it)."""
+    if not server_url:
+        yield
+        return
+    from partnerflow.testing.scale import prefect_database
+
+    with prefect_database(server_url) as url:
+        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = url  # the stack's server is started with it
+        yield
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=2000, help="partners, one page each")
     parser.add_argument("--chunk", type=int, default=100, help="partners per chunk flow run")
     parser.add_argument("--worker-limit", type=int, default=1, help="flow runs one worker runs at once")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL server for a fresh database (default SQLite)")
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL server for fresh databases: ours and the Prefect server's (default SQLite)")
     parser.add_argument("--idle", type=float, default=10,
                         help="seconds to measure the server's CPU with the workers polling and nothing to run")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the untimed first pass")
@@ -166,12 +210,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.pages, args.chunk, args.warm_up, args.idle = 20, 10, False, 1
-    with sandbox("bench-workers", database_url=args.database_url, **SETTINGS):
+    with sandbox("bench-workers", database_url=args.database_url, **SETTINGS), prefect_db(args.database_url):
         from partnerflow.stack import stop_on_signals
 
         stop_on_signals()  # SIGTERM stops the stack and workers this benchmark started, as Ctrl-C does
         out = run(args)
-    db = "PostgreSQL" if args.database_url else "SQLite"
+    db = "PostgreSQL (ours and the Prefect server's)" if args.database_url else "SQLite"
     print(f"page check of {args.pages} local pages, {args.chunk} partners per chunk run, worker --limit "
           f"{args.worker_limit}, {db}, {os.cpu_count()} CPUs")
     if "warm-up" in out:

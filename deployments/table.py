@@ -113,10 +113,12 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("reconcile-payout-rails", "payouts", "payouts_reconcile:reconcile_payout_rails",
                "Reconcile now; pass bank_report=<path> to apply a SEPA pain.002/camt.053/camt.054 file.",
                retry_on_crash=True),
-    # compliance page checks shared by the workers of a pool: one chunk run per 100 partners
+    # compliance page checks shared by the workers of a pool: one chunk run per 100 partners; a fan-out
+    # run again finds its chunk runs (keyed by its flow run id) instead of starting more
     Deployment("check-pages-fanout", "compliance", "compliance_chunks:check_pages_fanout",
                "Check every active partner's pages, one check-pages-chunk run per chunk of partners "
-               "(workers share them; the fan-out itself needs a slot too)."),
+               "(workers share them; the fan-out itself needs a slot too).", retry_on_crash=True),
     Deployment("check-pages-chunk", "compliance", "compliance_chunks:check_pages_chunk",
-               "Check these partners' pages (partner_ids): disclosure and brand rules; started by check-pages-fanout."),
+               "Check these partners' pages (partner_ids): disclosure and brand rules; started by check-pages-fanout.",
+               retry_on_crash=True),
 )

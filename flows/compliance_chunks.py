@@ -14,10 +14,12 @@ from __future__ import annotations
 import time
 from uuid import UUID
 
-from prefect import flow, get_client
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
+from prefect.exceptions import PrefectHTTPStatusError
+from prefect.runtime import flow_run
 
 from partnerflow.flows.compliance import act_on_new_findings
 from partnerflow.tasks.compliance import runs
@@ -37,13 +39,24 @@ def check_pages_chunk(partner_ids: list[int]) -> dict:
     return {**part, "auto": auto, "review": review}
 
 
+@task(retries=3, retry_delay_seconds=10)
+def start_chunk(partner_ids: list[int], key: str) -> UUID:
+    """Start one chunk run. The key makes a retry after a lost answer find that run, not start a second."""
+    return run_deployment(CHUNK_DEPLOYMENT, parameters={"partner_ids": partner_ids}, timeout=0,
+                          idempotency_key=key).id
+
+
 def wait_for_runs(flow_run_ids: list[UUID], timeout: float) -> list:
     """The flow runs once every one of them is in a final state (in the given order)."""
     deadline = time.monotonic() + timeout
+    found: dict = {}
     with get_client(sync_client=True) as client:
         while True:
-            found = {r.id: r for r in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)), limit=len(flow_run_ids))}
+            try:
+                found = {r.id: r for r in client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)), limit=len(flow_run_ids))}
+            except PrefectHTTPStatusError as exc:  # a busy server: the chunks run on regardless
+                get_run_logger().warning("Could not read the chunk runs (%s); asking again.", exc.response.status_code)
             if len(found) == len(flow_run_ids) and all(r.state and r.state.is_final() for r in found.values()):
                 return [found[i] for i in flow_run_ids]
             if time.monotonic() > deadline:
@@ -64,11 +77,11 @@ def check_pages_fanout(chunk_size: int = 100, timeout_seconds: int = 6 * 3600) -
     run, previous = runs.start_run(None)
     ids = runs.partners_to_check(None)
     chunks = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
-    started = [run_deployment(CHUNK_DEPLOYMENT, parameters={"partner_ids": chunk}, timeout=0) for chunk in chunks]
+    started = [start_chunk(chunk, f"{flow_run.id}-{n}") for n, chunk in enumerate(chunks)]
     totals = runs.check_totals(len(ids)) | {"auto": {}, "review": [],
                                             "sanctions": "not part of this run (pages only)"}
     failed = []
-    for chunk_run in wait_for_runs([r.id for r in started], timeout_seconds):
+    for chunk_run in wait_for_runs(started, timeout_seconds):
         if chunk_run.state.is_completed():
             merge_chunk(totals, chunk_run.state.result())
         else:
