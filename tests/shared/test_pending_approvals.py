@@ -1,0 +1,52 @@
+"""Twenty approvals waiting for a person hold nothing: the runner has no flow process left, and
+another deployment still starts and finishes at once (with paused runs it stayed Scheduled)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psutil
+import pytest
+from factories import add_conversions, application, make_partner
+from prefect import get_client
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlmodel import select
+
+from partnerflow.models import Application, Commission, session_scope
+from partnerflow.settings import get_settings
+from partnerflow.stack import free_port, running_stack
+from partnerflow.tasks.shared.approvals import waiting_runs
+
+PENDING = 20
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_twenty_pending_approvals_leave_other_deployments_running():
+    partner = make_partner(1)
+    add_conversions([{"partner_id": partner, "amount_minor": 10_000, "external_id": "order-1"}])
+    with running_stack(get_settings(), prefect_port=free_port(), web_port=free_port()) as stack, \
+            temporary_settings({PREFECT_API_URL: stack.api_url}):
+        for n in range(PENDING):  # affiliates are asked about; partner.applied starts contract-application
+            form = application(email=f"owner{n}@site{n}.example", website=f"https://site{n}.example",
+                               legal_name=f"Site {n} Media", partner_type="affiliate")
+            assert httpx.post(f"{stack.web_url}/api/applications", json=form, timeout=30).status_code == 201
+        deadline = time.monotonic() + 420
+        while len(waiting_runs("contract-application")) < PENDING and time.monotonic() < deadline:
+            time.sleep(1)
+        assert len(waiting_runs("contract-application")) == PENDING
+
+        runner = next(part.process for part in stack.parts if part.name == "the deployment runner")
+        assert psutil.Process(runner.pid).children(recursive=True) == []  # no process waits for a person
+
+        run = run_deployment("compute-commissions/compute-commissions", timeout=120)
+        assert run.state.is_completed(), run.state
+        with get_client(sync_client=True) as client:
+            assert len(waiting_runs("contract-application")) == PENDING  # still waiting, nothing was decided
+            assert client.read_flow_run(run.id).state.is_completed()
+
+    with session_scope() as session:
+        assert {a.status for a in session.exec(select(Application)).all()} == {"pending_review"}
+        assert [c.amount_minor for c in session.exec(select(Commission)).all()] == [1_000]
