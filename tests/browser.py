@@ -44,6 +44,9 @@ class Form:
     def __init__(self, page: Page):
         self.page = page
         self.dialog = page.get_by_role("dialog")
+        self.sent: list[str] = []  # the API calls the page made (not reads), for a failure's message
+        page.on("request", lambda r: self.sent.append(f"{r.method} {r.url.split('/api/', 1)[-1]}")
+                if "/api/" in r.url and r.method != "GET" else None)
 
     @property
     def description(self) -> str:
@@ -86,8 +89,9 @@ class Form:
         box.press("Tab")
         return self
 
-    def submit(self, timeout: float = 20) -> list[str]:
+    def submit(self, timeout: float = 60) -> list[str]:
         """Press Submit; [] once the dialog closed (the answer was sent), else the errors it shows."""
+        before = len(self.sent)
         self.dialog.get_by_role("button", name="Submit").click()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -96,8 +100,11 @@ class Form:
             errors = [e.strip() for e in self.dialog.locator(FAILED).all_inner_texts() if e.strip()]
             if errors:
                 return errors
-            time.sleep(0.1)
-        raise AssertionError(f"the form neither closed nor showed an error within {timeout} s")
+            self.page.wait_for_timeout(200)
+        calls = [c for c in self.sent[before:] if "flow_runs" in c or "schemas" in c]
+        toasts = self.page.locator(".p-toast").all_inner_texts()
+        raise AssertionError(f"the form neither closed nor showed an error within {timeout} s; "
+                             f"calls after Submit: {calls}; messages: {toasts}")
 
     def screenshot(self, path) -> None:
         self.page.screenshot(path=str(path), full_page=True)

@@ -1,9 +1,10 @@
 """Every approval form answered as a person does: in the Prefect UI, in a real browser.
 
-One real stack for the module (`prefect server start`, the web app, a runner serving every
-deployment, all on this test's database). For each form a run is started the way it is in
-production and suspends; headless Chromium opens its page, presses Resume, fills the form and
-submits; the test then checks the effect in our tables.
+One real stack (`prefect server start`, the web app, a runner serving every deployment, all on
+this test's database) serves all three forms, so they are one test: starting a stack costs more
+than answering a form, and pytest-xdist would give separate tests separate stacks. For each form
+a run is started the way it is in production and suspends; headless Chromium opens its page,
+presses Resume, fills the form and submits; the test then checks the effect in our tables.
 """
 
 from __future__ import annotations
@@ -37,35 +38,24 @@ from partnerflow.tasks.compliance.policy import load_policy
 from partnerflow.tasks.payouts.commissions import compute_commissions
 from partnerflow.tasks.shared.approvals import wait_for_waiting_run
 
-# One stack for the module: under pytest-xdist its tests stay on one worker. Starting a stack on a
-# loaded machine can take minutes; the suite's 5-minute guard would count that against the first test.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser-forms-stack"), pytest.mark.timeout(480)]
 
-
-@pytest.fixture(scope="module")
-def stack_outbox(tmp_path_factory):
-    """Where the stack's processes write mail (the suite's per-test outbox is this process's only)."""
-    return tmp_path_factory.mktemp("stack-outbox")
-
-
-@pytest.fixture(scope="module")
-def stack(stack_outbox):
-    """The stack's processes read their settings when they start: set them first."""
+@pytest.fixture
+def stack(monkeypatch):
+    """The stack's processes read their settings (this test's outbox, ...) when they start: set them first."""
     require_chromium()  # before the stack starts, not after
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PARTNERFLOW_OUTBOX_DIR", str(stack_outbox))
-        env.setenv("PARTNERFLOW_PAYOUT_APPROVAL_ABOVE_MINOR", "0")  # every batch needs a person
-        reset_settings()
-        with running_stack(get_settings(), prefect_port=free_port(), web_port=free_port()) as stack:
-            yield stack
+    monkeypatch.setenv("PARTNERFLOW_PAYOUT_APPROVAL_ABOVE_MINOR", "0")  # every batch needs a person
     reset_settings()
+    with running_stack(get_settings(), prefect_port=free_port(), web_port=free_port()) as stack, \
+            temporary_settings({PREFECT_API_URL: stack.api_url}):  # this process talks to the stack's server
+        yield stack
 
 
-@pytest.fixture(autouse=True)
-def stack_api(stack):
-    """This process talks to the stack's Prefect server, not the suite's test harness."""
-    with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        yield
+@pytest.mark.slow
+@pytest.mark.timeout(480)  # a stack start on a loaded machine can take minutes
+def test_every_approval_form_is_answered_in_the_prefect_ui(stack, outbox):
+    a_reviewer_approves_an_application_and_the_contract_goes_out(stack, outbox)
+    finance_approves_a_payout_batch_holding_one_partner(stack)
+    compliance_dismisses_a_finding_with_a_reason(stack)
 
 
 def state_of(flow_run_id):
@@ -80,7 +70,7 @@ def start(deployment: str, **parameters):
         return client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
 
 
-def test_a_reviewer_approves_an_application_and_the_contract_goes_out(stack, stack_outbox):
+def a_reviewer_approves_an_application_and_the_contract_goes_out(stack, outbox):
     applicant = application(partner_type="affiliate")  # affiliates are decided by a person
     response = httpx.post(f"{stack.web_url}/api/applications", json=applicant, timeout=30)
     assert response.status_code == 201, response.text
@@ -96,14 +86,14 @@ def test_a_reviewer_approves_an_application_and_the_contract_goes_out(stack, sta
 
     with session_scope() as session:
         [request] = session.exec(select(SignatureRequest)).all()
-        [question] = session.exec(select(ApprovalRequest)).all()
+        [question] = session.exec(select(ApprovalRequest).where(ApprovalRequest.flow_run_id == str(run.id))).all()
     assert request.status == SignatureStatus.SENT and request.signer_email == applicant["email"]
     assert question.answered_by == "Dana Reviewer"
-    signing = [m for m in mails(stack_outbox) if "/sign/" in mail_text(m)]
+    signing = [m for m in mails(outbox) if "/sign/" in mail_text(m)]
     assert len(signing) == 1 and applicant["email"] in signing[0]["To"]
 
 
-def test_finance_approves_a_payout_batch_holding_one_partner(stack):
+def finance_approves_a_payout_batch_holding_one_partner(stack):
     held, paid = make_partner(1), make_partner(2)
     add_conversions([{"partner_id": held, "amount_minor": 20000, "external_id": "held-sale"},
                      {"partner_id": paid, "amount_minor": 30000, "external_id": "paid-sale"}])
@@ -128,7 +118,7 @@ def test_finance_approves_a_payout_batch_holding_one_partner(stack):
     assert approved.actor == "Pat Finance" and approved.details["held_partner_ids"] == [held]
 
 
-def test_compliance_dismisses_a_finding_with_a_reason(stack):
+def compliance_dismisses_a_finding_with_a_reason(stack):
     with session_scope() as session:
         partner = Partner(email="ann@blog.example", legal_name="Ann Blogger", country="US", stage=Stage.ACTIVE)
         session.add(partner)

@@ -7,6 +7,7 @@ database; its processes are found by the PARTNERFLOW_VAR_DIR in their environmen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,15 +74,19 @@ class Up:
         self.proc.kill()
         pytest.fail(f"`partnerflow up` did not start: {self.stderr.read_text()[-3000:]}")
 
-    def kill_everything(self) -> list[str]:
-        """SIGKILL every process of the stack at once, as a power cut would; their command lines."""
-        victims = stack_processes(self.var_dir)
-        names = [" ".join(p.cmdline()) for p in victims]
-        for proc in victims:
-            proc.send_signal(signal.SIGKILL)
+    def kill_everything(self) -> set[str]:
+        """SIGKILL every process of the stack, as a power cut would; the command lines killed."""
+        killed = set()
+        deadline = time.monotonic() + 30
+        while (victims := stack_processes(self.var_dir)) and time.monotonic() < deadline:
+            for proc in victims:  # one that a dying parent had just started is caught on the next pass
+                with contextlib.suppress(psutil.Error):
+                    killed.add(" ".join(proc.cmdline()))
+                    proc.kill()
+            time.sleep(0.2)
         self.proc.wait(timeout=30)
-        self.wait_until_gone()
-        return names
+        assert stack_processes(self.var_dir) == [], "kill -9 left processes of the stack running"
+        return killed
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -100,7 +105,8 @@ def up(tmp_path):
     stack = Up(tmp_path)
     yield stack
     for proc in stack_processes(stack.var_dir):  # whatever a failed test left running
-        proc.kill()
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 @pytest.mark.slow
