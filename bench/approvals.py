@@ -68,10 +68,32 @@ def ask_people(web_url: str, count: int, timeout: float) -> set[str]:
             raise RuntimeError(f"application {n} was refused: {response.status_code} {response.text[:200]}")
     deadline = time.monotonic() + timeout
     while (waiting := len(waiting_runs("contract-application"))) < count:
+        if ended := ended_badly("contract-application"):
+            raise RuntimeError(f"contract-application runs ended badly instead of asking: {ended}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {waiting} of {count} applications wait for a reviewer after {timeout:.0f} s")
         time.sleep(0.5)
     return {str(r.id) for r in waiting_runs("contract-application")}
+
+
+def ended_badly(flow_name: str) -> list[str]:
+    """Runs of `flow_name` that failed or crashed ("name: state message")."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED]))))
+    return [f"{r.name}: {r.state.name} {(r.state.message or '')[:200]}" for r in runs]
 
 
 def processes_of(runner_pid: int, flow_run_ids: set[str]) -> int:
@@ -99,7 +121,7 @@ def run(args) -> dict:
             timed_runs(args.warm_ups)  # the first runs warm the disk cache and the server
             floor = timed_runs(args.runs)
             started = time.perf_counter()
-            waiting = ask_people(stack.web_url, args.pending, timeout=120 + 10 * args.pending)
+            waiting = ask_people(stack.web_url, args.pending, timeout=300 + 20 * args.pending)
             asked = time.perf_counter() - started
             # A suspended run's process ends by itself once its state is saved; give the last ones time to exit.
             held, settled = processes_of(runner.pid, waiting), time.monotonic() + 120
