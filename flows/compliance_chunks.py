@@ -28,7 +28,7 @@ from partnerflow.tasks.compliance.policy import load_policy
 from partnerflow.tasks.compliance.report import compliance_report
 
 CHUNK_DEPLOYMENT = "check-pages-chunk/check-pages-chunk"
-POLL_SECONDS = 1.0
+POLL_SECONDS = 5.0  # each look reads every chunk run; chunk runs take tens of seconds or more
 
 
 @flow(name="check-pages-chunk", persist_result=True)  # the fan-out reads the result from another process
