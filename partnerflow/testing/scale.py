@@ -69,6 +69,14 @@ def kill_worker_machine(worker: subprocess.Popen) -> list[int]:
     return [child.pid for child in children]
 
 
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """CPU time (user + system) of a running process and of the children it has waited for; 0 once gone."""
+    with contextlib.suppress(psutil.Error):
+        times = psutil.Process(proc.pid).cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+    return 0.0
+
+
 def submitted_flow_runs(worker_log: Path) -> set[str]:
     """The flow run ids a `prefect worker start` process submitted, read from its log (INFO level)."""
     if not worker_log.exists():
