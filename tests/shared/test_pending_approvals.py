@@ -22,6 +22,18 @@ from partnerflow.tasks.shared.approvals import waiting_runs
 PENDING = 20
 
 
+def processes_of(parent_pid: int, flow_run_ids: set[str]) -> list[psutil.Process]:
+    """The live processes under `parent_pid` that run one of these flow runs."""
+    found = []
+    for child in psutil.Process(parent_pid).children(recursive=True):
+        try:
+            if child.environ().get("PREFECT__FLOW_RUN_ID") in flow_run_ids and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_twenty_pending_approvals_leave_other_deployments_running():
@@ -39,7 +51,11 @@ def test_twenty_pending_approvals_leave_other_deployments_running():
         assert len(waiting_runs("contract-application")) == PENDING
 
         runner = next(part.process for part in stack.parts if part.name == "the deployment runner")
-        assert psutil.Process(runner.pid).children(recursive=True) == []  # no process waits for a person
+        waiting = {str(run.id) for run in waiting_runs("contract-application")}
+        deadline = time.monotonic() + 60  # a suspended run's process exits right after suspending
+        while processes_of(runner.pid, waiting) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert processes_of(runner.pid, waiting) == []  # no process waits for a person
 
         run = run_deployment("compute-commissions/compute-commissions", timeout=120)
         assert run.state.is_completed(), run.state
