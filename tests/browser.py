@@ -44,9 +44,10 @@ class Form:
     def __init__(self, page: Page):
         self.page = page
         self.dialog = page.get_by_role("dialog")
-        self.sent: list[str] = []  # the API calls the page made (not reads), for a failure's message
-        page.on("request", lambda r: self.sent.append(f"{r.method} {r.url.split('/api/', 1)[-1]}")
-                if "/api/" in r.url and r.method != "GET" else None)
+        # The API calls the page made and their answers (None: none yet), for a failure's message.
+        self.calls: dict = {}
+        page.on("request", lambda r: self.calls.setdefault(r, None) if "/api/" in r.url else None)
+        page.on("response", lambda r: self.calls.__setitem__(r.request, r.status) if "/api/" in r.url else None)
 
     @property
     def description(self) -> str:
@@ -91,7 +92,7 @@ class Form:
 
     def submit(self, timeout: float = 60) -> list[str]:
         """Press Submit; [] once the dialog closed (the answer was sent), else the errors it shows."""
-        before = len(self.sent)
+        before = len(self.calls)
         self.dialog.get_by_role("button", name="Submit").click()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -101,7 +102,9 @@ class Form:
             if errors:
                 return errors
             self.page.wait_for_timeout(200)
-        calls = [c for c in self.sent[before:] if "flow_runs" in c or "schemas" in c]
+        answered = list(self.calls.items())[before:]
+        calls = [f"{r.method} {r.url.split('/api/', 1)[-1]} -> {status}" for r, status in answered
+                 if r.method != "GET" and ("flow_runs/" in r.url or "schemas" in r.url)]
         toasts = self.page.locator(".p-toast").all_inner_texts()
         raise AssertionError(f"the form neither closed nor showed an error within {timeout} s; "
                              f"calls after Submit: {calls}; messages: {toasts}")
