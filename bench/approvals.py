@@ -68,16 +68,16 @@ def ask_people(web_url: str, count: int, timeout: float) -> set[str]:
             raise RuntimeError(f"application {n} was refused: {response.status_code} {response.text[:200]}")
     deadline = time.monotonic() + timeout
     while (waiting := len(waiting_runs("contract-application"))) < count:
-        if ended := ended_badly("contract-application"):
-            raise RuntimeError(f"contract-application runs ended badly instead of asking: {ended}")
+        if failed := failed_runs("contract-application"):  # a crashed one is scheduled again by itself
+            raise RuntimeError(f"contract-application runs failed instead of asking: {failed}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {waiting} of {count} applications wait for a reviewer after {timeout:.0f} s")
         time.sleep(0.5)
     return {str(r.id) for r in waiting_runs("contract-application")}
 
 
-def ended_badly(flow_name: str) -> list[str]:
-    """Runs of `flow_name` that failed or crashed ("name: state message")."""
+def failed_runs(flow_name: str) -> list[str]:
+    """Runs of `flow_name` that failed ("name: state message")."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -92,7 +92,7 @@ def ended_badly(flow_name: str) -> list[str]:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED]))))
+                type=FlowRunFilterStateType(any_=[StateType.FAILED]))))
     return [f"{r.name}: {r.state.name} {(r.state.message or '')[:200]}" for r in runs]
 
 
