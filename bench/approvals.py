@@ -109,6 +109,11 @@ def processes_of(runner_pid: int, flow_run_ids: set[str]) -> int:
     return held
 
 
+def timings(label: str, took: list[float]) -> str:
+    return (f"  {label:<28} p50 {percentile(took, 0.5):.2f}s  p95 {percentile(took, 0.95):.2f}s  "
+            f"(mean {statistics.mean(took):.2f}s)")
+
+
 def run(args) -> dict:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -120,6 +125,7 @@ def run(args) -> dict:
         with temporary_settings({PREFECT_API_URL: stack.api_url}):
             timed_runs(args.warm_ups)  # the first runs warm the disk cache and the server
             floor = timed_runs(args.runs)
+            print(timings("0 approvals pending (floor):", floor), flush=True)
             started = time.perf_counter()
             waiting = ask_people(stack.web_url, args.pending, timeout=300 + 20 * args.pending)
             asked = time.perf_counter() - started
@@ -128,6 +134,7 @@ def run(args) -> dict:
             while (still := processes_of(runner.pid, waiting)) and time.monotonic() < settled:
                 time.sleep(0.5)
             loaded = timed_runs(args.runs)
+            print(timings(f"{args.pending} approvals pending:", loaded), flush=True)
     return {"floor": floor, "loaded": loaded, "asked": asked, "held": held, "still": still}
 
 
@@ -159,17 +166,15 @@ def main() -> None:
         from partnerflow.stack import stop_on_signals
 
         stop_on_signals()  # SIGTERM stops the stack this benchmark started, as Ctrl-C does
+        db = "PostgreSQL" if args.database_url else "SQLite"
+        print(f"run_deployment({NOOP}) -> Completed, runner limit 8, n={args.runs} each way, {db}", flush=True)
         out = run(args)
     floor, loaded = out["floor"], out["loaded"]
     f50, f95, l50, l95 = (percentile(floor, 0.5), percentile(floor, 0.95), percentile(loaded, 0.5),
                           percentile(loaded, 0.95))
-    db = "PostgreSQL" if args.database_url else "SQLite"
-    print(f"run_deployment({NOOP}) -> Completed, runner limit 8, n={args.runs} each way, {db}")
-    print(f"  0 approvals pending (floor): p50 {f50:.2f}s  p95 {f95:.2f}s  (mean {statistics.mean(floor):.2f}s)")
-    print(f"  {args.pending} approvals pending:        p50 {l50:.2f}s  p95 {l95:.2f}s  "
-          f"(mean {statistics.mean(loaded):.2f}s)")
     print(f"  {args.pending} applications asked a reviewer and suspended in {out['asked']:.1f} s; processes of "
           f"waiting runs: {out['held']} still exiting then, {out['still']} while timed")
+    print(f"  machine load now (1-minute average): {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"  ratio {l50 / f50:.1f}x p50 (target <= 1.2x), p95 ratio {l95 / f95:.1f}x")
 
 

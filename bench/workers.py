@@ -173,11 +173,18 @@ def run(args) -> dict:
             stack.env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # a worker looks for new chunk runs every second
             with temporary_settings({PREFECT_API_URL: stack.api_url}):
                 deploy_chunks(stack.api_url)
-                out = {}
                 if args.warm_up:
-                    out["warm-up"] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "warm-up", 0)
-                out[1] = one_pass(stack, 1, args.worker_limit, args.chunk, args.pages, "one", args.idle)
-                out[2] = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "two", args.idle)
+                    r = one_pass(stack, 2, args.worker_limit, args.chunk, args.pages, "warm-up", 0)
+                    print(f"  untimed first pass (records {r['opened']} findings): {r['wall']:.1f} s", flush=True)
+                out = {}
+                for n, label in ((1, "one"), (2, "two")):
+                    out[n] = r = one_pass(stack, n, args.worker_limit, args.chunk, args.pages, label, args.idle)
+                    above_idle = r["cpu"] - r["idle"] * r["wall"]
+                    print(f"  {n} worker{'s' if n > 1 else ' '}: {r['wall']:6.1f} s  {args.pages / r['wall']:6.1f} "
+                          f"pages/s   server CPU {r['cpu']:.1f} s for {r['runs']} flow runs = "
+                          f"{100 * r['cpu'] / r['runs']:.0f} s per 100 runs; {100 * above_idle / r['runs']:.0f} s "
+                          f"above the {r['idle']:.2f} CPU s/s of the server with the worker{'s' if n > 1 else ''} "
+                          "polling and nothing to run", flush=True)
                 return out
     finally:
         pages.kill()
@@ -214,19 +221,11 @@ def main() -> None:
         from partnerflow.stack import stop_on_signals
 
         stop_on_signals()  # SIGTERM stops the stack and workers this benchmark started, as Ctrl-C does
+        db = "PostgreSQL (ours and the Prefect server's)" if args.database_url else "SQLite"
+        print(f"page check of {args.pages} local pages, {args.chunk} partners per chunk run, worker --limit "
+              f"{args.worker_limit}, {db}, {os.cpu_count()} CPUs", flush=True)
         out = run(args)
-    db = "PostgreSQL (ours and the Prefect server's)" if args.database_url else "SQLite"
-    print(f"page check of {args.pages} local pages, {args.chunk} partners per chunk run, worker --limit "
-          f"{args.worker_limit}, {db}, {os.cpu_count()} CPUs")
-    if "warm-up" in out:
-        print(f"  untimed first pass (records {out['warm-up']['opened']} findings): {out['warm-up']['wall']:.1f} s")
-    for n in (1, 2):
-        r = out[n]
-        above_idle = r["cpu"] - r["idle"] * r["wall"]
-        print(f"  {n} worker{'s' if n > 1 else ' '}: {r['wall']:6.1f} s  {args.pages / r['wall']:6.1f} pages/s   "
-              f"server CPU {r['cpu']:.1f} s for {r['runs']} flow runs = {100 * r['cpu'] / r['runs']:.0f} s "
-              f"per 100 runs; {100 * above_idle / r['runs']:.0f} s above the {r['idle']:.2f} CPU s/s "
-              f"of the server with the worker{'s' if n > 1 else ''} polling and nothing to run")
+    print(f"  machine load now (1-minute average): {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"  ratio {out[1]['wall'] / out[2]['wall']:.1f}x (wall 1 worker / 2 workers; 2.0x is perfect sharing)")
 
 
