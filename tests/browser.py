@@ -27,6 +27,13 @@ PROPERTY = ".schema-form-property"
 FAILED = ".p-label__message--failed"
 
 
+def _answer(response) -> str:
+    try:
+        return f"{response.status} {response.text()[:300]}"
+    except Exception as exc:  # the body may be gone; the status is still worth reporting
+        return f"{response.status} ({exc})"
+
+
 def require_chromium() -> str:
     """Chromium's path; skips the test (fails it under CI=true) when the browser is not installed."""
     path = shutil.which("chromium")
@@ -44,10 +51,10 @@ class Form:
     def __init__(self, page: Page):
         self.page = page
         self.dialog = page.get_by_role("dialog")
-        # The API calls the page made and their answers (None: none yet), for a failure's message.
+        # The API calls the page made and their responses (None: none yet), for a failure's message.
         self.calls: dict = {}
         page.on("request", lambda r: self.calls.setdefault(r, None) if "/api/" in r.url else None)
-        page.on("response", lambda r: self.calls.__setitem__(r.request, r.status) if "/api/" in r.url else None)
+        page.on("response", lambda r: self.calls.__setitem__(r.request, r) if "/api/" in r.url else None)
 
     @property
     def description(self) -> str:
@@ -102,12 +109,11 @@ class Form:
             if errors:
                 return errors
             self.page.wait_for_timeout(200)
-        answered = list(self.calls.items())[before:]
-        calls = [f"{r.method} {r.url.split('/api/', 1)[-1]} -> {status}" for r, status in answered
+        calls = [f"{r.method} {r.url.split('/api/', 1)[-1]} -> " + (_answer(response) if response else "no answer")
+                 for r, response in list(self.calls.items())[before:]
                  if r.method != "GET" and ("flow_runs/" in r.url or "schemas" in r.url)]
-        toasts = self.page.locator(".p-toast").all_inner_texts()
         raise AssertionError(f"the form neither closed nor showed an error within {timeout} s; "
-                             f"calls after Submit: {calls}; messages: {toasts}")
+                             f"calls after Submit: {calls}")
 
     def screenshot(self, path) -> None:
         self.page.screenshot(path=str(path), full_page=True)
