@@ -65,7 +65,9 @@ def kill_worker_machine(worker: subprocess.Popen) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
     worker.wait(timeout=10)
-    psutil.wait_procs(children, timeout=10)
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    if alive:
+        raise RuntimeError(f"processes of the killed worker still run: {[p.pid for p in alive]}")
     return [child.pid for child in children]
 
 

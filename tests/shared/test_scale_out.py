@@ -51,7 +51,7 @@ from partnerflow.stack import free_port, running_stack
 from partnerflow.tasks.outreach.enrollment import enroll
 from partnerflow.tasks.outreach.sequences import load_sequence_files
 from partnerflow.tasks.payouts.commissions import compute_commissions
-from partnerflow.tasks.shared.approvals import answer, ask_person, wait_for_waiting_run
+from partnerflow.tasks.shared.approvals import answer, ask_person, wait_for_waiting_run, waiting_runs
 from partnerflow.tasks.shared.limits import PAYOUT_BATCH
 from partnerflow.testing.scale import (
     cpu_seconds,
@@ -124,22 +124,22 @@ def test_an_answer_survives_its_run_being_crashed_and_retried():
     assert run_deployed(approval_probe, flow_run_id=waiting.flow_run_id) == {"go": True, "approver": "Dana"}
 
 
-def answer_form(flow_run_id, values: dict, workers) -> None:
-    """Answer a waiting run's form as a person does, once the run's process has ended: a run shows as
-    Suspended while its form is still being saved (Prefect refuses an answer before that), and a worker
-    that is offered the resumed run while its previous process still runs dies (Prefect 3.8.8)."""
-    def answered() -> bool:
-        if any(runs_flow_run(worker, flow_run_id) for worker in workers):
-            return False
-        try:
-            answer(flow_run_id, values)
-        except RuntimeError as exc:
-            if "schema not found" not in str(exc):
-                raise
-            return False
-        return True
+def answered(flow_run_id, values: dict, workers) -> bool:
+    """Answer a waiting run's form as a person does, once the run's process has ended; False if not yet.
 
-    wait_until(f"the form of run {flow_run_id}", answered, timeout=60, poll=0.3)
+    A run shows as Suspended a moment before its form is saved (Prefect refuses an answer until then),
+    and a worker that is offered the resumed run while it still runs the run's previous process dies
+    (Prefect 3.8.8: "this borrower is already holding one of this CapacityLimiter's tokens").
+    """
+    if any(runs_flow_run(worker, flow_run_id) for worker in workers):
+        return False
+    try:
+        answer(flow_run_id, values)
+    except RuntimeError as exc:
+        if "schema not found" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def count(model, *where) -> int:
@@ -206,10 +206,13 @@ def test_two_workers_share_the_work_and_losing_one_mid_batch_does_nothing_twice(
                     response = httpx.post(f"{stack.web_url}/api/applications", json=applicant(i), timeout=30)
                     assert response.status_code == 201, response.text
                 reviewed: set = set()
-                while len(reviewed) < APPLICANTS:  # a person approves each one in the Prefect UI's form
-                    waiting = wait_for_waiting_run("contract-application", exclude=reviewed, timeout=180)
-                    answer_form(waiting.id, {"decision": "approve", "reviewer": "Dana Reviewer"}, workers)
-                    reviewed.add(waiting.id)
+
+                def review() -> bool:  # a person approves each application in the Prefect UI's form
+                    reviewed.update(run.id for run in waiting_runs("contract-application") if run.id not in reviewed
+                                    and answered(run.id, {"decision": "approve", "reviewer": "Dana Reviewer"}, workers))
+                    return len(reviewed) == APPLICANTS
+
+                wait_until("a form for every application", review, timeout=300, poll=1)
                 first = sends + list(reviewed)
                 wait_until("the send runs and the approved applications",
                            lambda: len(final_states(client, first)) == len(first), timeout=300, poll=1,
@@ -227,7 +230,8 @@ def test_two_workers_share_the_work_and_losing_one_mid_batch_does_nothing_twice(
                     keys = session.exec(select(Payout.idempotency_key).order_by(Payout.id)).all()
                 assert len(keys) == PAYEES
                 with held_ledger_transfer(database_url, keys[IN_FLIGHT - 1]):
-                    answer_form(batch_run, {"decision": "approve", "approver": "Fran Finance"}, workers)
+                    wait_until("the batch's form", lambda: answered(
+                        batch_run, {"decision": "approve", "approver": "Fran Finance"}, workers), timeout=60)
                     wait_until("the batch to pay up to the held payout",
                                lambda: count(LedgerTransfer) == IN_FLIGHT - 1, timeout=180)
                     victim = wait_until("the worker paying the batch", lambda: next(
@@ -235,7 +239,7 @@ def test_two_workers_share_the_work_and_losing_one_mid_batch_does_nothing_twice(
                     time.sleep(0.5)
                     assert count(LedgerTransfer) == IN_FLIGHT - 1  # blocked at the held payout, not past it
                     cpu = {w.pid: cpu_seconds(w) for w in workers}
-                    kill_worker_machine(victim)
+                    assert kill_worker_machine(victim)  # the batch's own process died with its worker
                 survivor = next(w for w in workers if w is not victim)
                 paid_before_the_crash = count(LedgerTransfer)
                 timings["kill"] = time.monotonic()
