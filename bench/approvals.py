@@ -71,9 +71,21 @@ def ask_people(web_url: str, count: int, timeout: float) -> set[str]:
         if failed := failed_runs("contract-application"):  # a crashed one is scheduled again by itself
             raise RuntimeError(f"contract-application runs failed instead of asking: {failed}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {waiting} of {count} applications wait for a reviewer after {timeout:.0f} s")
+            raise RuntimeError(f"only {waiting} of {count} applications wait for a reviewer after {timeout:.0f} s; "
+                               f"contract-application runs by state: {runs_by_state('contract-application')}")
         time.sleep(0.5)
     return {str(r.id) for r in waiting_runs("contract-application")}
+
+
+def runs_by_state(flow_name: str) -> dict[str, int]:
+    from collections import Counter
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    return dict(Counter(r.state.name if r.state else "none" for r in runs))
 
 
 def failed_runs(flow_name: str) -> list[str]:

@@ -31,10 +31,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.events.worker import EventsWorker
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import resume_flow_run, suspend_flow_run
 from prefect.input import RunInput, keyset_from_paused_state, read_flow_run_input
-from prefect.states import Cancelled, Suspended
+from prefect.states import AwaitingRetry, Cancelled, Suspended
 from sqlalchemy import update
 from sqlmodel import select
 
@@ -65,6 +66,8 @@ def ask_person(form: type[T], description: str, *, timeout_seconds: int, key: st
         # Prefect forgets a run's pauses when the run leaves a terminal state (crashed, then retried):
         # an answer already given under this key is read back instead of asking again.
         given = read_flow_run_input(keyset_from_paused_state(Suspended(pause_key=f"{key}-{attempt}"))["response"])
+        if not given:
+            _send_pending_events()
         try:
             answer = asking(**given) if given else suspend_flow_run(
                 wait_for_input=asking, timeout=remaining, key=f"{key}-{attempt}")
@@ -81,6 +84,15 @@ def ask_person(form: type[T], description: str, *, timeout_seconds: int, key: st
         logger.warning("Answer to %s had no %s; asking again.", key, approver_field)
         note = f"> **Your previous answer was not accepted: `{approver_field}` must name the person deciding.**\n\n"
     return None
+
+
+def _send_pending_events(timeout: float = 5) -> None:
+    """Deliver the events this process has queued (heartbeats) before the run suspends.
+
+    A heartbeat that reached the server after the Suspended state would start a new window of the
+    crash automation, and the waiting run would be marked Crashed 90 s later.
+    """
+    EventsWorker.drain_all(timeout=timeout, at_exit=False)
 
 
 def _record_question(key: str, subject: tuple[str, Any], details: dict[str, Any], timeout: int) -> ApprovalRequest:
@@ -135,6 +147,32 @@ def expire_overdue(handlers: dict[str, TimeoutHandler], now=None) -> list[str]:
         _cancel_if_suspended(row.flow_run_id, "Nobody answered in time; the safe default was applied.")
         expired.append(row.key)
     return expired
+
+
+def ask_again_after_crash(max_run_count: int = 5) -> list[str]:
+    """Schedule again every run that crashed while its question was still unanswered; their keys.
+
+    A crashed run shows no form, so the question could only expire. Nothing after the question has
+    run yet, so running the flow again is safe for every stage, payout batches included: it asks
+    the same question again (or reads back an answer given just before the crash). A run that
+    crashed `max_run_count` times is left for a person to look at.
+    """
+    with session_scope() as session:
+        waiting = session.exec(select(ApprovalRequest).where(ApprovalRequest.status == ApprovalStatus.WAITING,
+                                                             ApprovalRequest.flow_run_id.is_not(None))).all()
+        session.expunge_all()
+    asked_again = []
+    with get_client(sync_client=True) as client:
+        for row in waiting:
+            try:
+                run = client.read_flow_run(UUID(row.flow_run_id))
+            except ObjectNotFound:
+                continue
+            if run.state and run.state.is_crashed() and run.run_count < max_run_count:
+                client.set_flow_run_state(run.id, AwaitingRetry(
+                    message="Crashed while waiting for a person: asking again."), force=True)
+                asked_again.append(row.key)
+    return asked_again
 
 
 def _cancel_if_suspended(flow_run_id: str | None, message: str) -> None:

@@ -8,13 +8,14 @@ from datetime import timedelta
 import pytest
 from prefect import flow, get_client
 from prefect.input import RunInput
+from prefect.states import Crashed
 from sqlmodel import select
 from support import WaitingForPerson, run_deployed
 
 from partnerflow.models import AuditLog, session_scope, utcnow
 from partnerflow.models.approvals import ApprovalRequest, ApprovalStatus
 from partnerflow.status import collect_status
-from partnerflow.tasks.shared.approvals import NotDeployedError, ask_person, expire_overdue
+from partnerflow.tasks.shared.approvals import NotDeployedError, ask_again_after_crash, ask_person, expire_overdue
 
 
 class Decision(RunInput):
@@ -77,3 +78,28 @@ def test_nobody_answering_gets_the_safe_default_once_and_the_form_is_withdrawn()
     with session_scope() as session:
         audits = session.exec(select(AuditLog).where(AuditLog.action == "approval.expired")).all()
     assert [(a.subject_type, a.subject_id) for a in audits] == [("probe", "4")]
+
+
+def test_a_run_that_crashed_while_waiting_asks_again_and_then_takes_the_answer():
+    waiting = run_deployed(approval_probe, {"subject_id": 5})
+    answered = run_deployed(approval_probe, {"subject_id": 6}, [{"approve": True, "approver": "Kim"}])
+    assert answered == {"approve": True, "approver": "Kim"}
+    with get_client(sync_client=True) as client:  # what the crash automation does after a lost heartbeat
+        client.set_flow_run_state(waiting.flow_run_id, Crashed(message="no heartbeat"), force=True)
+
+    assert ask_again_after_crash() == ["probe-5"]
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(waiting.flow_run_id).state.name == "AwaitingRetry"
+    assert ask_again_after_crash() == []  # scheduled again once, not twice
+    assert run_deployed(approval_probe, answers=[{"approve": True, "approver": "Ana"}],
+                        flow_run_id=waiting.flow_run_id) == {"approve": True, "approver": "Ana"}
+    assert _request("probe-5").answered_by == "Ana"
+
+
+def test_a_run_that_keeps_crashing_while_waiting_is_left_for_a_person():
+    waiting = run_deployed(approval_probe, {"subject_id": 7})
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(waiting.flow_run_id, Crashed(message="no heartbeat"), force=True)
+    assert ask_again_after_crash(max_run_count=1) == []
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(waiting.flow_run_id).state.is_crashed()

@@ -4,12 +4,14 @@ another deployment still starts and finishes at once (with paused runs it stayed
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import httpx
 import psutil
 import pytest
 from factories import add_conversions, application, make_partner
 from prefect import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlmodel import select
@@ -34,6 +36,13 @@ def processes_of(parent_pid: int, flow_run_ids: set[str]) -> list[psutil.Process
     return found
 
 
+def runs_by_state(flow_name: str) -> dict[str, int]:
+    """How many runs of `flow_name` are in each state: what a failure needs to be understood."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    return dict(Counter(run.state.name if run.state else "none" for run in runs))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_twenty_pending_approvals_leave_other_deployments_running():
@@ -48,7 +57,7 @@ def test_twenty_pending_approvals_leave_other_deployments_running():
         deadline = time.monotonic() + 420
         while len(waiting_runs("contract-application")) < PENDING and time.monotonic() < deadline:
             time.sleep(1)
-        assert len(waiting_runs("contract-application")) == PENDING
+        assert len(waiting_runs("contract-application")) == PENDING, runs_by_state("contract-application")
 
         runner = next(part.process for part in stack.parts if part.name == "the deployment runner")
         waiting = {str(run.id) for run in waiting_runs("contract-application")}
