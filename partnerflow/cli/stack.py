@@ -31,6 +31,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         typer.echo(f"  {stage:<12} {count}")
     for key in ("prospects", "applications", "messages_sent", "contracts_signed", "payouts_paid"):
         typer.echo(f"{key.replace('_', ' ').capitalize():<18} {data[key]}")
+    waiting = data["approvals_waiting"]
+    typer.echo(f"Approvals waiting  {len(waiting)}" + (" (answer them in the Prefect UI):" if waiting else ""))
+    for row in waiting:
+        typer.echo(f"  {row['subject']:<24} asked {row['asked_at'][:16]}  expires {row['expires_at'][:16]}")
 
 
 @app.command()

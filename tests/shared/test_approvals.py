@@ -103,3 +103,16 @@ def test_a_run_that_keeps_crashing_while_waiting_is_left_for_a_person():
     assert ask_again_after_crash(max_run_count=1) == []
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(waiting.flow_run_id).state.is_crashed()
+
+
+def test_status_on_the_command_line_lists_the_questions_waiting_for_a_person():
+    from typer.testing import CliRunner
+
+    from partnerflow.cli import _register, app
+
+    _register()
+    run_deployed(approval_probe, {"subject_id": 8})
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "Approvals waiting  1 (answer them in the Prefect UI):" in result.output
+    assert "probe 8" in result.output
