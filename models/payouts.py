@@ -17,7 +17,8 @@ from partnerflow.models.types import UTCDateTime, utcnow
 from partnerflow.providers.payout.ledger import LedgerTransfer
 
 __all__ = ["Commission", "CommissionStatus", "Conversion", "ConversionKind", "ConversionSource", "FxRate",
-           "LedgerTransfer", "Payout", "PayoutBatch", "PayoutBatchStatus", "PayoutStatus"]
+           "Installation", "LedgerTransfer", "Payout", "PayoutBatch", "PayoutBatchStatus", "PayoutStatus",
+           "SepaFileEntry"]
 
 
 class ConversionKind(StrEnum):
@@ -53,10 +54,15 @@ class PayoutStatus(StrEnum):
     PAID = "paid"
     FAILED = "failed"  # its commissions went back to the balance
     HELD = "held"  # held by the approver
+    # The money may have moved, but not as we asked (amount, currency, destination), or whether it moved
+    # can no longer be asked safely: commissions stay attached, nothing is sent again, a person decides.
+    NEEDS_REVIEW = "needs_review"
 
 
 # Payouts whose outcome is still open.
 OPEN_PAYOUT = (PayoutStatus.PENDING, PayoutStatus.SENDING, PayoutStatus.PROCESSING)
+# Payouts that keep their batch open (not final): the open ones and those waiting for a person.
+UNSETTLED_PAYOUT = (*OPEN_PAYOUT, PayoutStatus.NEEDS_REVIEW)
 # Batches whose payouts may be (or have been) paid.
 PAYABLE_BATCH = (PayoutBatchStatus.APPROVED, PayoutBatchStatus.PAID, PayoutBatchStatus.PARTIALLY_PAID)
 
@@ -129,6 +135,9 @@ class Payout(SQLModel, table=True):
     attempts: int = 0
     claim_token: str | None = Field(default=None, index=True)  # which worker's claim won (compare-and-set)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # When the rail was first called for it: a provider that dedupes a key only for a while (PayPal: 30 days)
+    # must not be sent the payout again once that window is over.
+    first_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # The FX rates used, {"EUR/USD": "1.0850"}: the partner's statement shows them.
     fx_rates: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error: str | None = None
@@ -160,3 +169,31 @@ class FxRate(SQLModel, table=True):
     base: str
     quote: str
     rate: str  # a Decimal as text: never a float
+
+
+class SepaFileEntry(SQLModel, table=True):
+    """Which SEPA payment (EndToEndId) went into which bank file: our record, not the folder's.
+
+    Written before the file is (file_name empty), completed once the rail named the file. A payment
+    with an entry is never put into another file, even after its file was archived or moved away.
+    """
+
+    __tablename__ = "sepa_file_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    end_to_end_id: str = Field(unique=True)
+    payout_id: int = Field(foreign_key="payout.id", index=True)
+    amount_minor: int = Field(sa_type=BigInteger)
+    file_name: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    filed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Installation(SQLModel, table=True):
+    """One row: this installation's random namespace, part of every new payout key, so two installations
+    that share a Stripe or PayPal account never send the same key. Made by migration 0005 (and on first
+    use in a database built otherwise)."""
+
+    id: int = Field(default=1, primary_key=True)
+    namespace: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
