@@ -15,17 +15,18 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
 import yaml
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlmodel import Session
 
 from partnerflow.models import Commission, Conversion, Partner, get_engine, session_scope, utcnow
 from partnerflow.models.payouts import CommissionStatus
-from partnerflow.tasks.payouts.balances import fx_lookup, release_locked
+from partnerflow.tasks.payouts.balances import FxLookup, fx_lookup, release_locked
 from partnerflow.tasks.payouts.commission_rules import (
     PAYING_KINDS,
     REVERSAL_KINDS,
@@ -35,7 +36,7 @@ from partnerflow.tasks.payouts.commission_rules import (
     compute_period,
     period_of,
 )
-from partnerflow.tasks.shared.money import round_minor
+from partnerflow.tasks.shared.money import exponent, round_minor
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
 PARTNER_CHUNK = 500
@@ -159,48 +160,115 @@ def _compute_chunk(session: Session, todo: dict[int, set[str]], now: datetime, s
     stats["updated"] += len(updates)
 
 
-def _apply_reversals(session: Session, now: datetime, stats: dict[str, int]) -> None:
+@dataclass
+class Reversal:
+    """A refund, chargeback or reversal not applied yet, with the commission of the conversion it reverses."""
+
+    id: int
+    kind: str
+    amount_minor: int
+    currency: str
+    occurred_at: datetime
+    original_id: int
+    original_minor: int
+    commission_id: int
+    partner_id: int
+    commission_minor: int
+    commission_currency: str
+    commission_status: str
+    payout_id: int | None
+    payable_at: datetime | None
+    period: str
+
+
+def _apply_reversals(session: Session, now: datetime, stats: dict[str, Any]) -> None:
+    fx = fx_lookup(session)
+    for reversal in unapplied_reversals(session):
+        apply_reversal(session, reversal, now, stats, fx)
+
+
+def unapplied_reversals(session: Session) -> list[Reversal]:
+    """Reversals whose original earned a commission and that have no commission row of their own yet."""
     reversal = Conversion.__table__.alias("rev")
     original = Conversion.__table__.alias("orig")
+    applied = Commission.__table__.alias("applied")
     rows = session.execute(
-        select(reversal.c.id, reversal.c.amount_minor, reversal.c.currency, reversal.c.kind,
-               original.c.amount_minor, Commission.id, Commission.partner_id, Commission.amount_minor,
-               Commission.status, Commission.payout_id, Commission.payable_at, Commission.period)
+        select(reversal.c.id, reversal.c.kind, reversal.c.amount_minor, reversal.c.currency, reversal.c.occurred_at,
+               original.c.id, original.c.amount_minor, Commission.id, Commission.partner_id, Commission.amount_minor,
+               Commission.currency, Commission.status, Commission.payout_id, Commission.payable_at, Commission.period)
         .join(original, original.c.id == reversal.c.reverses_id)
         .join(Commission, Commission.conversion_id == original.c.id)
-        .where(reversal.c.kind.in_(REVERSAL_KINDS))
+        .outerjoin(applied, applied.c.conversion_id == reversal.c.id)
+        .where(reversal.c.kind.in_(REVERSAL_KINDS), applied.c.id.is_(None))
+        .order_by(reversal.c.occurred_at, reversal.c.id)
     ).all()
-    done = set(session.execute(select(Commission.conversion_id).join(
-        Conversion, Conversion.id == Commission.conversion_id).where(Conversion.kind.in_(REVERSAL_KINDS))).scalars())
-    for (rev_id, rev_amount, _cur, kind, orig_amount, cid, pid, c_amount, c_status, payout_id, payable_at,
-         period) in rows:
-        if rev_id in done:
-            continue
-        full = rev_amount == 0 or abs(rev_amount) >= orig_amount
-        base = {"conversion_id": rev_id, "partner_id": pid, "currency": _cur, "period": period, "created_at": now}
-        if c_status == CommissionStatus.CANCELLED or c_amount == 0:
-            session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": CommissionStatus.CANCELLED,
-                                                  "rule": f"{kind} of a conversion that earned nothing",
-                                                  "payable_at": payable_at}])
-        elif payout_id is None and c_status in (CommissionStatus.PENDING, CommissionStatus.PAYABLE) and full:
-            session.execute(update(Commission).where(Commission.id == cid, Commission.payout_id.is_(None))
-                            .values(status=CommissionStatus.CANCELLED,
-                                    rule=Commission.rule + f" (cancelled by {kind} #{rev_id})"))
-            session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": CommissionStatus.CANCELLED,
-                                                  "rule": f"{kind}: cancels commission #{cid}",
-                                                  "payable_at": payable_at}])
+    return [Reversal(*row) for row in rows]
+
+
+def _refunded_in_sale_currency(r: Reversal, fx: FxLookup) -> Decimal:
+    """The reversal's amount in minor units of the sale's currency, converted at the rate of the reversal's day."""
+    if r.currency == r.commission_currency:
+        return Decimal(r.amount_minor)
+    rate = fx(r.currency, r.commission_currency, r.occurred_at)
+    return (Decimal(r.amount_minor) * rate).scaleb(exponent(r.commission_currency) - exponent(r.currency))
+
+
+def apply_reversal(session: Session, r: Reversal, now: datetime, stats: dict[str, Any], fx: FxLookup) -> None:
+    """Record what one reversal does to its original's commission: cancel it while no payout holds it, else a
+    deduction. Every row is in the commission's currency (the sale's), whatever currency the refund came in."""
+    base = {"conversion_id": r.id, "partner_id": r.partner_id, "currency": r.commission_currency,
+            "period": r.period, "created_at": now}
+
+    def nothing(rule: str) -> None:
+        session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": CommissionStatus.CANCELLED,
+                                              "rule": rule, "payable_at": r.payable_at}])
+
+    if r.commission_status == CommissionStatus.CANCELLED or r.commission_minor == 0:
+        nothing(f"{r.kind} of a conversion that earned nothing")
+        return
+    with localcontext() as ctx:
+        ctx.prec = 50
+        try:
+            refunded = _refunded_in_sale_currency(r, fx)
+        except LookupError as exc:  # left unapplied: the next run tries again once the rate is entered
+            stats["waiting"] += 1
+            stats.setdefault("problems", []).append(f"{r.kind} #{r.id}: {exc}")
+            return
+        full = r.amount_minor == 0 or refunded >= r.original_minor
+        share = Decimal(1) if full else refunded / Decimal(r.original_minor)
+        wanted = round_minor(Decimal(r.commission_minor) * share)
+    payout_id, status = r.payout_id, r.commission_status
+    if payout_id is None and status in (CommissionStatus.PENDING, CommissionStatus.PAYABLE) and full:
+        cancelled = session.execute(
+            update(Commission).where(Commission.id == r.commission_id, Commission.payout_id.is_(None),
+                                     Commission.status.in_((CommissionStatus.PENDING, CommissionStatus.PAYABLE)))
+            .values(status=CommissionStatus.CANCELLED, rule=Commission.rule + f" (cancelled by {r.kind} #{r.id})"))
+        if cancelled.rowcount == 1:
+            nothing(f"{r.kind}: cancels commission #{r.commission_id}")
             stats["cancelled"] += 1
-        else:
-            with localcontext() as ctx:
-                ctx.prec = 50
-                share = Decimal(1) if full else Decimal(abs(rev_amount)) / Decimal(orig_amount)
-                adjustment = -round_minor(Decimal(c_amount) * share)
-            in_payout = payout_id is not None
-            session.execute(insert(Commission), [{
-                **base, "amount_minor": adjustment, "rule": f"{kind}: deducts from commission #{cid}",
-                "status": CommissionStatus.PAYABLE if in_payout else c_status,
-                "payable_at": now if in_payout else payable_at}])
-            stats["deducted"] += 1
+            return
+        # A batch attached the commission since it was read (or another reversal cancelled it): read it again
+        # and fall through to a deduction, so the refund is never lost.
+        payout_id, status = session.execute(select(Commission.payout_id, Commission.status)
+                                            .where(Commission.id == r.commission_id)).one()
+        if status == CommissionStatus.CANCELLED and payout_id is None:
+            nothing(f"{r.kind}: commission #{r.commission_id} was cancelled already")
+            return
+    # Never deduct more than is left of the commission after earlier reversals of the same sale.
+    deducted = session.execute(
+        select(func.coalesce(func.sum(Commission.amount_minor), 0))
+        .join(Conversion, Conversion.id == Commission.conversion_id)
+        .where(Conversion.reverses_id == r.original_id, Conversion.kind.in_(REVERSAL_KINDS))).scalar_one()
+    left = r.commission_minor + int(deducted)
+    if left <= 0:
+        nothing(f"{r.kind}: commission #{r.commission_id} was deducted in full already")
+        return
+    in_payout = payout_id is not None
+    session.execute(insert(Commission), [{
+        **base, "amount_minor": -min(wanted, left), "rule": f"{r.kind}: deducts from commission #{r.commission_id}",
+        "status": CommissionStatus.PAYABLE if in_payout else status,
+        "payable_at": now if in_payout else r.payable_at}])
+    stats["deducted"] += 1
 
 
 # --- dry run of a rule change ---------------------------------------------------------------

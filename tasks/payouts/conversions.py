@@ -205,6 +205,10 @@ def _store(chunk: list[tuple[int, dict[str, Any]]], source: str, report: IngestR
                                                                  f"of source {source!r}"})
                     continue
                 original = session.get(Conversion, reverses_id)
+                if original.currency != v["currency"]:  # its deduction would be booked in the wrong currency
+                    report.errors.append({"line": line, "error": f"a {v['kind']} must be in the currency of the "
+                                          f"conversion it reverses ({original.currency}), not {v['currency']}"})
+                    continue
                 partner_id = original.partner_id  # a reversal belongs to whoever earned the original
             row = {k: v[k] for k in ("external_id", "kind", "amount_minor", "currency", "occurred_at",
                                      "tracking_code", "coupon_code", "customer_ref", "product", "category")}
