@@ -12,7 +12,9 @@ from partnerflow.models.types import UTCDateTime, utcnow
 
 class MessageStatus(StrEnum):
     PENDING = "pending"  # intent recorded, not yet handed to the provider
-    SENDING = "sending"  # claimed by a worker; outcome unknown if it crashed here
+    # Handed to the provider, answer not yet known (a crash, a timeout after the mail was accepted):
+    # settled by the provider's events or a lookup, else failed by the sweep; never re-sent blindly.
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"  # permanent failure, reason in `error`
     BOUNCED = "bounced"
@@ -33,6 +35,7 @@ class Message(SQLModel, table=True):
     provider_message_id: str | None = Field(default=None, index=True)
     error: str | None = None
     attempts: int = 0
+    attempted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # the last claim for sending
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Outreach: which enrollment step this is, who sent it, and what the provider's event

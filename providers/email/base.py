@@ -46,3 +46,11 @@ class EmailProvider(ABC):
         sent and a later try may work (AmbiguousError when it may have been accepted), PermanentError
         when nothing can be sent with these settings (e.g. a refused login).
         """
+
+    def lookup(self, idempotency_key: str) -> str | None:
+        """The provider's id for a message it already accepted under this key; None when it cannot tell.
+
+        Used to settle a send whose answer never came. SMTP cannot be asked; SendGrid answers
+        through its event webhook instead (a `processed` event confirms the message).
+        """
+        return None

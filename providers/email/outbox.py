@@ -55,3 +55,7 @@ class OutboxProvider(EmailProvider):
             os.replace(tmp, path)  # atomic: a reader never sees half a message
             outcomes.append(SendOutcome(item.message_id, provider_message_id=path.name))
         return outcomes
+
+    def lookup(self, idempotency_key: str) -> str | None:
+        path = self.folder / outbox_filename(idempotency_key)
+        return path.name if path.exists() else None

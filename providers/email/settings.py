@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from pydantic import PositiveInt, SecretStr, field_validator
 
 from partnerflow.providers.email.registry import PROVIDERS
 from partnerflow.providers.settings_base import VendorSettings, one_of
@@ -32,6 +32,9 @@ class MailSettings(VendorSettings):
     sendgrid_webhook_max_age_seconds: int = 600  # signed timestamp window for the event webhook
     sendgrid_max_retries: int = 4
     sendgrid_inbound_token: SecretStr | None = None  # when set, inbound parse posts must carry ?token=
+    # A one-off mail whose send stayed unconfirmed (no provider event, no lookup) this long after the
+    # attempt is marked failed and the team is told; it is never re-sent by itself.
+    mail_unconfirmed_after_seconds: PositiveInt = 24 * 3600
 
     @field_validator("smtp_security")
     @classmethod

@@ -6,6 +6,11 @@ for one-off mails a flow sends to one person.
 Exactly once: `deliver()` first inserts a Message row under a deterministic key. Only the
 caller that moves the row from pending to sending (a compare-and-set UPDATE) talks to the
 provider, so a retried task, a re-run flow or a second worker finds the row and stops.
+
+At most once, when the answer is unclear: a send that may have been accepted (a timeout after
+the request went out, SMTP cut after DATA, a crash right after the call) stays `sending`. The
+provider's events (SendGrid `processed`, web/outreach.py) or a lookup settle it; what nothing
+settles is failed by the sweep in tasks/shared/unconfirmed_mail.py and the team is told.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from partnerflow.models import Message, MessageStatus, session_scope, utcnow
+from partnerflow.models import Message, MessageStatus, audit, session_scope, utcnow
 from partnerflow.providers.email import OutgoingEmail, get_email_provider
-from partnerflow.providers.errors import RetryableError
+from partnerflow.providers.errors import AmbiguousError, RetryableError
 from partnerflow.settings import get_settings
 from partnerflow.tasks.shared import limits
+from partnerflow.tasks.shared.faults import kill_point
 from partnerflow.tasks.shared.suppression import blocks
 
 
@@ -109,7 +115,7 @@ def claim(message_id: int, from_statuses: tuple[MessageStatus, ...]) -> bool:
         result = session.execute(
             update(Message)
             .where(Message.id == message_id, Message.status.in_(from_statuses))
-            .values(status=MessageStatus.SENDING, attempts=Message.attempts + 1)
+            .values(status=MessageStatus.SENDING, attempts=Message.attempts + 1, attempted_at=utcnow())
         )
         return result.rowcount == 1
 
@@ -119,7 +125,8 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
             attachments: list[tuple[str, bytes, str]] | None = None) -> Message:
     """Render, record and send one email exactly once under `key`. Returns the Message row.
 
-    Raises TemplateError before anything is recorded, RetryableError for the task's retries.
+    Raises TemplateError before anything is recorded, RetryableError for the task's retries when
+    nothing was accepted. A send that may have been accepted is returned still `sending`.
     """
     rendered = render_email(template, context)
     message = record_intent(key, kind=kind, to_email=to_email, subject=rendered.subject,
@@ -144,15 +151,31 @@ def deliver(key: str, *, kind: str, to_email: str, template: str, context: dict[
     try:
         limits.take(limits.EMAIL, provider.name)  # the rate every worker shares
         outcome = provider.send_batch([item])[0]
+    except AmbiguousError as exc:
+        return _unconfirmed(message.id, provider.name, exc.reason)
     except RetryableError:
         _set_status(message.id, MessageStatus.PENDING, None)
         raise
+    kill_point("mail.after_send")  # the provider may have the mail; our row still says `sending`
     if outcome.error is None:
         return _set_status(message.id, MessageStatus.SENT, None, provider.name, outcome.provider_message_id)
+    if isinstance(outcome.error, AmbiguousError):
+        return _unconfirmed(message.id, provider.name, outcome.error.reason)
     if isinstance(outcome.error, RetryableError):
         _set_status(message.id, MessageStatus.PENDING, outcome.error.reason)
         raise outcome.error
     return _set_status(message.id, MessageStatus.FAILED, outcome.error.reason, provider.name)
+
+
+def _unconfirmed(message_id: int, provider: str, reason: str) -> Message:
+    """Maybe accepted: keep `sending` (never back to pending, which would send it again) and say why."""
+    with session_scope() as session:
+        row = session.get(Message, message_id)
+        row.provider = provider
+        session.add(row)
+        audit(session, actor=provider, action="mail.unconfirmed", subject_type="message", subject_id=message_id,
+              details={"kind": row.kind, "reason": reason[:500]})
+    return row
 
 
 def _set_status(message_id: int, status: MessageStatus, error: str | None, provider: str | None = None,
