@@ -108,7 +108,8 @@ def bench_pages(n: int, concurrency: int) -> None:
         partners = [Partner(id=i + 1, email=f"p{i}@x.example", legal_name=f"P {i}", tracking_code=f"PF{i}",
                             coupon_code=f"C{i}") for i in range(n)]
         pages = [SimpleNamespace(url=u, partner_id=i + 1) for i, u in enumerate(urls)]
-        options = {"concurrency": concurrency, "per_domain_delay": 0, "timeout": 30, "max_bytes": 3_000_000}
+        options = {"concurrency": concurrency, "per_domain_delay": 0, "timeout": 30, "max_bytes": 3_000_000,
+                   "allow_private": True}  # the pages are served on 127.0.0.1
         t = time.perf_counter()
         results = fetch_pages(urls, **options)
         fetched = time.perf_counter() - t

@@ -39,7 +39,8 @@ from partnerflow.testing.sandbox import sandbox
 POOL = "bench-pages"
 LINK = "<a href='https://acme.example/signup?ref=PF{i}'>try Acme</a>"
 PARA = "<p>Dashboards, metrics and notes on running a small analytics team, week {n} of the series.</p>"
-SETTINGS = {"PARTNERFLOW_COMPLIANCE_PER_DOMAIN_DELAY": "0", "PARTNERFLOW_EMAIL_PROVIDER": "outbox"}
+SETTINGS = {"PARTNERFLOW_COMPLIANCE_PER_DOMAIN_DELAY": "0", "PARTNERFLOW_EMAIL_PROVIDER": "outbox",
+            "PARTNERFLOW_COMPLIANCE_ALLOW_PRIVATE_ADDRESSES": "true"}  # the pages are served on 127.0.0.1
 
 
 def page_body(i: int) -> str:

@@ -14,14 +14,16 @@ import functools
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from partnerflow.providers.email.settings import MailSettings
 from partnerflow.providers.esign.settings import EsignSettings
 from partnerflow.providers.payout.settings import PayoutRailSettings
+from partnerflow.providers.secret_settings import checked_secret
 from partnerflow.providers.settings_base import EnvSettings
 
 T = TypeVar("T", bound=EnvSettings)
+MIN_SECRET_KEY_LENGTH = 32  # `secrets.token_urlsafe(24)`; the generated key file holds 64 characters
 
 
 class ConfigError(Exception):
@@ -97,6 +99,9 @@ class ComplianceSettings(EnvSettings):
     compliance_fetch_max_bytes: int = 3_000_000
     compliance_per_domain_delay: float = 1.0
     compliance_respect_robots: bool = True
+    # Partners' pages come from the public /apply form: hosts on loopback/private networks are refused at
+    # application time and on every fetch. Only tests and benchmarks serving pages on 127.0.0.1 set this.
+    compliance_allow_private_addresses: bool = False
     # How long a high-severity finding waits for a person before the policy default applies.
     compliance_approval_timeout_seconds: int = 3 * 24 * 3600
 
@@ -140,8 +145,20 @@ class Settings(EnvSettings):
     public_base_url: str = "http://127.0.0.1:8765"  # where partners reach the web app (links in mail)
     # Signs links and encrypts secrets at rest; generated into var/ when unset.
     secret_key: SecretStr | None = None
+    # Older keys, comma-separated, still accepted (decrypting, verifying links and API keys) while
+    # `partnerflow keys rotate` re-encrypts and the links they signed expire; see partnerflow.secrets.
+    previous_secret_keys: SecretStr | None = None
     company_name: str = "Acme Analytics Ltd"
     team_email: str = "partners-team@acme.example"
+
+    @field_validator("secret_key", "previous_secret_keys")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info) -> SecretStr | None:
+        if value is None or info.field_name == "secret_key":
+            return checked_secret(info.field_name, value, MIN_SECRET_KEY_LENGTH)
+        for part in value.get_secret_value().split(","):
+            checked_secret(info.field_name, SecretStr(part.strip()), MIN_SECRET_KEY_LENGTH)
+        return value
 
     @functools.cached_property
     def database(self) -> DatabaseSettings:

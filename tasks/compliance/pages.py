@@ -23,6 +23,7 @@ from partnerflow.tasks.shared.webfetch import fetch_pages
 
 PAGE_KINDS = (FindingKind.DISCLOSURE, FindingKind.BRAND_RULE, FindingKind.COULD_NOT_CHECK)
 WRONG_ENCODING = "wrong_encoding"
+UNREADABLE = "we could not read this page from the public internet"
 
 
 def register_pages(partner_id: int, urls: list[str]) -> int:
@@ -77,14 +78,18 @@ def analyse_page(result, partner: Partner, policy: dict, rules: list[dict]) -> l
     """Findings for one fetched page; a page we could not read gives a could_not_check finding."""
     sev = policy.get("could_not_check", {}).get("severity", Severity.MEDIUM)
 
-    def cannot(reason: str, detail: str) -> Detected:
+    def cannot(reason: str, detail: str, fetch_error: str | None = None) -> Detected:
+        evidence = {"reason": reason, "final_url": result.final_url, "status_code": result.status_code}
+        if fetch_error:
+            evidence["fetch_error"] = fetch_error  # for the team; never in the partner's mail
         return Detected(partner.id, FindingKind.COULD_NOT_CHECK, "could_not_check", sev,
-                        f"Could not check the page: {reason}",
-                        {"reason": reason, "final_url": result.final_url, "status_code": result.status_code},
-                        url=result.url, detail=detail)
+                        "Could not check the page", evidence, url=result.url, detail=detail)
 
     if not result.ok or result.text is None:
-        return [cannot(result.error or "no content", result.error or "no content")]
+        # The partner is told only that the page could not be read: the fetcher's reason (refused address,
+        # connection refused, timeout) would tell whoever chose the URL what our network looks like.
+        error = result.error or "no content"
+        return [cannot(UNREADABLE, error, error)]
     try:
         page = page_text(result.text, tracking_code=partner.tracking_code, coupon_code=partner.coupon_code,
                          tracking_param=policy["disclosure"].get("tracking_param", "ref"))
@@ -113,7 +118,7 @@ def check_pages(partner_ids: list[int]) -> dict:
         pages, lambda page, result: analyse_page(result, partners[page.partner_id], policy, rules),
         concurrency=settings.compliance_fetch_concurrency, per_domain_delay=settings.compliance_per_domain_delay,
         timeout=settings.compliance_fetch_timeout_seconds, max_bytes=settings.compliance_fetch_max_bytes,
-        respect_robots=settings.compliance_respect_robots)
+        respect_robots=settings.compliance_respect_robots, allow_private=settings.compliance_allow_private_addresses)
     out = RecordOutcome()
     stats = Counter()
     now = utcnow()

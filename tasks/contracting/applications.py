@@ -23,8 +23,10 @@ from partnerflow.models import (
     audit,
     session_scope,
 )
+from partnerflow.settings import get_settings
 from partnerflow.tasks.shared.events import PARTNER_APPLIED, emit
 from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
+from partnerflow.tasks.shared.webfetch import website_refusal
 
 OPEN_STATUSES = (ApplicationStatus.RECEIVED, ApplicationStatus.PENDING_REVIEW, ApplicationStatus.APPROVED,
                  ApplicationStatus.CHANGES_REQUESTED)
@@ -90,6 +92,9 @@ def validate(data: dict[str, Any]) -> dict[str, Any]:
     domain = normalise_domain(website) if website else ""
     if website and "." not in domain:
         errors["website"] = f"{website!r} is not a website address."
+    elif website and not get_settings().compliance.compliance_allow_private_addresses and website_refusal(website):
+        # The compliance check will fetch this page: an internal address is refused before it is stored.
+        errors["website"] = "The website must be a public address on the internet."
     clean["website"] = website
     partner_type = text["partner_type"].lower() or PartnerType.AFFILIATE
     if partner_type not in tuple(PartnerType):

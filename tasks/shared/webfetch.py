@@ -11,6 +11,11 @@ Every page is fetched at most once per call, with:
 Nothing raises: each URL gets a FetchResult whose `error` is a short machine reason
 (`timeout`, `too_large`, `redirect_loop`, `not_html`, `robots_disallowed`, `http_<code>`,
 `connection_error`, `decode_error`, `invalid_url`, `private_address`).
+
+Server-side request forgery: by default every host (robots.txt, each redirect hop) is resolved once,
+refused unless every address is public (`is_public_address`), and the connection goes to the address
+that was checked, with the name in the Host header and TLS SNI/certificate check, so a DNS answer
+that changes between the check and the connection (rebinding) cannot reach an internal address.
 """
 
 from __future__ import annotations
@@ -119,6 +124,58 @@ def guess_decode(body: bytes) -> tuple[str, str] | None:
     return str(guess), guess.encoding
 
 
+# Prefixes that carry or translate an IPv4 address inside IPv6: the embedded address could be internal.
+_TRANSLATED_V6 = tuple(ipaddress.ip_network(n) for n in (
+    "::/96",  # IPv4-compatible (deprecated)
+    "::ffff:0:0/96",  # IPv4-mapped
+    "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
+    "64:ff9b::/96",  # NAT64 well-known prefix
+    "64:ff9b:1::/48",  # NAT64 local-use prefix
+    "2002::/16",  # 6to4
+    "2001::/32",  # Teredo
+))
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True only for a globally routable unicast address; anything private, loopback, link-local,
+    unspecified, multicast, reserved, shared (CGNAT) or an IPv4 address wrapped in IPv6 is refused."""
+    if isinstance(address, ipaddress.IPv6Address) and any(address in net for net in _TRANSLATED_V6):
+        return False
+    return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified
+                                      or address.is_loopback or address.is_link_local or address.is_private)
+
+
+def _addresses(infos) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    seen = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+def website_refusal(url: str) -> str | None:
+    """Why a partner-supplied website must not be accepted (`private_address`), or None.
+
+    A name that does not resolve (yet) is accepted: the page check resolves and checks it again on
+    every fetch. Blocking: call it from sync code (a threadpool handler), not from an event loop.
+    """
+    current = url.strip() if "://" in url else "http://" + url.strip()
+    try:
+        parts = urlsplit(current)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "invalid_url"
+    if not host:
+        return "invalid_url"
+    try:
+        infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    addresses = _addresses(infos)
+    return None if addresses and all(is_public_address(a) for a in addresses) else "private_address"
+
+
 class _Fetcher:
     def __init__(self, *, concurrency, per_domain_delay, timeout, max_bytes, user_agent,
                  respect_robots, max_redirects, allow_private, max_crawl_delay):
@@ -126,7 +183,8 @@ class _Fetcher:
         self.allow_private = allow_private
         self.max_crawl_delay = max_crawl_delay
         self.crawl_delay: dict[str, float] = {}  # host -> robots.txt Crawl-delay for us
-        self.host_checked: dict[str, str | None] = {}  # host -> None (public) or an error reason
+        # host -> ("ip", the checked address to connect to) or ("error", reason); resolved once per fetcher
+        self.host_checked: dict[str, tuple[str, str]] = {}
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.user_agent = user_agent
@@ -139,6 +197,7 @@ class _Fetcher:
         self.robots_locks: dict[str, asyncio.Lock] = {}
         self.client = httpx.AsyncClient(
             follow_redirects=False,
+            trust_env=False,  # an environment proxy would connect to names we have not checked
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"},
             limits=httpx.Limits(max_connections=max(1, concurrency)),
@@ -162,10 +221,18 @@ class _Fetcher:
 
     async def _get(self, url: str, max_bytes: int, accept=None) -> tuple[httpx.Response, bytes]:
         """One GET with a total deadline and a size cap; `accept(response)` may refuse the body early."""
-        await self._slot(urlsplit(url).hostname or "")
+        parts = urlsplit(url)
+        request_url, headers, extensions = url, {}, {}
+        if not self.allow_private:
+            # Connect to the address we checked; the name still goes in Host and in TLS (SNI, certificate).
+            address = await self._checked_address(parts.hostname or "", parts.port or _default_port(parts.scheme))
+            request_url = str(httpx.URL(url).copy_with(host=address))
+            headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
+            extensions["sni_hostname"] = parts.hostname
+        await self._slot(parts.hostname or "")
 
         async def run():
-            async with self.client.stream("GET", url) as response:
+            async with self.client.stream("GET", request_url, headers=headers, extensions=extensions) as response:
                 if accept is not None:
                     accept(response)
                 length = response.headers.get("content-length")
@@ -207,22 +274,24 @@ class _Fetcher:
         if not rules.can_fetch(self.user_agent, url):
             raise _Stop("robots_disallowed")
 
-    async def _check_public(self, host: str, port: int) -> None:
-        """Refuse hosts that resolve to loopback, private, link-local or reserved addresses (SSRF)."""
+    async def _checked_address(self, host: str, port: int) -> str:
+        """The one address of `host` we connect to, once every address it resolves to is public (SSRF)."""
         if host not in self.host_checked:
             try:
                 infos = await asyncio.wait_for(
                     asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), self.timeout)
             except TimeoutError:
-                self.host_checked[host] = "timeout"
+                self.host_checked[host] = ("error", "timeout")
             except (OSError, UnicodeError):
-                self.host_checked[host] = "connection_error"
+                self.host_checked[host] = ("error", "connection_error")
             else:
-                addresses = {ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos}
-                self.host_checked[host] = None if addresses and all(a.is_global for a in addresses) \
-                    else "private_address"
-        if self.host_checked[host]:
-            raise _Stop(self.host_checked[host])
+                addresses = _addresses(infos)
+                public = addresses and all(is_public_address(a) for a in addresses)
+                self.host_checked[host] = ("ip", str(addresses[0])) if public else ("error", "private_address")
+        kind, value = self.host_checked[host]
+        if kind == "error":
+            raise _Stop(value)
+        return value
 
     async def _load_robots(self, origin: str) -> RobotFileParser | str:
         parser = RobotFileParser()
@@ -272,7 +341,7 @@ class _Fetcher:
             seen.add(current)
             result.final_url = current
             if not self.allow_private:
-                await self._check_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+                await self._checked_address(parts.hostname, parts.port or _default_port(parts.scheme))
             if self.respect_robots:
                 await self._robots_allows(current)
 
@@ -306,6 +375,10 @@ class _Fetcher:
         raise _Stop("redirect_loop")  # too many hops counts as a loop
 
 
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
 async def _fetch_all(urls: list[str], **options) -> list[FetchResult]:
     fetcher = _Fetcher(**options)
     try:
@@ -324,14 +397,14 @@ def fetch_pages(
     user_agent: str = DEFAULT_USER_AGENT,
     respect_robots: bool = True,
     max_redirects: int = 5,
-    allow_private: bool = True,
+    allow_private: bool = False,
     max_crawl_delay: float = 30.0,
 ) -> list[FetchResult]:
     """Fetch `urls` politely; one FetchResult per URL, in the same order. Never raises for a bad page.
 
-    `allow_private=False` refuses hosts that resolve to non-public addresses (`private_address`): use it
-    for URLs from untrusted lists. A robots.txt Crawl-delay longer than `per_domain_delay` is obeyed,
-    up to `max_crawl_delay` seconds.
+    Hosts that resolve to non-public addresses are refused (`private_address`) unless `allow_private=True`
+    (only for pages served on this machine by tests and benchmarks, through an explicit setting).
+    A robots.txt Crawl-delay longer than `per_domain_delay` is obeyed, up to `max_crawl_delay` seconds.
     """
     options = {"concurrency": concurrency, "per_domain_delay": per_domain_delay, "timeout": timeout,
                "max_bytes": max_bytes, "user_agent": user_agent, "respect_robots": respect_robots,

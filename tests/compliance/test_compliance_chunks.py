@@ -32,7 +32,8 @@ def server():
 
 @pytest.fixture(autouse=True)
 def fast_fetch(configure):
-    configure(compliance_per_domain_delay=0, compliance_fetch_timeout_seconds=5)
+    configure(compliance_per_domain_delay=0, compliance_fetch_timeout_seconds=5,
+              compliance_allow_private_addresses=True)  # the pages are served on 127.0.0.1
 
 
 def partner_with_page(server: HTTPServer, n: int, body: str) -> int:

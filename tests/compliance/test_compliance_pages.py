@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 from partnerflow.flows.compliance import check_compliance
 from partnerflow.models import Partner, Stage, session_scope
 from partnerflow.models.compliance import FindingStatus, PartnerPage
-from partnerflow.tasks.compliance.pages import register_pages
+from partnerflow.tasks.compliance.pages import UNREADABLE, register_pages
 
 
 @pytest.fixture
@@ -30,7 +30,8 @@ def server():
 
 @pytest.fixture(autouse=True)
 def fast_fetch(configure):
-    configure(compliance_per_domain_delay=0, compliance_fetch_timeout_seconds=1.5, compliance_fetch_max_bytes=200_000)
+    configure(compliance_per_domain_delay=0, compliance_fetch_timeout_seconds=1.5, compliance_fetch_max_bytes=200_000,
+              compliance_allow_private_addresses=True)  # the pages are served on 127.0.0.1
 
 
 def page(body: str, lang: str = "en") -> str:
@@ -133,12 +134,15 @@ def test_hostile_pages_are_could_not_check_never_compliant(server):
     assert result["pages"] == 7 and result["could_not_check"] == 6
     rows = by_url(server, findings(kind="could_not_check"))
     assert set(rows) == {"/slow", "/loop-a", "/huge", "/pdf", "/gone", "/latin1"}
-    assert rows["/slow"].evidence["reason"] == "timeout"
-    assert rows["/loop-a"].evidence["reason"] == "redirect_loop"
-    assert rows["/huge"].evidence["reason"] == "too_large"
-    assert rows["/pdf"].evidence["reason"] == "not_html"
-    assert rows["/gone"].evidence["reason"] == "http_404"
+    assert rows["/slow"].evidence["fetch_error"] == "timeout"
+    assert rows["/loop-a"].evidence["fetch_error"] == "redirect_loop"
+    assert rows["/huge"].evidence["fetch_error"] == "too_large"
+    assert rows["/pdf"].evidence["fetch_error"] == "not_html"
+    assert rows["/gone"].evidence["fetch_error"] == "http_404"
     assert rows["/latin1"].evidence["reason"].startswith("wrong_encoding")
+    # What may reach the partner's notice mail (title and reason) never carries the fetcher's reason.
+    assert {r.title for r in rows.values()} == {"Could not check the page"}
+    assert {rows[p].evidence["reason"] for p in ("/slow", "/loop-a", "/huge", "/pdf", "/gone")} == {UNREADABLE}
     assert not findings(kind="disclosure")  # the latin-1 page was still read: its "Werbung" disclosure counts
     with session_scope() as session:
         results = {p.url.rsplit("/", 1)[1]: p.last_result for p in session.exec(select(PartnerPage)).all()}

@@ -104,3 +104,18 @@ def test_cli_apply_and_list():
     assert bad.exit_code == 1 and "--email" in bad.output
     listed = runner.invoke(app, ["applications", "list"])
     assert listed.exit_code == 0 and "Cli Co <hi@cli.example>" in listed.output
+
+
+@pytest.mark.parametrize("website", ["http://127.0.0.1:8765/", "http://10.0.0.7/admin", "http://127.1/",
+                                     "http://[::ffff:169.254.169.254]/latest/meta-data/"])
+def test_a_website_on_an_internal_address_is_refused(website):
+    with pytest.raises(ApplicationInvalid) as err:
+        submit_application(application(website=website))
+    assert err.value.errors == {"website": "The website must be a public address on the internet."}
+    assert _counts() == (0, 0)
+
+
+def test_a_website_on_an_internal_address_is_accepted_only_when_configured(configure):
+    configure(compliance_allow_private_addresses=True)
+    _, created = submit_application(application(website="http://127.0.0.1:8000/"))
+    assert created

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
 
-from partnerflow.tasks.shared.webfetch import fetch_pages
+from partnerflow.tasks.shared import webfetch
+from partnerflow.tasks.shared.webfetch import fetch_pages, is_public_address, website_refusal
 
 
 @pytest.fixture
@@ -56,7 +59,8 @@ def test_hostile_pages_are_recorded_and_good_pages_still_fetched(server):
              "/gone", "/moved"]
     urls = [server.url_for(p) for p in paths] + ["http://127.0.0.1:1/closed", "ftp://example.com/x"]
     started = time.monotonic()
-    results = fetch_pages(urls, per_domain_delay=0, timeout=1.0, max_bytes=100_000)
+    results = fetch_pages(urls, per_domain_delay=0, timeout=1.0, max_bytes=100_000,
+                          allow_private=True)
     assert time.monotonic() - started < 3.0  # the slow page did not hold everything up
     by_path = dict(zip(paths + ["closed", "ftp"], results, strict=True))
 
@@ -85,9 +89,10 @@ def test_hostile_pages_are_recorded_and_good_pages_still_fetched(server):
 def test_robots_can_be_ignored_and_server_error_on_robots_means_disallow(server):
     server.expect_request("/robots.txt").respond_with_data("oops", status=503)
     server.expect_request("/page").respond_with_data("<html>ok</html>", content_type="text/html")
-    [polite] = fetch_pages([server.url_for("/page")], per_domain_delay=0)
+    [polite] = fetch_pages([server.url_for("/page")], per_domain_delay=0, allow_private=True)
     assert polite.error == "robots_disallowed"
-    [rude] = fetch_pages([server.url_for("/page")], per_domain_delay=0, respect_robots=False)
+    [rude] = fetch_pages([server.url_for("/page")], per_domain_delay=0, respect_robots=False,
+                           allow_private=True)
     assert rude.ok and rude.text == "<html>ok</html>"
 
 
@@ -95,7 +100,7 @@ def test_missing_robots_allows_and_meta_charset_is_used(server):
     server.expect_request("/robots.txt").respond_with_data("", status=404)
     body = '<html><head><meta charset="windows-1252"></head><body>\u201cquoted\u201d</body></html>'.encode("cp1252")
     server.expect_request("/meta").respond_with_data(body, content_type="text/html")
-    [page] = fetch_pages([server.url_for("/meta")], per_domain_delay=0)
+    [page] = fetch_pages([server.url_for("/meta")], per_domain_delay=0, allow_private=True)
     assert page.ok and "\u201cquoted\u201d" in page.text and page.encoding == "cp1252"
 
 
@@ -110,7 +115,8 @@ def test_requests_to_one_host_are_spaced_by_the_politeness_delay(server):
         lambda r: (arrivals.append(time.monotonic()), Response("", status=404))[1])
     for i in range(3):
         server.expect_request(f"/p{i}").respond_with_handler(stamp)
-    results = fetch_pages([server.url_for(f"/p{i}") for i in range(3)], per_domain_delay=0.3, concurrency=10)
+    results = fetch_pages([server.url_for(f"/p{i}") for i in range(3)], per_domain_delay=0.3, concurrency=10,
+                          allow_private=True)
     assert all(r.ok for r in results)
     # robots.txt + 3 pages = 4 requests to the host, spaced by the delay despite concurrency 10:
     # 3 gaps of 0.3 s (unspaced, they all arrive within milliseconds). Measured over the whole span,
@@ -127,7 +133,7 @@ def test_binary_garbage_served_as_html_is_a_decode_error(server):
     server.expect_request("/robots.txt").respond_with_data("", status=404)
     server.expect_request("/garbage").respond_with_data(bytes(rng.randrange(256) for _ in range(5000)),
                                                         content_type="text/html")
-    [page] = fetch_pages([server.url_for("/garbage")], per_domain_delay=0)
+    [page] = fetch_pages([server.url_for("/garbage")], per_domain_delay=0, allow_private=True)
     assert not page.ok and page.error == "decode_error" and page.text is None
 
 
@@ -142,10 +148,9 @@ def test_private_addresses_refused_when_asked_and_crawl_delay_obeyed(server):
     server.expect_request("/a").respond_with_handler(stamp)
     server.expect_request("/b").respond_with_handler(stamp)
     urls = [server.url_for("/a"), server.url_for("/b")]
-    refused = fetch_pages(urls + ["http://localhost:9/x", "http://10.1.2.3/"], per_domain_delay=0,
-                          allow_private=False)
+    refused = fetch_pages(urls + ["http://localhost:9/x", "http://10.1.2.3/"], per_domain_delay=0)  # the default
     assert [r.error for r in refused] == ["private_address"] * 4 and server.log == []
-    results = fetch_pages(urls, per_domain_delay=0)
+    results = fetch_pages(urls, per_domain_delay=0, allow_private=True)
     assert all(r.ok for r in results)
     assert len(arrivals) == 2 and abs(arrivals[1] - arrivals[0]) >= 0.9  # the site asked for 1 s
 
@@ -158,6 +163,59 @@ def test_a_slow_to_visit_host_does_not_hold_up_other_hosts(server):
         server.expect_request(f"/q{i}").respond_with_data("<html>q</html>", content_type="text/html")
     other = server.url_for("/q0").replace("127.0.0.1", "localhost")
     results = fetch_pages([server.url_for(f"/q{i}") for i in range(8)] + [other],
-                          per_domain_delay=0.5, concurrency=2)
+                          per_domain_delay=0.5, concurrency=2, allow_private=True)
     assert all(r.ok for r in results)
     assert results[-1].elapsed_ms < 1500
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1",
+    "240.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "ff02::1", "::ffff:127.0.0.1",
+    "::ffff:8.8.8.8", "64:ff9b::7f00:1", "64:ff9b::808:808", "2002:7f00:1::1", "2001:0:4136:e378::1", "::7f00:1",
+])
+def test_addresses_that_could_reach_inside_are_not_public(address):
+    assert not is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111"])
+def test_internet_addresses_are_public(address):
+    assert is_public_address(ipaddress.ip_address(address))
+
+
+def test_a_redirect_to_an_internal_address_is_refused(server, monkeypatch):
+    # The first page is on an address we treat as public for the test; it redirects to an internal one.
+    monkeypatch.setattr(webfetch, "is_public_address", lambda a: str(a) == "127.0.0.1")
+    server.expect_request("/robots.txt").respond_with_data("", status=404)
+    server.expect_request("/jump").respond_with_data("", status=302, headers={"Location": "http://10.0.0.7/admin"})
+    [page] = fetch_pages([server.url_for("/jump")], per_domain_delay=0)
+    assert page.error == "private_address" and page.final_url == "http://10.0.0.7/admin"
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(server, monkeypatch):
+    """DNS rebinding: the name answers a checked address once, then an internal one; we never ask twice."""
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "shop.example":
+            lookups.append(host)
+            ip = "127.0.0.1" if len(lookups) == 1 else "10.0.0.7"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(webfetch, "is_public_address", lambda a: str(a) == "127.0.0.1")
+    server.expect_request("/robots.txt").respond_with_data("", status=404)
+    server.expect_request("/page").respond_with_data("<html>shop</html>", content_type="text/html")
+    url = server.url_for("/page").replace("127.0.0.1", "shop.example")
+    [page] = fetch_pages([url], per_domain_delay=0, timeout=2)
+    assert page.ok and page.text == "<html>shop</html>" and lookups == ["shop.example"]
+    assert {request.headers["Host"] for request, _ in server.log} == {f"shop.example:{server.port}"}
+
+
+def test_a_website_on_an_internal_address_is_refused_at_application_time():
+    assert website_refusal("http://127.0.0.1:8080/") == "private_address"
+    assert website_refusal("localhost") == "private_address"
+    assert website_refusal("http://[::ffff:10.0.0.1]/") == "private_address"
+    assert website_refusal("https://8.8.8.8/") is None
+    assert website_refusal("https://no-such-name.example/") is None  # checked again on every fetch
