@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import html
 import json
+import logging
 import re
 import time
 from email.parser import HeaderParser
@@ -22,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
 
 from partnerflow.models import (
     Message,
@@ -31,10 +33,12 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.models.outreach import Enrollment, StopReason
-from partnerflow.settings import get_settings
+from partnerflow.providers.email.settings import MailSettings
+from partnerflow.settings import ConfigError, get_settings
 from partnerflow.tasks.outreach.unsubscribe import enrollment_for_token
 from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -73,11 +77,15 @@ def unsubscribe_page(token: str) -> HTMLResponse:
 @router.post("/u/{token}", response_class=HTMLResponse)
 async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     """The form button and RFC 8058 one-click POST (body `List-Unsubscribe=One-Click`); idempotent."""
+    body = (await request.body()).decode(errors="replace")
+    source = "one-click" if "List-Unsubscribe=One-Click" in body else "unsubscribe-link"
+    return await run_in_threadpool(_unsubscribe, token, source)  # database work off the event loop
+
+
+def _unsubscribe(token: str, source: str) -> HTMLResponse:
     email = _enrollment_email(token)
     if email is None:
         return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
-    body = (await request.body()).decode(errors="replace")
-    source = "one-click" if "List-Unsubscribe=One-Click" in body else "unsubscribe-link"
     with session_scope() as session:
         suppress(session, email, StopReason.UNSUBSCRIBE, source=source)
     return _page("Unsubscribed", f"<p>{html.escape(email)} will not receive any more emails from us.</p>")
@@ -92,22 +100,30 @@ def _public_key(value: str) -> ec.EllipticCurvePublicKey:
     return serialization.load_der_public_key(base64.b64decode(value))
 
 
+def _mail_settings() -> MailSettings:
+    """The mail settings; a webhook whose settings are wrong (e.g. an empty secret) is refused, not a 500."""
+    try:
+        return get_settings().mail
+    except ConfigError as exc:
+        log.error("a SendGrid webhook is refused until the mail settings are fixed: %s", exc)
+        raise HTTPException(403, "this webhook is not configured") from None
+
+
 def verify_sendgrid_signature(payload: bytes, signature: str | None, timestamp: str | None,
                               now: float | None = None) -> None:
     """Raise HTTPException (4xx) unless the post is signed by SendGrid's key within the time window."""
-    settings = get_settings()
-    if not settings.mail.sendgrid_webhook_public_key:
+    mail = _mail_settings()
+    if not mail.sendgrid_webhook_public_key:
         raise HTTPException(403, "event webhook verification key is not configured")
     if not signature or not timestamp:
         raise HTTPException(401, "missing signature headers")
-    try:
-        age = (now or time.time()) - int(timestamp)
-    except ValueError:
-        raise HTTPException(400, "malformed timestamp") from None
-    if abs(age) > settings.mail.sendgrid_webhook_max_age_seconds:
+    if not timestamp.isascii() or not timestamp.isdigit():
+        raise HTTPException(400, "malformed timestamp")
+    age = (now or time.time()) - int(timestamp)
+    if abs(age) > mail.sendgrid_webhook_max_age_seconds:
         raise HTTPException(403, "timestamp outside the accepted window (replayed or stale)")
     try:
-        key = _public_key(settings.mail.sendgrid_webhook_public_key)
+        key = _public_key(mail.sendgrid_webhook_public_key)
         key.verify(base64.b64decode(signature, validate=True), timestamp.encode() + payload,
                    ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, TypeError):
@@ -116,6 +132,10 @@ def verify_sendgrid_signature(payload: bytes, signature: str | None, timestamp: 
 
 @router.post("/webhooks/sendgrid/events")
 async def sendgrid_events(request: Request) -> JSONResponse:
+    if not _mail_settings().sendgrid_webhook_public_key:
+        raise HTTPException(403, "event webhook verification key is not configured")
+    if _media_type(request) != "application/json":
+        raise HTTPException(415, "SendGrid events are expected as application/json")
     payload = await request.body()
     verify_sendgrid_signature(payload, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER))
     try:
@@ -126,7 +146,11 @@ async def sendgrid_events(request: Request) -> JSONResponse:
             raise ValueError
     except ValueError:
         raise HTTPException(400, "expected a JSON list of events with sg_event_id and event") from None
-    return JSONResponse(apply_sendgrid_events(events))
+    return JSONResponse(await run_in_threadpool(apply_sendgrid_events, events))
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 def apply_sendgrid_events(events: list[dict[str, Any]]) -> dict[str, int]:
@@ -224,15 +248,32 @@ OUR_MESSAGE_ID = re.compile(r"<outreach\.enrollment\.(\d+)\.step\.\d+@")
 
 @router.post("/webhooks/sendgrid/inbound")
 async def sendgrid_inbound(request: Request) -> JSONResponse:
-    """A reply stops the sender's enrollments (matched by our Message-ID, else by address)."""
-    token = get_settings().mail.sendgrid_inbound_token
-    if token is not None and not hmac.compare_digest(request.query_params.get("token", ""),
-                                                     token.get_secret_value()):
+    """A reply stops the sender's enrollments (matched by our Message-ID, else by address).
+
+    Inbound Parse signs nothing, so the URL configured at SendGrid carries our secret token
+    (?token=...); without a token configured every post is refused, or anyone could stop enrollments.
+    """
+    token = _mail_settings().sendgrid_inbound_token
+    if not token:
+        raise HTTPException(403, "inbound parse is not configured (PARTNERFLOW_SENDGRID_INBOUND_TOKEN)")
+    if not _same_secret(request.query_params.get("token", ""), token.get_secret_value()):
         raise HTTPException(403, "inbound token does not match")
+    if _media_type(request) not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise HTTPException(415, "expected multipart/form-data from Inbound Parse")
     try:
         form = await request.form()
     except Exception:
         raise HTTPException(400, "expected multipart/form-data from Inbound Parse") from None
+    fields = {key: str(form.get(key) or "") for key in ("headers", "from", "text", "subject")}
+    return JSONResponse(await run_in_threadpool(_record_reply, fields))
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Constant time, on bytes: a non-ASCII token is a mismatch, not a crash."""
+    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _record_reply(form: dict[str, str]) -> dict[str, Any]:
     raw_headers = str(form.get("headers") or "")
     sender = parseaddr(str(form.get("from") or ""))[1].lower()
     if not sender and not raw_headers:
@@ -248,7 +289,7 @@ async def sendgrid_inbound(request: Request) -> JSONResponse:
                                          payload={"from": sender, "subject": str(form.get("subject") or "")[:300],
                                                   "references": refs[:1000]}))
         except IntegrityError:
-            return JSONResponse({"matched": 0, "duplicate": True})
+            return {"matched": 0, "duplicate": True}
         for enrollment_id in {int(x) for x in OUR_MESSAGE_ID.findall(refs)}:
             row = session.get(Enrollment, enrollment_id)
             if row is not None:
@@ -256,4 +297,4 @@ async def sendgrid_inbound(request: Request) -> JSONResponse:
         if not addresses and headers:
             addresses = {a.lower() for _, a in getaddresses([str(headers.get("From", ""))]) if a}
         stopped = sum(stop_enrollments_for(session, a, StopReason.REPLY, actor="inbound-mail") for a in addresses)
-    return JSONResponse({"matched": stopped, "duplicate": False})
+    return {"matched": stopped, "duplicate": False}

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from partnerflow.models import Payout, WebhookEvent, audit, session_scope, utcnow
 from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.payout.stripe import SignatureError, verify_webhook
-from partnerflow.settings import get_settings
+from partnerflow.settings import ConfigError, get_settings
 from partnerflow.tasks.payouts.outcomes import mark_payout_failed, mark_payout_paid
 
 log = logging.getLogger(__name__)
@@ -124,17 +124,26 @@ def handle_stripe_event(event: dict) -> str:
 
 @router.post("/webhooks/stripe")
 async def stripe_webhook(request: Request):
-    settings = get_settings()
-    if settings.payouts.stripe_webhook_secret is None:
+    try:
+        payouts = get_settings().payouts
+    except ConfigError as exc:  # e.g. an empty secret: refused until the settings are fixed, never a 500
+        log.error("stripe webhook refused until the payout settings are fixed: %s", exc)
+        payouts = None
+    if payouts is None or not payouts.stripe_webhook_secret:  # an empty key would verify anyone's HMAC
         return JSONResponse({"error": "Stripe webhooks are not configured"}, status_code=404)
+    signature = request.headers.get("stripe-signature")
+    if signature is not None and not signature.isascii():  # compare_digest on non-ASCII text raises
+        return JSONResponse({"error": "malformed Stripe-Signature header"}, status_code=400)
     body = await request.body()
     try:
-        event = verify_webhook(body, request.headers.get("stripe-signature"),
-                               settings.payouts.stripe_webhook_secret.get_secret_value(),
-                               tolerance_seconds=settings.payouts.stripe_webhook_tolerance_seconds)
+        event = verify_webhook(body, signature,
+                               payouts.stripe_webhook_secret.get_secret_value(),
+                               tolerance_seconds=payouts.stripe_webhook_tolerance_seconds)
     except SignatureError as exc:
         log.warning("stripe webhook rejected: %s", exc)
         return JSONResponse({"error": str(exc)}, status_code=400)
+    if request.headers.get("content-type", "").split(";", 1)[0].strip().lower() != "application/json":
+        return JSONResponse({"error": "Stripe events are expected as application/json"}, status_code=415)
     try:
         outcome = await run_in_threadpool(handle_stripe_event, event)
     except Exception:  # stored but not acted on: Stripe's retry acts on it

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import PositiveInt, SecretStr, field_validator
 
 from partnerflow.providers.email.registry import PROVIDERS
+from partnerflow.providers.secret_settings import MIN_CHOSEN_SECRET_LENGTH, checked_secret
 from partnerflow.providers.settings_base import VendorSettings, one_of
 
 
@@ -40,3 +41,9 @@ class MailSettings(VendorSettings):
     @classmethod
     def _known_security(cls, value: str) -> str:
         return one_of("smtp_security", value, ("none", "starttls", "ssl"))
+
+    @field_validator("smtp_password", "sendgrid_api_key", "sendgrid_webhook_public_key", "sendgrid_inbound_token")
+    @classmethod
+    def _real_secret(cls, value, info):
+        minimum = MIN_CHOSEN_SECRET_LENGTH if info.field_name == "sendgrid_inbound_token" else 1
+        return checked_secret(info.field_name, value, minimum)

@@ -79,10 +79,16 @@ class NotReady(RetryableError):
     """The signed document exists but cannot be downloaded yet."""
 
 
+class NotConfirmed(RetryableError):
+    """A callback says "signed" but the vendor's API does not (yet): never acted on, the vendor retries."""
+
+
 class SignatureProvider(Protocol):
     name: str
     # The exact body the vendor wants in reply to a callback (None: a JSON answer will do).
     callback_reply: str | None
+    # The media types its callbacks arrive as; anything else is refused (415) before it is read.
+    callback_media_types: tuple[str, ...]
 
     def send(self, envelope: Envelope) -> str:
         """Create the request at the vendor; return its id. Errors say whether it may have happened."""

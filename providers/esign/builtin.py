@@ -25,6 +25,7 @@ from partnerflow.providers.esign.settings import EsignSettings
 class BuiltinSigning:
     name = "builtin"
     callback_reply = None
+    callback_media_types: tuple[str, ...] = ()
 
     def __init__(self, settings: EsignSettings):
         if settings.signing_link_key is None or not settings.signing_base_url:

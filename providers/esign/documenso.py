@@ -10,7 +10,6 @@ so we compare it in constant time and rely on the timestamp window and store-onc
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from partnerflow.providers.esign.saas import (
     iso_time,
     json_payload,
     required,
+    same_secret,
 )
 from partnerflow.providers.esign.settings import EsignSettings
 
@@ -155,7 +155,7 @@ class DocumensoProvider(HttpVendor):
             raise WebhookRejected(404, "PARTNERFLOW_DOCUMENSO_WEBHOOK_SECRET is not set")
         given = next((v for k, v in inbound.headers.items() if k.lower() == "x-documenso-secret"), "")
         expected = self.settings.documenso_webhook_secret.get_secret_value()
-        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        if not same_secret(given, expected):
             raise WebhookRejected(401, "webhook secret does not match")
         payload = json_payload(inbound.body, what="webhook",
                                check=lambda p: (p["event"], p["payload"]["id"], iso_time(p["createdAt"])))

@@ -26,6 +26,7 @@ from partnerflow.providers.esign.saas import (
     iso_time,
     json_payload,
     required,
+    same_secret,
 )
 from partnerflow.providers.esign.settings import EsignSettings
 
@@ -96,14 +97,14 @@ class DocuSignProvider(HttpVendor):
     # --- Connect callbacks ---------------------------------------------------------------------
     def parse_callback(self, inbound: Inbound) -> Callback:
         """Verify one Connect notification by its HMAC headers. Raises WebhookRejected."""
-        if not self.settings.docusign_connect_hmac_key:
-            raise WebhookRejected(503, "PARTNERFLOW_DOCUSIGN_CONNECT_HMAC_KEY is not set")
+        if not self.settings.docusign_connect_hmac_key:  # unset or empty: every notification is refused
+            raise WebhookRejected(404, "PARTNERFLOW_DOCUSIGN_CONNECT_HMAC_KEY is not set")
         key = self.settings.docusign_connect_hmac_key.get_secret_value().encode()
         given = [v for k, v in inbound.headers.items() if k.lower().startswith("x-docusign-signature-")]
         if not given:
             raise WebhookRejected(401, "unsigned notification")
         expected = base64.b64encode(hmac.new(key, inbound.body, hashlib.sha256).digest()).decode()
-        if not any(hmac.compare_digest(expected, value.strip()) for value in given):
+        if not any(same_secret(value.strip(), expected) for value in given):
             raise WebhookRejected(401, "signature does not match")
         payload = json_payload(inbound.body, what="notification",
                                check=lambda p: (p["event"], p["data"]["envelopeId"], iso_time(p["generatedDateTime"])))

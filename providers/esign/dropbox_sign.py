@@ -19,7 +19,7 @@ import httpx
 
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.esign.base import Callback, Envelope, Inbound, NotReady, Target, WebhookRejected
-from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client, required
+from partnerflow.providers.esign.saas import HttpVendor, call, error_reason, http_client, required, same_secret
 from partnerflow.providers.esign.settings import EsignSettings
 
 HELLO = "Hello API Event Received"
@@ -38,6 +38,7 @@ def _reason(response: httpx.Response) -> str:
 class DropboxSignProvider(HttpVendor):
     name = "dropbox_sign"
     callback_reply = HELLO  # Dropbox Sign counts a callback as delivered only with this exact body
+    callback_media_types = ("multipart/form-data", "application/x-www-form-urlencoded")
 
     def __init__(self, settings: EsignSettings):
         self.settings = settings
@@ -111,7 +112,7 @@ class DropboxSignProvider(HttpVendor):
         except (ValueError, KeyError, TypeError):
             raise WebhookRejected(400, "malformed event") from None
         expected = hmac.new(self._key.encode(), (event_time + event_type).encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, given):
+        if not same_secret(given, expected):
             raise WebhookRejected(401, "event hash does not match")
         try:
             occurred_at = datetime.fromtimestamp(int(event_time), tz=UTC)

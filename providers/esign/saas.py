@@ -8,6 +8,7 @@ the vendor's reason. A create call that may have reached the vendor (read timeou
 from __future__ import annotations
 
 import email.utils
+import hmac
 import json
 import time
 from collections.abc import Callable
@@ -92,6 +93,14 @@ def json_payload(body: bytes, *, check: Callable[[dict[str, Any]], Any], what: s
     return payload
 
 
+def same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of two secrets as UTF-8 bytes: any text (non-ASCII too) compares without
+    raising, and an empty expected secret matches nothing."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
+
 def required(settings: Any, name: str) -> str:
     """The value of setting `name` (a secret's plain value); a PermanentError naming it when unset."""
     value = getattr(settings, name)
@@ -105,6 +114,7 @@ class HttpVendor:
 
     name = ""
     callback_reply: str | None = None
+    callback_media_types: tuple[str, ...] = ("application/json",)
 
     def signing_link(self, reference: str) -> SigningLink | None:
         return None  # the vendor mails the signer itself

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from partnerflow.providers.esign.registry import PROVIDERS
+from partnerflow.providers.secret_settings import MIN_CHOSEN_SECRET_LENGTH, checked_secret
 from partnerflow.providers.settings_base import VendorSettings
 
 
@@ -34,6 +35,13 @@ class EsignSettings(VendorSettings):
     # in from the secret key and PARTNERFLOW_PUBLIC_BASE_URL); they are not set by hand.
     signing_link_key: SecretStr | None = None
     signing_base_url: str = ""
+
+    @field_validator("dropbox_sign_api_key", "docusign_access_token", "docusign_connect_hmac_key",
+                     "documenso_api_key", "documenso_webhook_secret")
+    @classmethod
+    def _real_secret(cls, value, info):
+        minimum = MIN_CHOSEN_SECRET_LENGTH if info.field_name == "documenso_webhook_secret" else 1
+        return checked_secret(info.field_name, value, minimum)
 
     def for_installation(self, *, link_key: str, public_base_url: str) -> EsignSettings:
         """These settings with what the built-in signing page takes from the installation."""

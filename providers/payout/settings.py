@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from partnerflow.providers.payout.registry import RAILS
+from partnerflow.providers.secret_settings import checked_secret
 from partnerflow.providers.settings_base import VendorSettings
 
 
@@ -30,3 +31,7 @@ class PayoutRailSettings(VendorSettings):
     sepa_debtor_bic: str | None = None
     sepa_output_dir: Path | None = None  # pain.001 files; filled in from the var folder by the top-level settings
 
+    @field_validator("stripe_api_key", "stripe_webhook_secret", "paypal_client_secret")
+    @classmethod
+    def _real_secret(cls, value, info):
+        return checked_secret(info.field_name, value)

@@ -1,7 +1,10 @@
-"""Callbacks from the e-signature vendors: verified, timestamp-checked, stored once, then acted on.
+"""Callbacks from the e-signature vendors: verified, timestamp-checked, confirmed, stored once, then acted on.
 
-Anything forged, unsigned, malformed, too old or already acted on is refused (WebhookRejected)
-and stores nothing. A failure while acting (e.g. the signed PDF cannot be downloaded yet)
+Anything forged, unsigned, malformed or too old is refused (WebhookRejected) and stores nothing.
+A callback already acted on is answered as delivered ("duplicate"), so the vendor stops retrying.
+A callback saying "signed" is believed only once the vendor's API says so too: Dropbox Sign's hash
+covers only the event's time and type, and Documenso sends a static secret, so a signed-looking
+callback proves little. A failure while acting (e.g. the signed PDF cannot be downloaded yet)
 propagates, so the vendor retries; the stored, unprocessed event is then picked up again
 (or by the signature sweep).
 """
@@ -26,7 +29,7 @@ from partnerflow.models import (
 from partnerflow.models.contracting import OPEN_SIGNATURE_STATUSES, SignatureStatus
 from partnerflow.providers.errors import ProviderError
 from partnerflow.providers.esign import SignatureProvider, registry
-from partnerflow.providers.esign.base import Inbound, NotReady, Target, WebhookRejected
+from partnerflow.providers.esign.base import Inbound, NotConfirmed, NotReady, Target, WebhookRejected
 from partnerflow.settings import ConfigError, get_settings
 from partnerflow.tasks.contracting.sending import esign_provider, record_sent, reference_for
 from partnerflow.tasks.contracting.signing import complete_signature
@@ -45,12 +48,19 @@ def callback_provider(slug: str) -> SignatureProvider:
 
 def handle_callback(provider: SignatureProvider, inbound: Inbound) -> str:
     """Verify, store once and act on one callback; returns what happened. Raises WebhookRejected."""
+    check_media_type(provider, inbound)
     callback = provider.parse_callback(inbound)
     check_timestamp(callback.occurred_at)
     if callback.test:
         return "test"
-    webhook_id = store_event(provider.name, callback.event_id, callback.event_type, callback.payload)
+    if already_processed(provider.name, callback.event_id):
+        return "duplicate"
     target = provider.completion(callback.payload)
+    if target is not None:
+        confirm_signed(provider, target)
+    webhook_id = store_event(provider.name, callback.event_id, callback.event_type, callback.payload)
+    if webhook_id is None:  # a concurrent delivery of the same event finished first
+        return "duplicate"
     try:
         return act(provider, webhook_id, callback.payload)
     except NotReady:
@@ -71,6 +81,13 @@ def act(provider: SignatureProvider, webhook_id: int, payload: dict) -> str:
     return "stored"
 
 
+def check_media_type(provider: SignatureProvider, inbound: Inbound) -> None:
+    header = next((v for k, v in inbound.headers.items() if k.lower() == "content-type"), "")
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type not in provider.callback_media_types:
+        raise WebhookRejected(415, f"callbacks are expected as {' or '.join(provider.callback_media_types)}")
+
+
 def check_timestamp(when: datetime) -> None:
     """Reject callbacks older than the window (vendors retry with the original time) or from the future."""
     age = (utcnow() - when).total_seconds()
@@ -80,8 +97,24 @@ def check_timestamp(when: datetime) -> None:
         raise WebhookRejected(400, "event timestamp is in the future")
 
 
-def store_event(provider: str, event_id: str, event_type: str, payload: dict) -> int:
-    """Store a verified callback once; return its row id. A callback already acted on is a replay (409).
+def already_processed(provider: str, event_id: str) -> bool:
+    with session_scope() as session:
+        row = session.exec(select(WebhookEvent).where(WebhookEvent.provider == provider,
+                                                      WebhookEvent.event_id == event_id)).first()
+        return row is not None and row.processed_at is not None
+
+
+def confirm_signed(provider: SignatureProvider, target: Target) -> None:
+    """Ask the vendor whether the request really is signed; NotConfirmed (answer 503, store nothing) if not.
+
+    A vendor that is merely slow to show the signature retries the callback; a forged one gets nowhere.
+    """
+    if not provider.is_signed(target.provider_request_id):
+        raise NotConfirmed(f"{provider.name} does not report request {target.provider_request_id} as signed")
+
+
+def store_event(provider: str, event_id: str, event_type: str, payload: dict) -> int | None:
+    """Store a verified callback once; return its row id, or None when it was already acted on.
 
     A stored callback that was not yet acted on (the earlier delivery failed half-way) is
     returned again, so the vendor's retry finishes the work.
@@ -95,9 +128,7 @@ def store_event(provider: str, event_id: str, event_type: str, payload: dict) ->
     with session_scope() as session:
         row = session.exec(select(WebhookEvent).where(WebhookEvent.provider == provider,
                                                       WebhookEvent.event_id == event_id)).one()
-        if row.processed_at is not None:
-            raise WebhookRejected(409, "event already received")
-        return row.id
+        return None if row.processed_at is not None else row.id
 
 
 def mark_processed(webhook_event_id: int | None) -> None:

@@ -234,14 +234,15 @@ def test_forged_callback_is_rejected_and_not_stored(dbs, fake, client):
     assert stored_events() == [] and reload(row).status == "sent"
 
 
-def test_replayed_callback_is_rejected(dbs, fake, client):
+def test_replayed_callback_is_acknowledged_and_acted_on_once(dbs, fake, client):
     row = contract_out_for_signature("dropbox_sign")
     provider_id = send(dbs, row)
     fake.sign(provider_id)
     callback = fake.callback(provider_id)
     assert client.post("/webhooks/dropbox-sign", data=callback).text == HELLO
     replay = client.post("/webhooks/dropbox-sign", data=callback)
-    assert replay.status_code == 409
+    # Dropbox Sign retries a callback until it gets its HELLO body: a duplicate gets it too.
+    assert replay.status_code == 200 and replay.text == HELLO
     assert len(stored_events()) == 1
     with session_scope() as session:
         signed = session.exec(select(AuditLog).where(AuditLog.action.like("%signed%"))).all()

@@ -164,30 +164,51 @@ def test_unsubscribe_token_cannot_be_guessed(client, sent):
     assert rows(Suppression) == []
 
 
-def test_inbound_reply_stops_the_enrollment(client, sent):
+INBOUND_TOKEN = "inbound-token-0123456789"
+INBOUND = f"/webhooks/sendgrid/inbound?token={INBOUND_TOKEN}"
+
+
+@pytest.fixture
+def inbound(configure):
+    configure(sendgrid_inbound_token=INBOUND_TOKEN)
+    return INBOUND
+
+
+def test_inbound_reply_stops_the_enrollment(client, sent, inbound):
     headers = ("From: Ann <A@Example.com>\nTo: partners@acme.example\nSubject: Re: hi\n"
                f"In-Reply-To: <outreach.enrollment.{rows(Enrollment)[0].id}.step.0@acme.example>\n")
     form = {"from": "Ann <someone-else@example.org>", "to": "partners@acme.example", "subject": "Re: hi",
             "text": "Sounds good, tell me more", "headers": headers}
-    response = client.post("/webhooks/sendgrid/inbound", data=form)
+    response = client.post(inbound, data=form)
     assert response.status_code == 200 and response.json()["matched"] == 1
-    assert client.post("/webhooks/sendgrid/inbound", data=form).json()["duplicate"] is True
+    assert client.post(inbound, data=form).json()["duplicate"] is True
     first = rows(Enrollment)[0]
     assert (first.status, first.stop_reason) == ("stopped", "reply")
     with session_scope() as session:
         assert session.exec(select(Prospect).where(Prospect.email == "a@example.com")).one().status == "replied"
 
 
-def test_inbound_reply_matched_by_sender_address(client, sent):
+def test_inbound_reply_matched_by_sender_address(client, sent, inbound):
     form = {"from": "Bo <b@example.com>", "to": "partners@acme.example", "subject": "question",
             "text": "hello", "headers": "From: Bo <b@example.com>\nSubject: question\n"}
-    assert client.post("/webhooks/sendgrid/inbound", data=form).json()["matched"] == 1
+    assert client.post(inbound, data=form).json()["matched"] == 1
     assert [(e.email, e.status) for e in rows(Enrollment)] == [("a@example.com", "active"),
                                                                ("b@example.com", "stopped")]
 
 
-def test_inbound_token_is_enforced_when_configured(client, sent, configure):
-    configure(sendgrid_inbound_token="s3cret")
+def test_inbound_token_is_enforced(client, sent, inbound):
     form = {"from": "b@example.com", "headers": "From: b@example.com\n", "text": "hi"}
     assert client.post("/webhooks/sendgrid/inbound", data=form).status_code == 403
-    assert client.post("/webhooks/sendgrid/inbound?token=s3cret", data=form).status_code == 200
+    assert client.post(inbound + "x", data=form).status_code == 403
+    assert client.post("/webhooks/sendgrid/inbound?token=t%C3%B6ken-%E2%82%AC", data=form).status_code == 403
+    assert {e.status for e in rows(Enrollment)} == {"active"}
+    assert client.post(inbound, data=form).status_code == 200
+
+
+def test_without_an_inbound_token_configured_every_reply_is_refused(client, sent, configure):
+    """A forged "reply" must not stop real enrollments just because nobody set the token."""
+    configure(sendgrid_inbound_token=None)
+    form = {"from": "b@example.com", "headers": "From: b@example.com\n", "text": "hi"}
+    for url in ("/webhooks/sendgrid/inbound", "/webhooks/sendgrid/inbound?token=", "/webhooks/sendgrid/inbound?token=x"):
+        assert client.post(url, data=form).status_code == 403
+    assert rows(WebhookEvent) == [] and {e.status for e in rows(Enrollment)} == {"active"}

@@ -109,7 +109,7 @@ def test_bad_deliveries_are_refused_and_nothing_is_stored(client, case):
         import hashlib
         import hmac
         sig = hmac.new(WEBHOOK_SECRET.encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
-        headers = {"Stripe-Signature": f"t={t},v1={sig}"}
+        headers = {"Stripe-Signature": f"t={t},v1={sig}", "Content-Type": "application/json"}
     response = post(client, raw, headers)
     assert response.status_code == 400
     assert stored() == []
