@@ -4,7 +4,8 @@
 - Attributed by tracking code, else coupon code; a conversion with no partner is kept and reported.
 - Refunds, chargebacks and reversals name the earlier conversion (`reverses`, its external id in
   the same source).
-- Amounts are decimal strings in major units ("12.34") or integer `amount_minor`; never floats.
+- Amounts are decimal strings in major units ("12.34") or integer `amount_minor`; never floats, NaN,
+  Infinity or exponents, never negative, at most MAX_AMOUNT_MINOR. Dates from 2000 to a day ahead of now.
 - Bad records are reported by line (CSV) or index (JSON); good ones are kept.
 """
 
@@ -15,7 +16,7 @@ import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -31,7 +32,15 @@ REVERSALS = (ConversionKind.REFUND, ConversionKind.CHARGEBACK, ConversionKind.RE
 COLUMNS = ("external_id", "kind", "amount", "amount_minor", "currency", "occurred_at", "tracking_code",
            "coupon_code", "customer_ref", "product", "category", "reverses")
 CHUNK = 1000
-_THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
+_THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)", re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Bounds no real conversion comes near: ten billion dollars in cents, sums stay far inside a 64-bit column.
+MAX_AMOUNT_MINOR = 10**12
+MAX_TEXT = 500
+MAX_AHEAD = timedelta(days=1)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class ConversionError(ValueError):
@@ -78,72 +87,106 @@ def source_for_key(api_key: str | None) -> str | None:
 
 # --- parsing ----------------------------------------------------------------------------------
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, name: str = "value") -> str | None:
     if value is None:
         return None
     if isinstance(value, float):
         raise ConversionError("numbers with a decimal point must be sent as strings (\"12.34\"), not floats")
+    if isinstance(value, dict | list):
+        raise ConversionError(f"{name} must be text, not a JSON {type(value).__name__}")
     value = str(value).strip()
+    if len(value) > MAX_TEXT:
+        raise ConversionError(f"{name} is longer than {MAX_TEXT} characters")
+    if _CONTROL.search(value):  # PostgreSQL refuses NUL in text; the rest only hides what a value says
+        raise ConversionError(f"{name} contains control characters")
     return value or None
 
 
 def _when(value: Any) -> datetime:
-    raw = _text(value)
+    raw = _text(value, "occurred_at")
     if not raw:
         raise ConversionError("occurred_at is required (ISO 8601, e.g. 2026-01-31T12:00:00Z)")
     try:
         at = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if at.tzinfo is None:  # a bare date or time without offset is taken as UTC
+            at = at.replace(tzinfo=UTC)
+        at = at.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ConversionError(f"occurred_at {raw!r} is not an ISO 8601 date-time") from None
-    if at.tzinfo is None:  # a bare date or time without offset is taken as UTC
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC)
+    # A conversion from the future would sit in its lock period for ever; one from before the web would
+    # overflow date arithmetic (lock periods, months). A day's leeway allows for the source's clock.
+    if at > utcnow() + MAX_AHEAD:
+        raise ConversionError(f"occurred_at {raw!r} is in the future")
+    if at < EARLIEST:
+        raise ConversionError(f"occurred_at {raw!r} is before {EARLIEST.year}")
+    return at
+
+
+def _amount_minor(record: dict[str, Any], kind: str, currency: str) -> int:
+    """The amount in minor units from `amount` ("12.34", major units) or `amount_minor` (an integer)."""
+    amount, amount_minor = record.get("amount"), record.get("amount_minor")
+    if amount_minor not in (None, "") and amount not in (None, ""):
+        raise ConversionError("give amount or amount_minor, not both")
+    if amount_minor not in (None, ""):
+        if isinstance(amount_minor, float | bool):
+            raise ConversionError("amount_minor must be an integer")
+        text = _text(amount_minor, "amount_minor") or ""
+        if not _INTEGER.fullmatch(text):
+            raise ConversionError(f"amount_minor {text[:40]!r} is not a whole number of minor units (e.g. 1234)")
+        if len(text.lstrip("+-0")) > len(str(MAX_AMOUNT_MINOR)):  # never turn a thousand digits into an int
+            raise ConversionError(f"amount_minor is larger than {MAX_AMOUNT_MINOR}")
+        minor = int(text)
+    elif amount not in (None, ""):
+        if isinstance(amount, float):
+            raise ConversionError("amount must be a string like \"12.34\", not a float")
+        text = _text(amount, "amount") or ""
+        # "12,50" would read as 1250: a comma is allowed only as a thousands separator ("1,234.50").
+        if "," in text and not _THOUSANDS.fullmatch(text):
+            raise ConversionError(f"amount {text!r} is ambiguous: use a dot for decimals (12.50)")
+        plain = text.replace(",", "")
+        # Plain decimals only: no NaN, Infinity or exponents ("1e30"), whose digits nobody wrote.
+        if not _DECIMAL.fullmatch(plain):
+            raise ConversionError(f"amount {text[:40]!r} is not a decimal number like 12.34")
+        if len(plain.lstrip("+-0").split(".")[0]) > len(str(MAX_AMOUNT_MINOR)):
+            raise ConversionError(f"amount {text[:40]!r} is too large")
+        try:
+            minor = to_minor(plain, currency)
+        except ValueError as exc:
+            raise ConversionError(f"amount: {exc}") from None
+    elif kind in (ConversionKind.LEAD, ConversionKind.SIGNUP, *REVERSALS):
+        minor = 0
+    else:
+        raise ConversionError(f"amount is required for a {kind}")
+    if minor < 0:
+        raise ConversionError("amount must not be negative (send a refund pointing at the sale instead)")
+    if minor > MAX_AMOUNT_MINOR:
+        raise ConversionError(f"amount is larger than {MAX_AMOUNT_MINOR} minor units of {currency}; "
+                              "split it or check the source")
+    return minor
 
 
 def parse_record(record: dict[str, Any]) -> dict[str, Any]:
     """Validate one conversion; returns the values to store (reverses still an external id)."""
     unknown = set(record) - set(COLUMNS)
     if unknown:
-        raise ConversionError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    external_id = _text(record.get("external_id"))
+        raise ConversionError(f"unknown field(s): {', '.join(sorted(str(k)[:40] for k in unknown))}")
+    external_id = _text(record.get("external_id"), "external_id")
     if not external_id:
         raise ConversionError("external_id is required")
     if len(external_id) > 200:
         raise ConversionError("external_id is longer than 200 characters")
-    kind = (_text(record.get("kind")) or ConversionKind.SALE).lower()
+    kind = (_text(record.get("kind"), "kind") or ConversionKind.SALE).lower()
     if kind not in KINDS:
-        raise ConversionError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+        raise ConversionError(f"kind {kind[:40]!r} is not one of {', '.join(KINDS)}")
+    currency_text = _text(record.get("currency"), "currency") or ""
     try:
-        currency = check_currency(_text(record.get("currency")) or "")
+        if not currency_text.isascii():
+            raise ValueError(f"not an ISO 4217 currency code: {currency_text[:40]!r}")
+        currency = check_currency(currency_text)
     except ValueError as exc:
         raise ConversionError(str(exc)) from None
-    amount, amount_minor = record.get("amount"), record.get("amount_minor")
-    try:
-        if amount_minor not in (None, "") and amount not in (None, ""):
-            raise ConversionError("give amount or amount_minor, not both")
-        if amount_minor not in (None, ""):
-            if isinstance(amount_minor, float) or isinstance(amount_minor, bool):
-                raise ConversionError("amount_minor must be an integer")
-            minor = int(str(amount_minor).strip())
-        elif amount not in (None, ""):
-            if isinstance(amount, float):
-                raise ConversionError("amount must be a string like \"12.34\", not a float")
-            text = str(amount).strip()
-            # "12,50" would read as 1250: a comma is allowed only as a thousands separator ("1,234.50").
-            if "," in text and not _THOUSANDS.fullmatch(text):
-                raise ConversionError(f"amount {text!r} is ambiguous: use a dot for decimals (12.50)")
-            minor = to_minor(text, currency)
-        else:
-            minor = 0 if kind in (ConversionKind.LEAD, ConversionKind.SIGNUP, *REVERSALS) else None
-            if minor is None:
-                raise ConversionError(f"amount is required for a {kind}")
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, ConversionError):
-            raise
-        raise ConversionError(f"amount: {exc}") from None
-    if minor < 0:
-        raise ConversionError("amount must not be negative (send a refund pointing at the sale instead)")
-    reverses = _text(record.get("reverses"))
+    minor = _amount_minor(record, kind, currency)
+    reverses = _text(record.get("reverses"), "reverses")
     if kind in REVERSALS and not reverses:
         raise ConversionError(f"a {kind} must name the conversion it reverses (reverses=<external_id>)")
     if reverses and kind not in REVERSALS:
@@ -151,9 +194,9 @@ def parse_record(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "external_id": external_id, "kind": kind, "amount_minor": minor, "currency": currency,
         "occurred_at": _when(record.get("occurred_at")),
-        "tracking_code": _text(record.get("tracking_code")), "coupon_code": _text(record.get("coupon_code")),
-        "customer_ref": _text(record.get("customer_ref")), "product": _text(record.get("product")),
-        "category": _text(record.get("category")), "reverses": reverses,
+        **{name: _text(record.get(name), name)
+           for name in ("tracking_code", "coupon_code", "customer_ref", "product", "category")},
+        "reverses": reverses,
     }
 
 

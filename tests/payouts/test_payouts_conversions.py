@@ -107,3 +107,57 @@ def test_sample_csv_imports(tmp_path):
     path = resources.files("partnerflow.templates").joinpath("demo/conversions.csv")
     report = import_csv(str(path), "demo")
     assert report.errors == [] and report.created == 7 and report.unattributed == 7  # no DEMO1 partner here
+
+
+def test_out_of_range_amounts_and_dates_are_refused_one_by_one_and_the_good_rows_kept():
+    key = add_source("shop")
+    client = TestClient(create_app())
+    good = {"currency": "USD", "occurred_at": "2026-01-01T00:00:00Z"}
+    bad = [
+        ({"amount": "1e30"}, "not a decimal number"),
+        ({"amount": "1" + "0" * 30}, "too large"),
+        ({"amount": "10000000001.00"}, "larger than 1000000000000 minor units"),
+        ({"amount_minor": "1" + "0" * 30}, "larger than"),
+        ({"amount_minor": 10**19}, "larger than"),
+        ({"amount": "NaN"}, "not a decimal number"),
+        ({"amount": "Infinity"}, "not a decimal number"),
+        ({"amount": "-5.00"}, "must not be negative"),
+        ({"amount_minor": "-1"}, "must not be negative"),
+        ({"amount": "1.005"}, "more decimals"),
+        ({"amount": "١٢"}, "not a decimal number"),  # Arabic-Indic digits
+        ({"amount_minor": "1_000"}, "whole number"),
+        ({"amount_minor": "12.0"}, "whole number"),
+        ({"amount": "1.00", "occurred_at": "2999-01-01T00:00:00Z"}, "in the future"),
+        ({"amount": "1.00", "occurred_at": "9999-12-31T23:59:59-01:00"}, "not an ISO 8601"),
+        ({"amount": "1.00", "occurred_at": "0001-01-01T00:00:00+01:00"}, "not an ISO 8601"),
+        ({"amount": "1.00", "occurred_at": "1900-01-01"}, "before 2000"),
+        ({"amount": "1.00", "product": "nul\x00byte"}, "control characters"),
+        ({"amount": "1.00", "customer_ref": "x" * 501}, "longer than 500"),
+        ({"amount": "1.00", "product": {"a": 1}}, "must be text"),
+        ({"amount": "1.00", "currency": "ÄÖÜ"}, "ISO 4217"),
+    ]
+    records = [{"external_id": "ok-1", "amount": "10000000000.00", **good}]  # the largest amount taken
+    records += [{**good, "external_id": f"bad-{i}", **fields} for i, (fields, _) in enumerate(bad)]
+    records.append({"external_id": "ok-2", "amount_minor": "+250", **good})
+    r = client.post("/api/conversions", json={"conversions": records}, headers={"X-API-Key": key})
+    assert r.status_code == 200
+    report = r.json()
+    assert report["created"] == 2
+    errors = {e["index"]: e["error"] for e in report["errors"]}
+    assert sorted(errors) == list(range(1, len(bad) + 1))
+    for i, (_, reason) in enumerate(bad, start=1):
+        assert reason in errors[i], (bad[i - 1], errors[i])
+    with session_scope() as s:
+        assert dict(s.execute(select(Conversion.external_id, Conversion.amount_minor)).all()) == {
+            "ok-1": 10**12, "ok-2": 250}
+
+
+def test_csv_with_an_overflowing_amount_keeps_the_rest_of_the_file(tmp_path):
+    path = tmp_path / "conv.csv"
+    path.write_text("external_id,amount,currency,occurred_at\n"
+                    "a1,12.00,USD,2026-01-02\n"
+                    "a2,1e30,USD,2026-01-02\n"
+                    "a3,99999999999999999999999,USD,2026-01-02\n"
+                    "a4,3.00,USD,2026-01-02\n")
+    report = import_csv(str(path), "csv")
+    assert report.created == 2 and [e["line"] for e in report.errors] == [3, 4]

@@ -31,7 +31,8 @@ def test_refund_in_another_currency_than_its_sale_is_refused_at_intake():
     key = add_source("shop")
     client = TestClient(create_app())
     body = {"conversions": [
-        {"external_id": "s1", "amount": "100.00", "currency": "USD", "occurred_at": "2026-01-10", "tracking_code": "P1"},
+        {"external_id": "s1", "amount": "100.00", "currency": "USD", "occurred_at": "2026-01-10",
+         "tracking_code": "P1"},
         {"external_id": "r1", "kind": "refund", "amount": "92.00", "currency": "EUR", "occurred_at": "2026-01-12",
          "reverses": "s1"},
         {"external_id": "r2", "kind": "refund", "amount": "10.00", "currency": "USD", "occurred_at": "2026-01-12",
