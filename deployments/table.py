@@ -121,4 +121,11 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("check-pages-chunk", "compliance", "compliance_chunks:check_pages_chunk",
                "Check these partners' pages (partner_ids): disclosure and brand rules; started by check-pages-fanout.",
                retry_on_crash=True),
+    # hand-offs and mail every stage shares
+    Deployment("relay-events", "shared", "handoffs:relay_events",
+               "Send hand-off events (partner.applied, contract.signed, ...) recorded but not yet relayed to Prefect.",
+               cron="* * * * *", concurrency_limit=1, retry_on_crash=True),
+    Deployment("settle-unconfirmed-mail", "shared", "mail_sweeps:sweep_unconfirmed_mail",
+               "Settle one-off mail whose send was never confirmed, or mark it failed and tell the team (never "
+               "re-sent).", cron="*/15 * * * *", concurrency_limit=1, retry_on_crash=True),
 )

@@ -1,8 +1,8 @@
 """Partner applications: validation with field errors, duplicate detection, intake.
 
 `submit_application` is what the web form, the JSON API and the CLI all call. A valid,
-new application creates Partner(stage applied) + Application, an audit row, and emits
-`partner.applied`, which starts the contracting flow.
+new application creates Partner(stage applied) + Application, an audit row, and the
+`partner.applied` hand-off (in the same transaction), which starts the contracting flow.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from partnerflow.models import (
     session_scope,
 )
 from partnerflow.settings import get_settings
-from partnerflow.tasks.shared.events import PARTNER_APPLIED, emit
+from partnerflow.tasks.shared.events import PARTNER_APPLIED, record, relay_after_commit
 from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
 from partnerflow.tasks.shared.webfetch import website_refusal
 
@@ -176,6 +176,8 @@ def submit_application(data: dict[str, Any], *, actor: str = "applicant") -> tup
         audit(session, actor=actor, action="application.received", subject_type="application",
               subject_id=application.id, details={"partner_id": partner.id, "partner_type": partner.partner_type})
         app_id = application.id
-    emit(PARTNER_APPLIED, "application", app_id, {"application_id": app_id})
+        # The hand-off to contracting commits with the application: a failed emit cannot lose it.
+        handoff = record(session, PARTNER_APPLIED, "application", app_id, {"application_id": app_id})
+    relay_after_commit(handoff)
     with session_scope() as session:
         return session.get(Application, app_id), True

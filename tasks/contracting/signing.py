@@ -31,7 +31,7 @@ from partnerflow.models.contracting import OPEN_SIGNATURE_STATUSES, SignatureSta
 from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.policy import load_policy
 from partnerflow.tasks.contracting.sending import esign_provider, send_request
-from partnerflow.tasks.shared.events import CONTRACT_SIGNED, emit
+from partnerflow.tasks.shared.events import CONTRACT_SIGNED, outbox_key, record, relay_after_commit
 
 BUILTIN = "builtin"  # countersignatures are collected on our own signing page
 
@@ -207,10 +207,13 @@ def complete_signature(signature_request_id: int, *, signed_document: bytes, fil
             audit(session, actor=actor, action=action, subject_type="contract", subject_id=contract_id,
                   details={"signature_request_id": signature_request_id, "signed_sha256": digest,
                            **{k: v for k, v in evidence.items() if isinstance(v, (str, int, float, bool, type(None)))}})
+            if not countersign_next:  # the hand-off to onboarding commits with the signature
+                record(session, CONTRACT_SIGNED, "contract", contract_id,
+                       {"contract_id": contract_id, "partner_id": partner_id})
     if not won:  # another caller completed it first; its file (same name if same bytes) stays
         return False
     if countersign_next:
         request_countersignature(contract_id)
         return True
-    emit(CONTRACT_SIGNED, "contract", contract_id, {"contract_id": contract_id, "partner_id": partner_id})
+    relay_after_commit(outbox_key(CONTRACT_SIGNED, "contract", contract_id))
     return True

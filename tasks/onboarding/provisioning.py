@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from partnerflow.models import Contract, ContractStatus, Partner, session_scope
+from partnerflow.models import Contract, ContractStatus, Partner, Stage, session_scope
 from partnerflow.tasks.compliance.pages import register_pages
 from partnerflow.tasks.onboarding.activation import (
     activate,
@@ -16,7 +16,7 @@ from partnerflow.tasks.onboarding.activation import (
     provision_codes,
     tracking_url,
 )
-from partnerflow.tasks.shared.events import PARTNER_ACTIVATED, emit
+from partnerflow.tasks.shared.events import PARTNER_ACTIVATED, record, relay_after_commit
 from partnerflow.tasks.shared.mail import deliver
 
 
@@ -53,6 +53,20 @@ def send_welcome(partner_id: int, tracking: str, coupon: str) -> None:
             partner_id=partner_id)
 
 
+def announce_activation(partner_id: int, contract_id: int) -> None:
+    """Record `partner.activated` once per partner while it is active, then relay it.
+
+    Recorded whether or not this run did the activation: a run that died between activating and
+    recording is run again and finds the partner already active, and must still announce it.
+    """
+    with session_scope() as session:
+        if session.get(Partner, partner_id).stage != Stage.ACTIVE:
+            return
+        handoff = record(session, PARTNER_ACTIVATED, "partner", partner_id,
+                         {"partner_id": partner_id, "contract_id": contract_id})
+    relay_after_commit(handoff)
+
+
 @task(name="provision-partner")
 def provision(contract_id: int) -> dict[str, Any]:
     partner_id = signed_partner(contract_id)
@@ -62,7 +76,6 @@ def provision(contract_id: int) -> dict[str, Any]:
     tracking, coupon = provision_codes(partner_id)
     register_website(partner_id)
     send_welcome(partner_id, tracking, coupon)
-    if activated:
-        emit(PARTNER_ACTIVATED, "partner", partner_id, {"partner_id": partner_id, "contract_id": contract_id})
+    announce_activation(partner_id, contract_id)
     return {"contract_id": contract_id, "partner_id": partner_id, "activated": activated,
             "tracking_code": tracking, "coupon_code": coupon}

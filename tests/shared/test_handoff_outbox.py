@@ -1,0 +1,176 @@
+"""Hand-offs between stages go through an outbox: a failed emit or a crash after the commit loses nothing.
+
+`post_to_prefect` is replaced by a recorder (our stand-in for Prefect's own record of what it
+received) except where a test talks to the harness's Prefect server on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from factories import application
+from prefect import get_client
+from prefect.settings import PREFECT_API_URL
+from sqlmodel import select
+
+from partnerflow.flows.handoffs import relay_events
+from partnerflow.models import Partner, Stage, session_scope, utcnow
+from partnerflow.models.events import OutboxEvent
+from partnerflow.tasks.contracting.applications import submit_application
+from partnerflow.tasks.shared import events
+from partnerflow.tasks.shared.faults import KILL_AT, TEST_SWITCH, armed
+
+
+class FakePrefect:
+    """Records each event it accepts; refuses everything while `down`."""
+
+    def __init__(self):
+        self.down = False
+        self.received: list[tuple[str, str, dict]] = []
+
+    def post(self, row: OutboxEvent, timeout: float | None = None) -> None:
+        if self.down:
+            raise httpx.ConnectError("All connection attempts failed")
+        self.received.append((row.event, row.event_id, dict(row.payload)))
+
+
+@pytest.fixture
+def prefect(monkeypatch) -> FakePrefect:
+    fake = FakePrefect()
+    monkeypatch.setattr(events, "post_to_prefect", fake.post)
+    return fake
+
+
+def _outbox() -> list[OutboxEvent]:
+    with session_scope() as session:
+        return list(session.exec(select(OutboxEvent).order_by(OutboxEvent.id)).all())
+
+
+def test_an_application_whose_handoff_could_not_be_emitted_is_relayed_later_exactly_once(prefect):
+    prefect.down = True
+    app, created = submit_application(application())  # the applicant still gets their answer
+    assert created
+    [row] = _outbox()
+    assert row.event == "partner.applied" and row.sent_at is None and row.attempts == 1
+    assert "ConnectError" in row.last_error and prefect.received == []
+    prefect.down = False
+    assert relay_events()["sent"] == 1  # the every-minute sweep
+    key = events.outbox_key("partner.applied", "application", app.id)
+    assert prefect.received == [("partner.applied", str(events.event_id_for(key)), {"application_id": app.id})]
+    assert events.relay() == {} and len(prefect.received) == 1
+    [row] = _outbox()
+    assert row.sent_at is not None and row.last_error is None
+
+
+def test_an_application_is_relayed_right_after_its_commit(prefect):
+    app, _ = submit_application(application())
+    assert prefect.received == [("partner.applied", _outbox()[0].event_id, {"application_id": app.id})]
+    assert _outbox()[0].sent_at is not None
+
+
+def test_a_signed_contract_records_contract_signed_with_the_signature(prefect):
+    from factories import approved_partner  # a partner that applied, without a flow run
+
+    from partnerflow.tasks.contracting.documents import generate_contract
+    from partnerflow.tasks.contracting.signing import complete_signature, request_signature
+
+    contract = generate_contract(approved_partner())
+    prefect.down = True
+    row = request_signature(contract.id)
+    assert complete_signature(row.id, signed_document=b"%PDF-1.4 signed", filename="signed.pdf",
+                              evidence={"signer_name": "Nora Wind"}, actor="test")
+    signed = [r for r in _outbox() if r.event == "contract.signed"]
+    assert len(signed) == 1 and signed[0].sent_at is None and signed[0].payload["contract_id"] == contract.id
+    prefect.down = False
+    events.relay()
+    events.relay()
+    assert [e for e in prefect.received if e[0] == "contract.signed"] == [
+        ("contract.signed", signed[0].event_id, {"contract_id": contract.id, "partner_id": contract.partner_id})]
+
+
+def test_activation_is_announced_by_a_rerun_that_finds_the_partner_already_active(prefect):
+    from factories import approved_partner  # a partner that applied, without a flow run
+
+    from partnerflow.tasks.onboarding.provisioning import announce_activation
+
+    partner_id = approved_partner()
+    with session_scope() as session:  # activated by a run that died before announcing it
+        session.get(Partner, partner_id).stage = Stage.ACTIVE
+    announce_activation(partner_id, 7)
+    announce_activation(partner_id, 7)
+    assert [e for e in prefect.received if e[0] == "partner.activated"] == [
+        ("partner.activated", events.event_id_for(f"partner.activated:partner:{partner_id}").__str__(),
+         {"partner_id": partner_id, "contract_id": 7})]
+
+
+def test_two_relays_never_send_the_same_row_at_once(prefect):
+    prefect.down = True
+    submit_application(application())
+    prefect.down = False
+    [row] = _outbox()
+    now = utcnow()
+    assert events._claim(row.id, now)  # another relay holds it
+    assert events.relay(now=now) == {"busy": 1} and prefect.received == []
+    assert events.relay(now=now + events.LEASE + timedelta(seconds=1)) == {"sent": 1}  # its holder died
+
+
+# --- SIGKILL after the commit ---
+
+RUN = """
+from factories import application
+from partnerflow.tasks.contracting.applications import submit_application
+app, created = submit_application(application())
+print(app.id)
+"""
+
+
+def _run(kill_at: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, TEST_SWITCH)}
+    env.update(armed(kill_at), PREFECT_API_URL=PREFECT_API_URL.value() or "",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), env.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", RUN], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_sigkill_after_the_commit_before_the_relay_then_the_sweep_delivers_exactly_once(prefect):
+    killed = _run("events.before_relay")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [row] = _outbox()
+    assert row.sent_at is None and row.attempts == 0  # the application and its hand-off committed together
+    assert events.relay() == {"sent": 1}
+    assert events.relay() == {}
+    assert prefect.received == [("partner.applied", row.event_id, dict(row.payload))]
+
+
+def test_sigkill_after_prefect_accepted_is_sent_again_under_the_same_event_id(prefect):
+    killed = _run("events.after_send")  # this one really posted to the harness's Prefect server
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [row] = _outbox()
+    assert row.sent_at is None and row.attempts == 1
+    assert events.relay() == {"busy": 1}  # the dead relay's lease still holds
+    assert events.relay(now=utcnow() + events.LEASE + timedelta(seconds=1)) == {"sent": 1}
+    # Prefect gets the same id again, so its server drops the repeat (see tasks/shared/events.py).
+    assert prefect.received == [("partner.applied", row.event_id, dict(row.payload))]
+    assert row.event_id == str(events.event_id_for(row.key))
+
+
+def test_the_relay_posts_to_the_prefect_api_which_keeps_one_event_per_id():
+    submit_application(application())  # the real relay right after the commit
+    [row] = _outbox()
+    assert row.sent_at is not None and row.attempts == 1 and row.last_error is None
+    events.post_to_prefect(row)  # a repeat of the same id is accepted, and stored once
+    query = {"filter": {"id": {"id": [row.event_id]}, "occurred": {"since": "2020-01-01T00:00:00Z"}}}
+    deadline = time.monotonic() + 60
+    found: dict = {}
+    with get_client(sync_client=True) as client:
+        while not found.get("events") and time.monotonic() < deadline:  # Prefect stores events in batches
+            time.sleep(0.5)
+            found = client.request("POST", "/events/filter", json=query).json()
+    assert [(e["id"], e["event"], e["payload"]) for e in found["events"]] == [
+        (row.event_id, "partner.applied", dict(row.payload))]
