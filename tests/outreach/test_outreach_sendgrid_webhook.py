@@ -209,6 +209,6 @@ def test_without_an_inbound_token_configured_every_reply_is_refused(client, sent
     """A forged "reply" must not stop real enrollments just because nobody set the token."""
     configure(sendgrid_inbound_token=None)
     form = {"from": "b@example.com", "headers": "From: b@example.com\n", "text": "hi"}
-    for url in ("/webhooks/sendgrid/inbound", "/webhooks/sendgrid/inbound?token=", "/webhooks/sendgrid/inbound?token=x"):
-        assert client.post(url, data=form).status_code == 403
+    for query in ("", "?token=", "?token=x"):
+        assert client.post("/webhooks/sendgrid/inbound" + query, data=form).status_code == 403
     assert rows(WebhookEvent) == [] and {e.status for e in rows(Enrollment)} == {"active"}
