@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from partnerflow.providers.errors import PermanentError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
+from partnerflow.providers.payout.base import PaymentMismatch, PayoutInstruction, PayoutRail, RailResult
 from partnerflow.providers.payout.registry import RAILS
 from partnerflow.providers.payout.settings import PayoutRailSettings
 
@@ -16,4 +16,4 @@ def get_payout_rail(settings: PayoutRailSettings, name: str | None = None) -> Pa
     return RAILS[name].load()(settings)
 
 
-__all__ = ["PayoutInstruction", "PayoutRail", "PayoutRailSettings", "RailResult", "get_payout_rail"]
+__all__ = ["PaymentMismatch", "PayoutInstruction", "PayoutRail", "PayoutRailSettings", "RailResult", "get_payout_rail"]

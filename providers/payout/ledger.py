@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
 from partnerflow.providers.errors import PermanentError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailState
+from partnerflow.providers.payout.base import PaymentMismatch, PayoutInstruction, PayoutRail, RailResult, RailState
 from partnerflow.providers.payout.settings import PayoutRailSettings
 
 
@@ -75,10 +75,24 @@ class LedgerRail(PayoutRail):
                 session.rollback()
                 existing = self.lookup(instruction.idempotency_key)
                 assert existing is not None
+                problem = self.mismatch(instruction, existing)
+                if problem:
+                    raise PaymentMismatch(problem, evidence={"held": existing.held,
+                                                             "provider_ref": existing.provider_ref}) from None
                 return existing
-            return RailResult(status=RailState.PAID, provider_ref=f"ledger:{row.id}")
+            return RailResult(status=RailState.PAID, provider_ref=f"ledger:{row.id}", held=_held(row))
+
+    def mismatch(self, instruction: PayoutInstruction, found: RailResult) -> str | None:
+        asked = {"amount_minor": instruction.amount_minor, "currency": instruction.currency,
+                 "partner_id": instruction.partner_id}
+        problem = ", ".join(k for k, v in asked.items() if k in found.held and found.held[k] != v)
+        return f"ledger transfer {found.provider_ref} has another {problem}" if problem else None
 
     def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         with Session(self._engine) as session:
             row = session.exec(select(LedgerTransfer).where(LedgerTransfer.idempotency_key == idempotency_key)).first()
-            return RailResult(status=RailState.PAID, provider_ref=f"ledger:{row.id}") if row else None
+            return RailResult(status=RailState.PAID, provider_ref=f"ledger:{row.id}", held=_held(row)) if row else None
+
+
+def _held(row: LedgerTransfer) -> dict:
+    return {"amount_minor": row.amount_minor, "currency": row.currency, "partner_id": row.partner_id}

@@ -20,13 +20,21 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailState, RailStatus
+from partnerflow.providers.payout.base import (
+    PaymentMismatch,
+    PayoutInstruction,
+    PayoutRail,
+    RailResult,
+    RailState,
+    RailStatus,
+)
 from partnerflow.providers.payout.http import (
     DEFAULT_BASE_DELAY_SECONDS,
     send_with_retries,
@@ -46,6 +54,7 @@ class ItemStatus(RailStatus):
 
     transaction_id: str = ""
     amount: tuple[str, str] | None = None  # (value, currency) of our item, as PayPal holds it
+    receiver: str = ""  # who PayPal pays the item to
 
 
 def format_amount(amount_minor: int, exponent: int) -> str:
@@ -69,14 +78,31 @@ def receiver_of(destination: dict[str, Any]) -> tuple[str, str]:
     raise PermanentError("the partner has no PayPal email or payer id in their payout details")
 
 
+def _held(status: ItemStatus) -> dict[str, str]:
+    held = {"amount": " ".join(status.amount)} if status.amount else {}
+    return {**held, "receiver": status.receiver} if status.receiver else held
+
+
 def _accepted(status: ItemStatus) -> RailResult:
     """A payout PayPal holds and has not failed: paid, or still processing."""
     return RailResult(status=RailState.PAID if status.state == RailState.PAID else RailState.PROCESSING,
-                      provider_ref=status.provider_ref)
+                      provider_ref=status.provider_ref, held=_held(status))
+
+
+def difference(held: dict[str, str], instruction: PayoutInstruction) -> str:
+    """What PayPal holds for our item that we did not ask for ("amount, receiver"); "" when nothing."""
+    asked = {"amount": " ".join(_amount_of(instruction))}
+    try:
+        asked["receiver"] = receiver_of(instruction.destination)[1]
+    except PermanentError:
+        pass  # no PayPal details on file any more: compare the amount only
+    return ", ".join(k for k, v in asked.items() if k in held and held[k].lower() != v.lower())
 
 
 class PayPalRail(PayoutRail):
-    name = "paypal"  # PayPal dedupes sender_batch_id for 30 days
+    name = "paypal"
+    # PayPal dedupes a sender_batch_id for 30 days and cannot be asked by it; a day's margin.
+    resend_window = timedelta(days=29)
 
     def __init__(self, settings: PayoutRailSettings, *, client_id: str | None = None, client_secret: str | None = None,
                  api_host: str | None = None, timeout: float | None = None, attempts: int = 4,
@@ -146,14 +172,17 @@ class PayPalRail(PayoutRail):
         response = self._call("POST", "/v1/payments/payouts", what="PayPal payout", json=body)
         if response.status_code == 201:
             batch_id = response.json()["batch_header"]["payout_batch_id"]
+            if instruction.on_accepted is not None:  # recorded at once: the only way to find it again
+                instruction.on_accepted(batch_id)
             return RailResult(status=RailState.PROCESSING, provider_ref=batch_id)
         existing = self._duplicate_of(response, key)
         if existing is not None:  # PayPal already has this payout: read it, do not pay again
             status = self.status(key, existing)
-            expected = (value, currency)
-            if status.amount is not None and status.amount != expected:
-                raise PermanentError(f"PayPal batch {existing} holds {' '.join(status.amount)} for {key}, "
-                                     f"not {' '.join(expected)}; not paying again")
+            problem = difference(_held(status), instruction)
+            if problem:
+                raise PaymentMismatch(f"PayPal batch {existing} holds another {problem} for {key}; not paying again",
+                                      evidence={"payout_batch_id": existing, "held": _held(status),
+                                                "asked": {"amount": f"{value} {currency}"}})
             if status.state == RailState.FAILED:
                 raise PermanentError(f"PayPal payout {existing} failed: {status.reason}")
             return _accepted(status)
@@ -210,14 +239,16 @@ class PayPalRail(PayoutRail):
         state = item.get("transaction_status", "")
         held = (item.get("payout_item") or {}).get("amount") or {}
         amount = (str(held.get("value")), str(held.get("currency"))) if held else None
+        receiver = str((item.get("payout_item") or {}).get("receiver") or "")
         if state in PAID:
             return ItemStatus(RailState.PAID, payout_batch_id, transaction_id=item.get("transaction_id") or "",
-                              amount=amount)
+                              amount=amount, receiver=receiver)
         if state in FAILED:
             error = item.get("errors") or {}
             reason = f"{state}: {error.get('name', '')} {error.get('message', '')}".strip()
-            return ItemStatus(RailState.FAILED, payout_batch_id, reason=reason, amount=amount)
-        return ItemStatus(RailState.PROCESSING, payout_batch_id, amount=amount)  # PENDING, UNCLAIMED, ONHOLD, NEW
+            return ItemStatus(RailState.FAILED, payout_batch_id, reason=reason, amount=amount, receiver=receiver)
+        # PENDING, UNCLAIMED, ONHOLD, NEW
+        return ItemStatus(RailState.PROCESSING, payout_batch_id, amount=amount, receiver=receiver)
 
     def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         """From the payout batch id we recorded. None when we hold none (or it failed): `pay()` then
@@ -229,6 +260,10 @@ class PayPalRail(PayoutRail):
         if status.state == RailState.FAILED:
             return None
         return _accepted(status)
+
+    def mismatch(self, instruction: PayoutInstruction, found: RailResult) -> str | None:
+        problem = difference(found.held, instruction)
+        return f"PayPal batch {found.provider_ref} holds another {problem} than the payout asked" if problem else None
 
     def close(self) -> None:
         self._client.close()

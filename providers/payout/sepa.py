@@ -204,6 +204,15 @@ def written_in(folder: Path, e2e: str) -> str | None:
     return name if (folder / name).exists() else None
 
 
+def indexed_in(folder: Path, e2e: str) -> str | None:
+    """The file the index names for this payment, whether or not the file is still in the folder (the team
+    archives files; the index stays). None: writing it never began (the index entry comes first)."""
+    try:
+        return (folder / "index" / e2e).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
@@ -364,3 +373,7 @@ class SepaRail(PayoutRail):
         e2e = end_to_end_id(idempotency_key)
         name = written_in(output_dir(self.settings), e2e)
         return RailResult(status=RailState.PROCESSING, provider_ref=f"{name}#{e2e}") if name else None
+
+    def indexed_file(self, idempotency_key: str) -> str | None:
+        """The file this payment was being written to, even if archived since; None if writing never began."""
+        return indexed_in(output_dir(self.settings), end_to_end_id(idempotency_key))

@@ -24,7 +24,13 @@ from typing import Any
 import httpx
 
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult, RailState
+from partnerflow.providers.payout.base import (
+    PaymentMismatch,
+    PayoutInstruction,
+    PayoutRail,
+    RailResult,
+    RailState,
+)
 from partnerflow.providers.payout.http import (
     DEFAULT_BASE_DELAY_SECONDS,
     send_with_retries,
@@ -125,12 +131,26 @@ class StripeRail(PayoutRail):
 
     @staticmethod
     def _same_payment(transfer: dict, params: dict) -> RailResult:
-        if str(transfer.get("amount")) != params["amount"] or transfer.get("currency") != params["currency"] \
-                or transfer.get("destination") != params["destination"]:
-            raise PermanentError(
+        found = _found(transfer)
+        problem = _difference(found.held, {"amount": params["amount"], "currency": params["currency"],
+                                           "destination": params["destination"]})
+        if problem:
+            raise PaymentMismatch(
                 f"Stripe already holds transfer {transfer.get('id')} for {params['transfer_group']} with another "
-                f"amount or destination ({transfer.get('amount')} {transfer.get('currency')}); not paying again")
-        return RailResult(status=RailState.PAID, provider_ref=transfer["id"])
+                f"{problem}; not paying again",
+                evidence={"transfer": transfer.get("id"), "held": found.held,
+                          "asked": {k: params[k] for k in ("amount", "currency", "destination")}})
+        return found
+
+    def mismatch(self, instruction: PayoutInstruction, found: RailResult) -> str | None:
+        try:
+            destination = account_of(instruction.destination)
+        except PermanentError:
+            destination = None  # no account on file any more: compare what we still know
+        asked = {"amount": str(int(instruction.amount_minor)), "currency": instruction.currency.lower(),
+                 "destination": destination}
+        problem = _difference(found.held, asked)
+        return f"Stripe transfer {found.provider_ref} has another {problem} than payout asked" if problem else None
 
     def _find(self, idempotency_key: str) -> dict | None:
         response = send_with_retries(
@@ -148,12 +168,22 @@ class StripeRail(PayoutRail):
     def lookup(self, idempotency_key: str, provider_ref: str | None = None) -> RailResult | None:
         """The transfer made for this payout, found by its transfer_group (None: Stripe has none)."""
         transfer = self._find(idempotency_key)
-        if transfer is None:
-            return None
-        return RailResult(status=RailState.PAID, provider_ref=transfer["id"])
+        return None if transfer is None else _found(transfer)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _found(transfer: dict) -> RailResult:
+    """A transfer Stripe holds, with what it moved: it is final when created."""
+    held = {"amount": str(transfer.get("amount")), "currency": str(transfer.get("currency", "")).lower(),
+            "destination": transfer.get("destination")}
+    return RailResult(status=RailState.PAID, provider_ref=transfer["id"], held=held)
+
+
+def _difference(held: dict, asked: dict) -> str:
+    """The fields ("amount, destination") whose held value differs from what we asked; "" when none does."""
+    return ", ".join(k for k, v in asked.items() if v is not None and k in held and str(held[k]) != str(v))
 
 
 def verify_webhook(payload: bytes, signature_header: str | None, secret: str, *, tolerance_seconds: int = 300,

@@ -7,8 +7,12 @@
    under the same key (Stripe Idempotency-Key, PayPal sender_batch_id, the ledger's unique column).
 4. A payout left in `sending` by a crash is recovered (after a lease, or at once after an
    ambiguous error) by asking the rail `lookup(key)` first; only a key the provider never saw is
-   paid again.
-A failed payout gives its commissions back to the partner's balance.
+   paid again. A payout whose provider dedupes keys only for a while (PayPal) and whose first answer
+   was lost is never sent again once that window is over: it needs review.
+5. Rails that write bank files (SEPA) are checked against our record of which payment went into which
+   file (tasks/payouts/bank_files.py), not only the folder, which the team archives.
+A failed payout gives its commissions back to the partner's balance; one whose money moved, but not
+as we asked (amount, currency, destination), keeps them and waits for a person (needs review).
 
 The crash tests kill the process at `payouts.before_call`, `payouts.after_accept` and
 `payouts.after_record` (tasks/shared/faults.py).
@@ -19,28 +23,34 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlmodel import Session, select
 
 from partnerflow.models import Partner, Payout, PayoutBatch, session_scope, utcnow
 from partnerflow.models.payouts import PAYABLE_BATCH, PayoutStatus
-from partnerflow.providers.errors import AmbiguousError, PermanentError, ProviderError, RetryableError
-from partnerflow.providers.payout.base import PayoutInstruction, PayoutRail, RailResult
+from partnerflow.providers.errors import AmbiguousError, ProviderError, RetryableError
+from partnerflow.providers.payout.base import NeedsReview, PayoutInstruction, PayoutRail, RailResult
 from partnerflow.secrets import decrypt
 from partnerflow.settings import get_settings
-from partnerflow.tasks.payouts.outcomes import finish_batch, mark_payout_failed, mark_payouts_paid
+from partnerflow.tasks.payouts.bank_files import pay_in_files
+from partnerflow.tasks.payouts.outcomes import (
+    finish_batch,
+    mark_payout_failed,
+    mark_payout_needs_review,
+    mark_payouts_paid,
+)
 from partnerflow.tasks.payouts.rails import payout_rail
 from partnerflow.tasks.shared import limits
 from partnerflow.tasks.shared.faults import kill_point
 from partnerflow.tasks.shared.money import exponent
 
 CLAIM_CHUNK = 200
-
-
 
 class Outcome(StrEnum):
     """What the executor does with a payout after the rail answered (or did not)."""
@@ -50,6 +60,24 @@ class Outcome(StrEnum):
     RETRY = "retry"  # nothing happened: back to pending for the next pass
     AMBIGUOUS = "ambiguous"  # maybe accepted: stays claimed, looked up before any retry
     FAILED = "failed"  # refused for good: commissions back to the balance
+    NEEDS_REVIEW = "needs_review"  # moved, but not as asked, or no longer safe to ask: a person decides
+
+
+@dataclass(frozen=True)
+class Answer:
+    outcome: Outcome
+    detail: str  # the provider's ref, or the reason
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Work:
+    payout_id: int
+    recovering: bool  # claimed before: the rail may have been called, so it is asked first
+    provider_ref: str | None
+    first_sent_at: datetime | None
+    error: str | None  # what the last attempt left (the evidence when it needs review)
+    instruction: PayoutInstruction
 
 
 def execute_batch(batch_id: int, *, rail: PayoutRail | None = None,
@@ -94,7 +122,8 @@ def _claim(batch_id: int, lease_seconds: int, after_id: int = 0) -> list[int]:
         # Compare-and-set: the row must still be claimable when we write; the token says which rows we won.
         session.execute(
             update(Payout).where(Payout.id.in_(candidates), _claimable(stale))
-            .values(status=PayoutStatus.SENDING, claim_token=token, claimed_at=now, attempts=Payout.attempts + 1),
+            .values(status=PayoutStatus.SENDING, claim_token=token, claimed_at=now, attempts=Payout.attempts + 1,
+                    first_sent_at=func.coalesce(Payout.first_sent_at, now)),
             execution_options={"synchronize_session": False})
     with session_scope() as session:
         return list(session.exec(select(Payout.id).where(Payout.claim_token == token).order_by(Payout.id)).all())
@@ -117,7 +146,14 @@ def _instruction(session: Session, payout: Payout) -> PayoutInstruction:
                              partner_name=partner.legal_name, partner_email=partner.email,
                              amount_minor=payout.amount_minor, currency=payout.currency, destination=destination,
                              description=f"{company} commissions, payout {payout.id}",
-                             currency_exponent=exponent(payout.currency), payer_name=company)
+                             currency_exponent=exponent(payout.currency), payer_name=company,
+                             on_accepted=partial(_record_ref, payout.id))
+
+
+def _record_ref(payout_id: int, provider_ref: str) -> None:
+    """The provider's reference, kept the moment it answers: a crash before the outcome is recorded leaves
+    a payout that is looked up by it (PayPal has no lookup by our key)."""
+    _set(payout_id, provider_ref=provider_ref)
 
 
 def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
@@ -128,27 +164,20 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
     """
     with session_scope() as session:
         payouts = session.exec(select(Payout).where(Payout.id.in_(ids)).order_by(Payout.id)).all()
-        # (payout id, recovering from an earlier claim?, what we recorded from the provider, the instruction)
-        work = [(p.id, p.attempts > 1, p.provider_ref, _instruction(session, p)) for p in payouts]
+        work = [Work(p.id, p.attempts > 1, p.provider_ref, p.first_sent_at, p.error, _instruction(session, p))
+                for p in payouts]
     paid: list[tuple[int, str]] = []
     outcomes: list[Outcome] = []
     permits = limits.Permits(limits.PAYOUT, rail.name, len(work))  # the rail's rate, shared by every worker
     try:
-        fresh = [(pid, i) for pid, recovering, _ref, i in work if not recovering]
-        answered = _call_batch(rail, fresh) if rail.pays_in_batches else {}
-        for payout_id, recovering, ref, instruction in work:
-            outcome, detail = answered.get(payout_id) or _call(rail, instruction, recovering, ref, permits)
-            outcomes.append(outcome)
-            if outcome == Outcome.PAID:
-                paid.append((payout_id, detail))
-            elif outcome == Outcome.PROCESSING:
-                _set(payout_id, status=PayoutStatus.PROCESSING, provider_ref=detail, error=None)
-            elif outcome == Outcome.RETRY:
-                _set(payout_id, status=PayoutStatus.PENDING, error=detail, claimed_at=None)
-            elif outcome == Outcome.AMBIGUOUS:  # maybe accepted: stays claimed, recovered through lookup() next run
-                _set(payout_id, error=detail, claimed_at=None)
-            elif outcome == Outcome.FAILED:
-                mark_payout_failed(payout_id, detail, actor=rail.name)
+        answered = {}
+        if rail.pays_in_batches:  # every payout of the chunk, fresh or recovering: one file, checked in our record
+            answered = {pid: _answer(r) for pid, r in
+                        pay_in_files(rail, [(w.payout_id, w.instruction) for w in work]).items()}
+        for w in work:
+            answer = answered.get(w.payout_id) or _call(rail, w, permits)
+            outcomes.append(answer.outcome)
+            _record(w.payout_id, answer, rail, paid)
     finally:
         if paid:
             mark_payouts_paid(paid, actor=rail.name)
@@ -156,38 +185,60 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
     return outcomes
 
 
-def _answer(result: RailResult | ProviderError) -> tuple[Outcome, str]:
-    """(outcome, provider ref or reason) for one answer of the rail."""
+def _record(payout_id: int, answer: Answer, rail: PayoutRail, paid: list[tuple[int, str]]) -> None:
+    if answer.outcome == Outcome.PAID:
+        paid.append((payout_id, answer.detail))
+    elif answer.outcome == Outcome.PROCESSING:
+        _set(payout_id, status=PayoutStatus.PROCESSING, provider_ref=answer.detail, error=None)
+    elif answer.outcome == Outcome.RETRY:
+        _set(payout_id, status=PayoutStatus.PENDING, error=answer.detail, claimed_at=None)
+    elif answer.outcome == Outcome.AMBIGUOUS:  # maybe accepted: stays claimed, recovered through lookup() next run
+        _set(payout_id, error=answer.detail, claimed_at=None)
+    elif answer.outcome == Outcome.NEEDS_REVIEW:
+        mark_payout_needs_review(payout_id, answer.detail, answer.evidence, actor=rail.name)
+    elif answer.outcome == Outcome.FAILED:
+        mark_payout_failed(payout_id, answer.detail, actor=rail.name)
+
+
+def _answer(result: RailResult | ProviderError) -> Answer:
+    """What to do with one answer of the rail."""
+    if isinstance(result, NeedsReview):
+        return Answer(Outcome.NEEDS_REVIEW, result.reason, result.evidence)
     if isinstance(result, AmbiguousError):
-        return Outcome.AMBIGUOUS, result.reason
+        return Answer(Outcome.AMBIGUOUS, result.reason)
     if isinstance(result, RetryableError):
-        return Outcome.RETRY, result.reason
-    if isinstance(result, PermanentError):
-        return Outcome.FAILED, result.reason
-    return Outcome(result.status), result.provider_ref
+        return Answer(Outcome.RETRY, result.reason)
+    if isinstance(result, ProviderError):
+        return Answer(Outcome.FAILED, result.reason)
+    return Answer(Outcome(result.status), result.provider_ref)
 
 
-def _call_batch(rail: PayoutRail, items: list[tuple[int, PayoutInstruction]]) -> dict[int, tuple[Outcome, str]]:
-    """Rails that pay a whole batch at once (SEPA: one bank file) get every fresh payout in one call."""
-    if not items:
-        return {}
+def _past_resend_window(rail: PayoutRail, first_sent_at: datetime | None) -> bool:
+    return rail.resend_window is not None and first_sent_at is not None \
+        and utcnow() - first_sent_at > rail.resend_window
+
+
+def _call(rail: PayoutRail, w: Work, permits: limits.Permits) -> Answer:
     kill_point("payouts.before_call")
-    results = rail.pay_batch([instruction for _, instruction in items])
-    kill_point("payouts.after_accept")
-    return {payout_id: _answer(result) for (payout_id, _), result in zip(items, results, strict=True)}
-
-
-def _call(rail: PayoutRail, instruction: PayoutInstruction, recovering: bool, provider_ref: str | None,
-          permits: limits.Permits) -> tuple[Outcome, str]:
-    kill_point("payouts.before_call")
+    instruction = w.instruction
     try:
-        permits.take(2 if recovering else 1)  # a recovery may look up, then pay; no permit in time: RETRY
+        permits.take(2 if w.recovering else 1)  # a recovery may look up, then pay; no permit in time: RETRY
         # Recovering: we may have paid before a crash, so the provider is asked first.
-        result = rail.lookup(instruction.idempotency_key, provider_ref) if recovering else None
+        result = rail.lookup(instruction.idempotency_key, w.provider_ref) if w.recovering else None
+        if result is not None and (problem := rail.mismatch(instruction, result)):
+            return Answer(Outcome.NEEDS_REVIEW, problem, {"provider_ref": result.provider_ref, **result.held,
+                                                          "asked_amount_minor": instruction.amount_minor,
+                                                          "asked_currency": instruction.currency})
+        if result is None and w.recovering and _past_resend_window(rail, w.first_sent_at):
+            return Answer(Outcome.NEEDS_REVIEW, (
+                f"{rail.name} never gave a clear answer for this payout and no longer recognises its key after "
+                f"{rail.resend_window.days} days: sending it again could pay twice"),
+                {"key": instruction.idempotency_key, "first_sent_at": w.first_sent_at.isoformat(),
+                 "provider_ref": w.provider_ref or "none recorded", "last_error": w.error or "none recorded"})
         if result is None:
             result = rail.pay(instruction)
         kill_point("payouts.after_accept")
-    except (AmbiguousError, RetryableError, PermanentError) as exc:
+    except ProviderError as exc:
         return _answer(exc)
     return _answer(result)
 

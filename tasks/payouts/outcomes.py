@@ -7,6 +7,8 @@ arrives twice, or after another path recorded it, changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, update
 from sqlmodel import select
 
@@ -14,6 +16,7 @@ from partnerflow.models import Commission, Partner, Payout, PayoutBatch, audit, 
 from partnerflow.models.payouts import (
     OPEN_PAYOUT,
     PAYABLE_BATCH,
+    UNSETTLED_PAYOUT,
     CommissionStatus,
     PayoutBatchStatus,
     PayoutStatus,
@@ -77,13 +80,75 @@ def mark_payout_failed(payout_id: int, reason: str, actor: str) -> bool:
     return changed
 
 
+def mark_payout_needs_review(payout_id: int, reason: str, evidence: dict[str, Any] | None, actor: str) -> bool:
+    """The money may have moved, but not as we asked (or it can no longer be asked safely): a person decides.
+
+    The commissions stay attached to the payout, so no later batch pays them; nothing is sent again.
+    Idempotent: True only the first time; the team mail is sent once (key payout-review:{id}).
+    """
+    evidence = {k: str(v) for k, v in (evidence or {}).items()}
+    with session_scope() as session:
+        result = session.execute(
+            update(Payout).where(Payout.id == payout_id, Payout.status.in_(OPEN_PAYOUT))
+            .values(status=PayoutStatus.NEEDS_REVIEW, error=reason, claimed_at=None)
+        )
+        changed = result.rowcount == 1
+        if changed:
+            audit(session, actor=actor, action="payout.needs_review", subject_type="payout", subject_id=payout_id,
+                  details={"reason": reason, "evidence": evidence})
+        payout = session.get(Payout, payout_id)
+        partner = session.get(Partner, payout.partner_id) if payout else None
+    if payout is not None and payout.status == PayoutStatus.NEEDS_REVIEW:
+        deliver(f"payout-review:{payout_id}", kind="payout_review", to_email=get_settings().team_email,
+                template="payouts/payout_needs_review", context={
+                    "payout_id": payout_id, "partner_name": partner.legal_name, "partner_id": partner.id,
+                    "amount": format_money(payout.amount_minor, payout.currency), "reason": payout.error or reason,
+                    "evidence": evidence,
+                })
+    return changed
+
+
+def resolve_payout(payout_id: int, *, paid: bool, actor: str, note: str = "") -> Payout:
+    """A person's answer for a payout that needs review: the money reached the partner (paid: its
+    commissions are paid) or it did not (failed: they go back to the balance). Audited; only from
+    needs-review. Raises ValueError with a sentence otherwise."""
+    if not actor.strip():
+        raise ValueError("say who decides (--by NAME)")
+    with session_scope() as session:
+        payout = session.get(Payout, payout_id)
+        if payout is None:
+            raise ValueError(f"there is no payout {payout_id}")
+        if payout.status != PayoutStatus.NEEDS_REVIEW:
+            raise ValueError(f"payout {payout_id} is {payout.status}, not waiting for review; nothing changed")
+        status = PayoutStatus.PAID if paid else PayoutStatus.FAILED
+        review_reason = payout.error
+        result = session.execute(
+            update(Payout).where(Payout.id == payout_id, Payout.status == PayoutStatus.NEEDS_REVIEW)
+            .values(status=status, paid_at=utcnow() if paid else None,
+                    error=None if paid else f"resolved as failed by {actor}" + (f": {note}" if note else "")))
+        if result.rowcount != 1:
+            raise ValueError(f"payout {payout_id} was resolved by someone else meanwhile; nothing changed")
+        commissions = update(Commission).where(Commission.payout_id == payout_id)
+        session.execute(commissions.values(status=CommissionStatus.PAID) if paid
+                        else commissions.values(payout_id=None, status=CommissionStatus.PAYABLE),
+                        execution_options={"synchronize_session": False})
+        audit(session, actor=actor, action="payout.resolved", subject_type="payout", subject_id=payout_id,
+              details={"as": status.value, "note": note, "review_reason": review_reason})
+        batch_id = payout.batch_id
+    finish_batch(batch_id)
+    with session_scope() as session:
+        payout = session.get(Payout, payout_id)
+        session.expunge(payout)
+        return payout
+
+
 def finish_batch(batch_id: int) -> str:
-    """Set the batch's status from its payouts' statuses."""
+    """Set the batch's status from its payouts' statuses (open while any payout waits for a person)."""
     with session_scope() as session:
         batch = session.get(PayoutBatch, batch_id)
         statuses = dict(session.execute(
             select(Payout.status, func.count()).where(Payout.batch_id == batch_id).group_by(Payout.status)).all())
-        still_open = sum(statuses.get(s, 0) for s in OPEN_PAYOUT)
+        still_open = sum(statuses.get(s, 0) for s in UNSETTLED_PAYOUT)
         if batch.status in PAYABLE_BATCH:
             if still_open:
                 batch.status = PayoutBatchStatus.APPROVED

@@ -115,8 +115,10 @@ def test_wrong_credentials_and_bad_details_are_permanent(configure, paypal):
 
 
 def test_a_different_amount_under_the_same_key_is_refused(rail, paypal):
+    from partnerflow.providers.payout.base import PaymentMismatch
+
     rail.pay(instruction(amount_minor=100))
-    with pytest.raises(PermanentError, match="not 9.99 USD"):
+    with pytest.raises(PaymentMismatch, match="another amount"):  # moved, not as asked: a person decides
         rail.pay(instruction(amount_minor=999))
     assert len(paypal.items()) == 1
 
@@ -155,7 +157,8 @@ def test_polling_marks_payouts_paid_or_failed(paypal, outbox):
     assert rail.lookup("payout:never") is None
 
 
-def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal, outbox):
+def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal, outbox, configure):
+    configure(payout_approval_above_minor=10**12)  # the team lets policy approve every batch
     import json
 
     from factories import add_conversions, after_lock
@@ -174,13 +177,13 @@ def test_the_payout_batch_flow_pays_through_paypal_once_and_polls_to_paid(paypal
     compute_commissions(now=after_lock())
     paypal.settle_on_read = False  # PayPal still working on it when the flow ends
     paypal.faults.stall_next(1.5, after_effect=True)  # the first batch is accepted, its answer lost
-    result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    result = run_payout_batch(period_end=after_lock().isoformat())
     assert result["status"] == "approved" and result["paid"] == 0  # processing at PayPal
     paid = sorted((i["payout_item"]["receiver"], i["payout_item"]["amount"]["value"]) for i in paypal.items())
     assert paid == [("one@example.com", "100.00"), ("two@example.com", "55.56")]
     paypal.settle_on_read = True
     assert poll_paypal() == {"paid": 2}
-    again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    again = run_payout_batch(period_end=after_lock().isoformat())
     assert again["status"] == "paid" and again["paid"] == 2
     assert len(paypal.items()) == 2  # nobody paid twice
 

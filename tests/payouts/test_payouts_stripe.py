@@ -113,8 +113,10 @@ def test_refusals_are_permanent(rail, stripe):
 
 
 def test_a_different_amount_under_the_same_payout_key_is_refused(rail, stripe):
+    from partnerflow.providers.payout.base import PaymentMismatch
+
     rail.pay(instruction(amount_minor=100))
-    with pytest.raises(PermanentError, match="another amount"):
+    with pytest.raises(PaymentMismatch, match="another amount"):  # moved, not as asked: a person decides
         rail.pay(instruction(amount_minor=999))
     [transfer] = stripe.transfers.values()
     assert transfer["amount"] == 100
@@ -136,7 +138,8 @@ def test_bad_api_key_is_permanent(configure, stripe):
     assert stripe.transfers == {}
 
 
-def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, outbox):
+def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, outbox, configure):
+    configure(payout_approval_above_minor=10**12)  # the team lets policy approve every batch
     import json
 
     from factories import add_conversions, after_lock, make_partner
@@ -153,11 +156,11 @@ def test_the_payout_batch_flow_pays_each_partner_once_through_stripe(stripe, out
                      {"partner_id": two, "amount_minor": 55555, "external_id": "b"}])
     compute_commissions(now=after_lock())
     stripe.faults.stall_next(1.5, after_effect=True)  # the first transfer is made, its answer lost
-    result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    result = run_payout_batch(period_end=after_lock().isoformat())
     assert result["status"] == "paid" and result["paid"] == 2
     amounts = sorted((t["destination"], t["amount"], t["currency"]) for t in stripe.transfers.values())
     assert amounts == [("acct_partner_one", 10000, "usd"), ("acct_partner_two", 5556, "usd")]  # 10%, half-even
-    again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    again = run_payout_batch(period_end=after_lock().isoformat())
     assert again["batch_id"] == result["batch_id"] and len(stripe.transfers) == 2
     assert len(list(outbox.glob("*.eml"))) == 2  # one remittance each
 
