@@ -37,6 +37,18 @@ class DatabaseSettings(EnvSettings):
 class WebSettings(EnvSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 8765
+    # Largest request body (bytes) any route reads, webhooks included; a larger one gets 413 unread.
+    web_max_body_bytes: int = Field(1_000_000, ge=1024)
+    # Proxies whose X-Forwarded-For is believed (IP addresses or networks, comma-separated); empty: none,
+    # the client address is the connection's.
+    web_trusted_proxies: str = ""
+    # Where /apply's rate-limit counters live: memory:// (this process only) or redis://host:port, which
+    # every web process shares.
+    web_rate_limit_storage: str = "memory://"
+    web_rate_limit_key_prefix: str = "partnerflow"
+    # Applications accepted per client address and per email domain (limits' notation, ";" between rules).
+    web_apply_limit_per_ip: str = "5/minute;20/hour"
+    web_apply_limit_per_domain: str = "10/hour;50/day"
 
 
 class DiscoverySettings(EnvSettings):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from partnerflow import __version__
+from partnerflow.settings import get_settings
 from partnerflow.web import (
     contracting,
     contracting_signing,
@@ -18,15 +19,22 @@ from partnerflow.web import (
     payouts,
     payouts_webhooks,
 )
+from partnerflow.web.guard import BodyLimit, RateLimits, SafeHeaders, trusted_networks
 
 STAGE_ROUTES = (outreach, contracting, contracting_signing, contracting_webhooks, onboarding, payouts,
                 payouts_webhooks)
 
 
 def create_app() -> FastAPI:
+    web = get_settings().web
     app = FastAPI(title="Partnerflow", version=__version__, docs_url="/api/docs")
     for module in STAGE_ROUTES:
         app.include_router(module.router)
+    # Outermost last: the headers go on every answer, the 413 included.
+    app.add_middleware(BodyLimit, max_bytes=web.web_max_body_bytes)
+    app.add_middleware(SafeHeaders)
+    app.state.trusted_proxies = trusted_networks(web.web_trusted_proxies)
+    app.state.apply_limits = RateLimits.from_settings(web, "apply")
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

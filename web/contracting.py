@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from partnerflow.models import PartnerType
 from partnerflow.tasks.contracting.applications import (
@@ -20,6 +21,7 @@ from partnerflow.tasks.contracting.applications import (
 from partnerflow.web.pages import page
 
 router = APIRouter()
+HONEYPOT = "homepage"  # a field hidden from people; whatever fills it is a robot
 
 
 def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = None) -> str:
@@ -52,6 +54,8 @@ def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = 
             + select("partner_type", "Partner type", tuple(PartnerType))
             + boxes("promotional_methods", "Promotional methods", PROMOTIONAL_METHODS)
             + select("tax_status", "Tax status", TAX_STATUSES)
+            + f"<div style='position:absolute;left:-10000px' aria-hidden='true'><label>Leave this empty: "
+              f"<input type='text' name='{HONEYPOT}' value='' tabindex='-1' autocomplete='off'></label></div>"
             + f"<label><input type='checkbox' name='agreed_to_terms' value='yes'> I agree to the program terms."
               f"{err('agreed_to_terms')}</label><button type='submit'>Apply</button></form>")
 
@@ -61,27 +65,45 @@ def apply_form() -> HTMLResponse:
     return page("Apply to the partner program", _form())
 
 
+# One answer for a new application, a repeated one and a trap-caught bot: nobody learns from it whether
+# an address already belongs to a partner.
+THANKS = ("<p>Thank you. If we can offer you a place in the program, you will hear from us by email; "
+          "if you applied before, there is nothing more to do.</p>")
+GENERIC_JSON = {"status": "received", "detail": "Thank you. We will reply by email."}
+TOO_MANY = "Too many applications from this network or email domain; please try again later."
+
+
+def _receive(data: dict[str, Any]) -> None:
+    """Record the application (blocking database work: called in a worker thread). A duplicate is not news."""
+    try:
+        submit_application(data)
+    except DuplicateApplication:
+        pass
+
+
+def _allowed(request: Request, data: dict[str, Any]) -> bool:
+    limits = request.app.state.apply_limits
+    return limits.allow(request, str(data.get("email") or ""))
+
+
 @router.post("/apply", response_class=HTMLResponse)
 async def apply_submit(request: Request) -> HTMLResponse:
     form = await request.form()
     data: dict[str, Any] = {k: form.get(k) for k in form.keys()}
     data["channels"] = form.getlist("channels")
     data["promotional_methods"] = form.getlist("promotional_methods")
+    if not await run_in_threadpool(_allowed, request, data):
+        return page("Please try again later", f"<p>{TOO_MANY}</p>", 429)
+    if data.pop(HONEYPOT, None):  # only a robot fills a field nobody can see
+        return page("Thank you", THANKS)
     try:
-        application, created = submit_application(data)
+        await run_in_threadpool(_receive, data)
     except ApplicationInvalid as exc:
         return page("Apply to the partner program", _form(data, exc.errors), 422)
-    except DuplicateApplication:
-        return page("Already registered", "<p>This email address or website already belongs to a partner. "
-                    "Contact us if you need access.</p>", 409)
-    if not created:
-        return page("Already applied", "<p>We already have an application for this email address or website; "
-                    "we will be in touch.</p>", 409)
-    return page("Thank you", f"<p>We received the application for {escape(application.legal_name)}. "
-                "You will hear from us by email.</p>", 201)
+    return page("Thank you", THANKS)
 
 
-@router.post("/api/applications")
+@router.post("/api/applications", status_code=202)
 async def apply_api(request: Request) -> JSONResponse:
     try:
         data = await request.json()
@@ -89,15 +111,13 @@ async def apply_api(request: Request) -> JSONResponse:
         return JSONResponse({"detail": "The body must be a JSON object."}, status_code=400)
     if not isinstance(data, dict):
         return JSONResponse({"detail": "The body must be a JSON object."}, status_code=400)
+    if not await run_in_threadpool(_allowed, request, data):
+        return JSONResponse({"detail": TOO_MANY}, status_code=429)
+    if data.pop(HONEYPOT, None):
+        return JSONResponse(GENERIC_JSON, status_code=202)
     try:
-        application, created = submit_application(data)
+        await run_in_threadpool(_receive, data)
     except ApplicationInvalid as exc:
         return JSONResponse({"detail": [{"loc": ["body", k], "msg": v, "type": "value_error"}
                                         for k, v in exc.errors.items()], "errors": exc.errors}, status_code=422)
-    except DuplicateApplication as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-    if not created:
-        return JSONResponse({"detail": "An application with this email address or domain already exists.",
-                             "application_id": application.id}, status_code=409)
-    return JSONResponse({"id": application.id, "status": application.status, "partner_id": application.partner_id},
-                        status_code=201)
+    return JSONResponse(GENERIC_JSON, status_code=202)

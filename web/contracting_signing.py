@@ -10,6 +10,7 @@ from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from partnerflow.models import Contract, SignatureRequest, utcnow
 from partnerflow.models.contracting import OPEN_SIGNATURE_STATUSES, SignatureStatus
@@ -64,18 +65,23 @@ def signing_page(token: str) -> HTMLResponse:
 @router.post("/sign/{token}", response_class=HTMLResponse)
 async def sign(token: str, request: Request) -> HTMLResponse:
     form = await request.form()
+    fields = {"signer_name": str(form.get("signer_name") or ""), "consent": str(form.get("consent") or "")}
+    # The lookups and the signature are database work: a worker thread, never the event loop.
+    return await run_in_threadpool(_sign, token, fields, *client_of(request))
+
+
+def _sign(token: str, form: dict[str, str], ip: str, user_agent: str) -> HTMLResponse:
     row, contract, partner, error = _open_request(token)
     if error is not None:
         return error
-    name = str(form.get("signer_name") or "").strip()
+    name = form["signer_name"].strip()
     errors = {}
     if len(name) < 2:
         errors["signer_name"] = "Type your full name."
-    if str(form.get("consent") or "").lower() not in ("yes", "on", "true", "1"):
+    if form["consent"].lower() not in ("yes", "on", "true", "1"):
         errors["consent"] = "Tick the box to consent to signing electronically."
     if errors:
         return page(TITLE, _sign_form(token, row, contract, errors, name), 422)
-    ip, user_agent = client_of(request)
     if not sign_on_page(row, contract, signer_name=name, ip=ip, user_agent=user_agent):
         return page("Already signed", "<p>This agreement was already signed. Thank you.</p>")
     return page("Thank you", f"<p>{escape(partner.legal_name)}'s agreement is signed. We will email you the next "

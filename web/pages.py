@@ -7,6 +7,8 @@ from html import escape
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from partnerflow.web.guard import client_address
+
 
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     """A page readable on a phone and usable without JavaScript."""
@@ -20,5 +22,6 @@ def page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 def client_of(request: Request) -> tuple[str, str]:
-    """(IP address, user agent) of the person at the page."""
-    return (request.client.host if request.client else ""), request.headers.get("user-agent", "")
+    """(IP address, user agent) of the person at the page; behind a trusted proxy, the address it saw."""
+    proxies = getattr(request.app.state, "trusted_proxies", [])
+    return client_address(request, proxies), request.headers.get("user-agent", "")

@@ -15,6 +15,7 @@ from pydantic import Field
 from partnerflow.models import Application
 from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.screening import SEVERITY_ORDER
+from partnerflow.tasks.shared.markdown import md_text
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
 
@@ -82,15 +83,19 @@ def terms_from_answer(answer: ApprovalDecision, partner_type: str) -> Commission
 
 
 def describe_for_reviewer(app: Application, findings: list[dict[str, Any]], policy: dict[str, Any]) -> str:
+    """The Markdown above the reviewer's form. Everything the applicant typed is escaped (md_text)."""
     default = default_for(app.partner_type, default_tier(policy))
-    lines = [f"## Partner application {app.id}: {app.legal_name}", "",
+    lines = [f"## Partner application {app.id}: {md_text(app.legal_name)}", "",
              "| | |", "|---|---|",
-             f"| Contact | {app.contact_name} <{app.email}> |", f"| Country | {app.country} |",
-             f"| Website | {app.website or '—'} |", f"| Type | {app.partner_type} |",
-             f"| Channels | {', '.join(app.channels) or '—'} |",
-             f"| Promotional methods | {', '.join(app.promotional_methods) or '—'} |",
-             f"| Tax status | {app.tax_status} |", "", "### Screening findings", ""]
-    lines += [f"- **{f['severity']}** `{f['code']}`: {f['detail']}" for f in findings] or ["- none"]
+             f"| Contact | {md_text(app.contact_name)} {md_text('<' + app.email + '>')} |",
+             f"| Country | {md_text(app.country)} |",
+             f"| Website | {md_text(app.website) or '—'} |", f"| Type | {md_text(app.partner_type)} |",
+             f"| Channels | {md_text(', '.join(app.channels)) or '—'} |",
+             f"| Promotional methods | {md_text(', '.join(app.promotional_methods)) or '—'} |",
+             f"| Tax status | {md_text(app.tax_status)} |", "", "### Screening findings", ""]
+    # Findings quote the applicant's name and domain: escaped too.
+    lines += [f"- **{f['severity']}** `{f['code']}`: {md_text(f['detail'], 1000)}"
+              for f in findings] or ["- none"]
     lines += ["", "### Default terms", "", default.describe(), "",
               f"Tiers: {', '.join(policy.get('tiers') or ['standard'])}. Leave `commission_rate` empty and "
               "`commission_flat_minor` at 0 to keep the tier's default; set one of them (e.g. 0.12, or 2500 for "
