@@ -40,4 +40,5 @@ def collect_status() -> dict:
             "messages_sent": count(Message, Message.status == MessageStatus.SENT),
             "contracts_signed": count(Contract, Contract.status == ContractStatus.SIGNED),
             "payouts_paid": count(Payout, Payout.status == PayoutStatus.PAID),
+            "payouts_needing_review": count(Payout, Payout.status == PayoutStatus.NEEDS_REVIEW),
         }

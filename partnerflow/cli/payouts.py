@@ -4,6 +4,7 @@
     partnerflow commissions compute
     partnerflow commissions dry-run RULES --start 2026-01-01 --end 2026-02-01
     partnerflow payouts run [--period-end ISO] [--auto-approve-below MINOR]
+    partnerflow payouts resolve PAYOUT_ID --paid|--failed --by NAME [--note TEXT]
     partnerflow sources add NAME        (prints the new API key once)
     partnerflow fx add DAY BASE QUOTE RATE
 """
@@ -74,6 +75,27 @@ def payouts_run(period_end: str | None = typer.Option(None, help="ISO date-time;
                               {"period_end": period_end, "auto_approve_below_minor": auto_approve_below})
     if result is not None:
         _show(result)
+
+
+@payouts_app.command("resolve")
+def payouts_resolve(payout_id: int,
+                    paid: bool = typer.Option(None, "--paid/--failed",
+                                              help="--paid: the money reached the partner; --failed: it did not "
+                                                   "(its commissions go back to the balance)."),
+                    by: str = typer.Option(..., "--by", help="Who decides (kept in the audit log)."),
+                    note: str = typer.Option("", help="Why, for the audit log.")) -> None:
+    """Record a person's answer for a payout that needs review (see the team mail for the evidence)."""
+    from partnerflow.tasks.payouts.outcomes import resolve_payout
+
+    if paid is None:
+        typer.secho("say what happened: --paid or --failed", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        payout = resolve_payout(payout_id, paid=paid, actor=by, note=note)
+    except ValueError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"payout {payout.id} recorded {payout.status} by {by}")
 
 
 @sources_app.command("add")

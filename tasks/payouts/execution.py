@@ -129,7 +129,7 @@ def _claim(batch_id: int, lease_seconds: int, after_id: int = 0) -> list[int]:
         return list(session.exec(select(Payout.id).where(Payout.claim_token == token).order_by(Payout.id)).all())
 
 
-def _instruction(session: Session, payout: Payout) -> PayoutInstruction:
+def instruction_for(session: Session, payout: Payout) -> PayoutInstruction:
     partner = session.get(Partner, payout.partner_id)
     destination: dict[str, Any] = {}
     if partner.payout_details_encrypted:
@@ -164,7 +164,7 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
     """
     with session_scope() as session:
         payouts = session.exec(select(Payout).where(Payout.id.in_(ids)).order_by(Payout.id)).all()
-        work = [Work(p.id, p.attempts > 1, p.provider_ref, p.first_sent_at, p.error, _instruction(session, p))
+        work = [Work(p.id, p.attempts > 1, p.provider_ref, p.first_sent_at, p.error, instruction_for(session, p))
                 for p in payouts]
     paid: list[tuple[int, str]] = []
     outcomes: list[Outcome] = []

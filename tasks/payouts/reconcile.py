@@ -17,9 +17,15 @@ from partnerflow.models import Payout, session_scope
 from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.payout import PayoutRail
-from partnerflow.providers.payout.base import RailState
+from partnerflow.providers.payout.base import RailResult, RailState
 from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
-from partnerflow.tasks.payouts.outcomes import finish_batch, mark_payout_failed, mark_payout_paid
+from partnerflow.tasks.payouts.execution import instruction_for
+from partnerflow.tasks.payouts.outcomes import (
+    finish_batch,
+    mark_payout_failed,
+    mark_payout_needs_review,
+    mark_payout_paid,
+)
 from partnerflow.tasks.payouts.rails import payout_rail
 from partnerflow.tasks.shared import limits
 
@@ -31,17 +37,22 @@ def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[st
     rail = rail or payout_rail()
     counts: dict[str, int] = defaultdict(int)
     with session_scope() as session:
-        rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.provider_ref).where(
+        payouts = session.exec(select(Payout).where(
             Payout.batch_id == batch_id, Payout.status == PayoutStatus.PROCESSING)).all()
+        rows = [(p.id, p.idempotency_key, p.provider_ref, instruction_for(session, p)) for p in payouts]
     permits = limits.Permits(limits.PAYOUT, rail.name, len(rows))
-    for payout_id, key, ref in rows:
+    for payout_id, key, ref, instruction in rows:
         try:
             permits.take()
             result = rail.lookup(key, ref)
         except RetryableError:
             counts["unknown"] += 1
             continue
-        if result is not None and result.status == RailState.PAID:
+        problem = rail.mismatch(instruction, result) if result is not None else None
+        if problem:  # moved, but not as asked: a person decides; the commissions stay attached
+            counts["needs_review"] += int(mark_payout_needs_review(
+                payout_id, problem, {"provider_ref": result.provider_ref, **result.held}, actor=rail.name))
+        elif result is not None and result.status == RailState.PAID:
             counts["paid"] += int(mark_payout_paid(payout_id, result.provider_ref, actor=rail.name))
         else:
             counts["processing"] += 1
@@ -52,22 +63,32 @@ def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[st
 def poll_paypal(*, rail: PayoutRail | None = None, limit: int = 1000) -> dict[str, int]:
     """Ask PayPal about every PayPal payout still processing; mark the settled ones paid or failed."""
     with session_scope() as session:
-        rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.provider_ref, Payout.batch_id).where(
+        payouts = session.exec(select(Payout).where(
             Payout.rail == "paypal", Payout.status == PayoutStatus.PROCESSING, Payout.provider_ref.is_not(None))
             .order_by(Payout.id).limit(limit)).all()
+        rows = [(p.id, p.idempotency_key, p.provider_ref, p.batch_id, instruction_for(session, p)) for p in payouts]
     if not rows:
         return {}
     rail = rail or payout_rail("paypal")
     counts: dict[str, int] = defaultdict(int)
     batches = set()
     permits = limits.Permits(limits.PAYOUT, rail.name, len(rows))
-    for payout_id, key, ref, batch_id in rows:
+    for payout_id, key, ref, batch_id, instruction in rows:
         try:
             permits.take()
             status = rail.status(key, ref)
         except (RetryableError, PermanentError) as exc:
             log.warning("PayPal status for payout %s unknown for now: %s", payout_id, exc.reason)
             counts["unknown"] += 1
+            continue
+        held = RailResult(status.state, ref, held={"amount": " ".join(status.amount)} if status.amount else {})
+        if getattr(status, "receiver", ""):
+            held.held["receiver"] = status.receiver
+        problem = rail.mismatch(instruction, held)
+        if problem:  # PayPal pays another amount or person than we asked: never paid nor failed by a poll
+            mark_payout_needs_review(payout_id, problem, {"payout_batch_id": ref, **held.held}, actor="paypal")
+            counts["needs_review"] += 1
+            batches.add(batch_id)
             continue
         if status.state == RailState.PAID:
             mark_payout_paid(payout_id, ref, actor="paypal")

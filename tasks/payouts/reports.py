@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from partnerflow.models import Payout, PayoutBatch
+from partnerflow.models.payouts import PayoutStatus
 from partnerflow.tasks.shared.money import format_money
 
 MAX_TABLE_ROWS = 1000
@@ -23,13 +24,20 @@ def batch_summary(batch: PayoutBatch, payouts: list[Payout]) -> str:
         lines.append("")
     if s.get("below_threshold"):
         lines.append(f"{s['below_threshold']} partners are below their payout threshold.")
+    review = [p for p in payouts if p.status == PayoutStatus.NEEDS_REVIEW]
+    if review:
+        lines += ["", f"**{len(review)} payouts need review** (the money may have moved, not as asked; their "
+                  "commissions stay attached): `partnerflow payouts resolve ID --paid|--failed --by NAME`", ""]
+        lines += [f"- payout {p.id}, partner {p.partner_id}: {format_money(p.amount_minor, p.currency)} — {p.error}"
+                  for p in review[:50]]
     lines += ["", "Approve all, or list partner ids to hold; reject stops the batch (balances stay)."]
     return "\n".join(lines)
 
 
 def batch_table(batch: PayoutBatch, payouts: list[Payout]) -> list[dict[str, Any]]:
     """One row per payout, then one per held partner."""
-    table = [{"partner_id": p.partner_id, "amount": format_money(p.amount_minor, p.currency), "status": p.status,
+    table = [{"partner_id": p.partner_id, "amount": format_money(p.amount_minor, p.currency),
+              "status": f"{p.status}: {p.error}" if p.status == PayoutStatus.NEEDS_REVIEW else p.status,
               "fx_rates": ", ".join(f"{k} {v}" for k, v in p.fx_rates.items())} for p in payouts[:MAX_TABLE_ROWS]]
     table += [{"partner_id": h["partner_id"], "amount": format_money(h["amount_minor"], h["currency"]),
                "status": "held: " + ", ".join(h["held"]), "fx_rates": ""} for h in batch.summary.get("held", [])]
