@@ -33,6 +33,7 @@ def _register() -> None:
         compliance,
         contracting,
         discovery,
+        keys,
         outreach,
         payouts,
         payouts_reconcile,
