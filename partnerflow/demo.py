@@ -100,6 +100,8 @@ def _prepare_environment(var_dir: Path, web_port: int) -> None:
         # The demo runs now, whatever the recipients' local time; real runs keep business hours.
         "PARTNERFLOW_OUTREACH_BUSINESS_HOURS_START": "0",
         "PARTNERFLOW_OUTREACH_BUSINESS_HOURS_END": "24",
+        # The team's approval limit: every batch with money in it waits for a person (a run can't raise it).
+        "PARTNERFLOW_PAYOUT_APPROVAL_ABOVE_MINOR": "0",
     })
     for name in ("PARTNERFLOW_EMAIL_PROVIDER", "PARTNERFLOW_ESIGN_PROVIDER", "PARTNERFLOW_PAYOUT_RAIL",
                  "PARTNERFLOW_OUTBOX_DIR"):
@@ -227,13 +229,13 @@ def _lifecycle(stack, settings) -> dict:
                                                            settings.var_dir)), source="demo-shop")
     compute_commissions()
     summary["conversions"] = conversions
-    batch = _run_deployment("run-payout-batch/payout-batch", {"auto_approve_below_minor": 0},
+    batch = _run_deployment("run-payout-batch/payout-batch", {},
                             {"decision": "approve", "note": "Monthly run", "approver": "Pat Finance (demo)"})
     summary["payout_batch"] = batch
 
     say("7. Exactly once: re-running outreach and the payout batch")
     again = send_due_outreach()
-    batch_again = run_payout_batch(auto_approve_below_minor=10**12)
+    batch_again = run_payout_batch()  # nothing left to pay: policy closes it without asking
     with session_scope() as session:
         payouts = session.exec(select(Payout)).all()
         contract = session.exec(select(Contract).where(Contract.partner_id == partner.id)).first()

@@ -24,18 +24,25 @@ class PayoutDecision(RunInput):
     approver: str = Field(min_length=1, description="Your name: who decided.")
 
 
+def auto_approval_limit(auto_approve_below_minor: int | None = None) -> int:
+    """The largest batch total (minor units, any one currency) that policy may approve: the team's
+    `payout_approval_above_minor`, which a run's `auto_approve_below_minor` may lower but never raise."""
+    limit = get_settings().payouts.payout_approval_above_minor
+    if auto_approve_below_minor is not None:
+        limit = min(limit, auto_approve_below_minor - 1)
+    return limit
+
+
 def approve_by_policy(batch_id: int, payouts: int, auto_approve_below_minor: int | None = None) -> bool:
-    """Approve the batch when nothing needs a person (nothing to pay, or within the limits); True if decided."""
+    """Approve the batch when nothing needs a person (nothing to pay, or within the limit); True if decided."""
     biggest = max(total_minor_by_currency(batch_id).values(), default=0)
-    needs_person = biggest > get_settings().payouts.payout_approval_above_minor
-    if auto_approve_below_minor is not None and biggest < auto_approve_below_minor:
-        needs_person = False
+    limit = auto_approval_limit(auto_approve_below_minor)
     if not payouts:
         decide_batch(batch_id, approve=True, actor="policy", note="nothing to pay")
-    elif not needs_person:
+    elif biggest <= limit:
         decide_batch(batch_id, approve=True, actor="policy",
-                     note=f"largest total {biggest} minor units is within the auto-approval limit")
-    return not payouts or not needs_person
+                     note=f"largest total {biggest} minor units is within the auto-approval limit of {limit}")
+    return not payouts or biggest <= limit
 
 
 def record_answer(batch_id: int, answer: PayoutDecision | None) -> None:

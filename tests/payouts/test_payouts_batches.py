@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import date
 
+import pytest
 from factories import T0, add_conversions, after_lock, make_partner
 from sqlalchemy import func, select
 from support import WaitingForPerson, run_deployed
@@ -28,6 +29,12 @@ from partnerflow.tasks.payouts import execution, outcomes
 from partnerflow.tasks.payouts.commissions import compute_commissions
 
 AUTO = 10**12  # auto-approve everything below this
+
+
+@pytest.fixture(autouse=True)
+def _team_lets_policy_approve(configure):
+    """A run's auto_approve_below_minor only lowers the team's limit: most tests here raise the limit itself."""
+    configure(payout_approval_above_minor=AUTO)
 
 
 def _ledger() -> dict[int, list[int]]:

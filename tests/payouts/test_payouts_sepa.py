@@ -173,7 +173,9 @@ def test_bank_reports_are_read():
         read_bank_report(b"IBAN;amount\n")
 
 
-def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_it(sepa, outbox, tmp_path):
+def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_it(sepa, outbox, tmp_path,
+                                                                                   configure):
+    configure(payout_approval_above_minor=10**12)  # the team lets policy approve every batch
     import json
 
     from factories import add_conversions, after_lock, make_partner
@@ -195,7 +197,7 @@ def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_
     add_conversions([{"partner_id": p, "amount_minor": 100000, "currency": "EUR", "external_id": f"e{p}"}
                      for p in (good, rejected, bad_iban)])
     compute_commissions(now=after_lock())
-    result = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    result = run_payout_batch(period_end=after_lock().isoformat())
     with session_scope() as session:
         status = {p.partner_id: (p.status, p.idempotency_key) for p in session.exec(select(Payout)).all()}
     assert status[good][0] == status[rejected][0] == "processing"
@@ -204,7 +206,7 @@ def test_the_payout_batch_flow_writes_the_bank_file_and_the_bank_report_settles_
     assert ids == sorted(end_to_end_id(status[p][1]) for p in (good, rejected))
     for f in files():
         validate_pain001(f.read_bytes())
-    again = run_payout_batch(period_end=after_lock().isoformat(), auto_approve_below_minor=10**12)
+    again = run_payout_batch(period_end=after_lock().isoformat())
     assert again["batch_id"] == result["batch_id"]
     assert sorted(e for f in files() for e in text(etree.parse(str(f)).getroot(), ".//p:EndToEndId")) == ids
 

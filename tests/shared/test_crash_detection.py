@@ -147,6 +147,7 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
     app, _ = submit_application(application())
     monkeypatch.setenv(TEST_SWITCH, "1")
     monkeypatch.setenv(KILL_AT, "payouts.before_call")
+    monkeypatch.setenv("PARTNERFLOW_PAYOUT_APPROVAL_ABOVE_MINOR", str(10**9))  # the team lets policy approve it
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # this stack's automations stay its own
     # Import: the CSV is a named pipe, so the run waits inside its work until the test writes to it.
     fifo = tmp_path / "prospects.csv"
@@ -157,7 +158,7 @@ def test_a_run_killed_with_its_runner_is_crashed_then_retried_and_a_payout_batch
             temporary_settings({PREFECT_API_URL: stack.api_url}):
         ensure_automations(window=TEST_WINDOW)
         payout = run_deployment("run-payout-batch/payout-batch", timeout=0, parameters={
-            "period_end": after_lock().isoformat(), "auto_approve_below_minor": 10**9})
+            "period_end": after_lock().isoformat()})
         importing = run_deployment("import-prospects/import-prospects", timeout=0,
                                    parameters={"csv_path": str(fifo)})
         waiting = run_deployment("contract-application/contract-application", timeout=0,

@@ -138,7 +138,7 @@ def test_partner_goes_from_csv_to_paid_payout_exactly_once(tmp_path, outbox):
     imported = import_conversions(str(conversions), source="shop")
     assert [e["line"] for e in imported["errors"]] == [5]
     compute_commissions()
-    paid = run_deployed(run_payout_batch, {"auto_approve_below_minor": 0},
+    paid = run_deployed(run_payout_batch, {},  # the team's default limit: a person approves
                          [{"decision": "approve", "approver": "Pat", "note": "monthly"}])
     assert paid is not None
     with session_scope() as session:
@@ -158,7 +158,7 @@ def test_partner_goes_from_csv_to_paid_payout_exactly_once(tmp_path, outbox):
     assert web.post(sign_path, data={"signer_name": "Marcus Lee", "consent": "yes"}).status_code in (200, 409, 410)
     onboard_partner(contract_id=contract.id)
     compute_commissions()
-    run_payout_batch(auto_approve_below_minor=10**12)
+    run_payout_batch()  # nothing left to pay: policy closes it without asking
     assert counts() == before
     with session_scope() as session:
         assert session.exec(select(func.count()).select_from(Prospect)).one() == 2
