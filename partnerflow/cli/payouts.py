@@ -67,7 +67,9 @@ def commissions_dry_run(rules: str, start: str = typer.Option(...), end: str = t
 @payouts_app.command("run")
 def payouts_run(period_end: str | None = typer.Option(None, help="ISO date-time; default now."),
                 auto_approve_below: int | None = typer.Option(None, help="Auto-approve a batch below this total "
-                                                                             "(minor units).")) -> None:
+                                                                             "(minor units); lowers the team's "
+                                                                             "PARTNERFLOW_PAYOUT_APPROVAL_ABOVE_MINOR, "
+                                                                             "never raises it.")) -> None:
     """Run a payout batch now on the stack (above the limit its approval form waits in the Prefect UI)."""
     from partnerflow.cli.runs import start_deployment
 
