@@ -110,6 +110,10 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("reconcile-payout-rails-hourly", "payouts", "payouts_reconcile:reconcile_payout_rails",
                "Poll PayPal for payouts still processing and mark them paid or failed.",
                cron="15 * * * *", concurrency_limit=1, retry_on_crash=True),
+    Deployment("recover-payout-batches-hourly", "payouts", "payouts_recovery:recover_payout_batches",
+               "Resume every approved payout batch with payouts still open (by id), remit those that finish, "
+               "and mail the team about payouts whose outcome stays unclear.",
+               cron="45 * * * *", concurrency_limit=1, retry_on_crash=True),
     Deployment("reconcile-payout-rails", "payouts", "payouts_reconcile:reconcile_payout_rails",
                "Reconcile now; pass bank_report=<path> to apply a SEPA pain.002/camt.053/camt.054 file.",
                retry_on_crash=True),

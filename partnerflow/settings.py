@@ -72,6 +72,9 @@ class OutreachSettings(EnvSettings):
     # A message whose send timed out stays unconfirmed this long waiting for the provider's events;
     # after that it is marked failed (never re-sent blindly) and the sequence moves on.
     outreach_reconcile_after_seconds: int = 24 * 3600
+    # How long a send run holds the enrollments it claimed without renewing; it renews before each part it
+    # hands to the provider, so this only has to outlast one part. A run that died frees its rows after it.
+    outreach_claim_lease_seconds: int = Field(1800, ge=60)
 
 
 class ContractingSettings(EnvSettings):
@@ -99,6 +102,8 @@ class PayoutSettings(PayoutRailSettings):
     payout_approval_timeout_seconds: int = 3 * 24 * 3600
     # A payout left `sending` by a crashed worker is recovered after the lease.
     payout_claim_lease_seconds: int = 300
+    # A payout whose outcome is still unknown this long after it was first sent is mailed to the team.
+    payout_unclear_alert_hours: int = 24
 
 
 class ComplianceSettings(EnvSettings):

@@ -231,8 +231,9 @@ def _call(rail: PayoutRail, w: Work, permits: limits.Permits) -> Answer:
                                                           "asked_currency": instruction.currency})
         if result is None and w.recovering and _past_resend_window(rail, w.first_sent_at):
             return Answer(Outcome.NEEDS_REVIEW, (
-                f"{rail.name} never gave a clear answer for this payout and no longer recognises its key after "
-                f"{rail.resend_window.days} days: sending it again could pay twice"),
+                f"{rail.name} never gave a clear answer for this payout, first sent more than "
+                f"{rail.resend_window.days} days ago, longer than {rail.name} recognises a key sent again: "
+                "sending it again could pay twice"),
                 {"key": instruction.idempotency_key, "first_sent_at": w.first_sent_at.isoformat(),
                  "provider_ref": w.provider_ref or "none recorded", "last_error": w.error or "none recorded"})
         if result is None:

@@ -77,3 +77,19 @@ def reconciliation_report(result: dict[str, dict[str, int]]) -> str:
         shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing to do"
         lines.append(f"- **{rail}**: {shown}")
     return "\n".join(lines)
+
+
+def recovery_report(result: dict[str, Any]) -> str:
+    """What the recovery sweep did, per batch."""
+    lines = ["# Payout recovery", ""]
+    for b in result["resumed"]:
+        lines.append(f"- batch {b['batch_id']}: {b['status']}; paid now "
+                     f"{', '.join(f'{k}: {v}' for k, v in sorted(b['executed'].items())) or 'nothing'}; "
+                     f"reconciled {', '.join(f'{k}: {v}' for k, v in sorted(b['reconciled'].items())) or 'nothing'}")
+    lines += [f"- batch {batch_id}: could not be resumed: {error}" for batch_id, error in result["errors"].items()]
+    if not result["resumed"] and not result["errors"]:
+        lines.append("No open payout batch.")
+    if result["unclear"]:
+        lines += ["", f"Payouts with no clear answer for too long (the team was mailed): {result['unclear']}"]
+    lines += ["", f"Payouts still open: {result['still_open']}"]
+    return "\n".join(lines)

@@ -16,7 +16,16 @@ from prefect.runtime import flow_run
 
 from partnerflow.models import utcnow
 from partnerflow.models.payouts import PayoutBatchStatus
-from partnerflow.tasks.payouts import batches, commissions, conversions, execution, reconcile, remittance, reports
+from partnerflow.tasks.payouts import (
+    batches,
+    commissions,
+    conversions,
+    execution,
+    reconcile,
+    recovery,
+    remittance,
+    reports,
+)
 from partnerflow.tasks.shared.events import PAYOUT_BATCH_PAID, emit
 
 FINISHED = (PayoutBatchStatus.PAID, PayoutBatchStatus.PARTIALLY_PAID)
@@ -53,6 +62,11 @@ def pay(batch_id: int, passes: int = 3, wait_seconds: int = 30) -> dict[str, int
             break
         time.sleep(wait_seconds)
     return total
+
+
+@task(name="recover-open-payout-batches")
+def recover_batches() -> dict[str, Any]:
+    return recovery.recover_open_batches()
 
 
 @task(name="reconcile-payout-batch")

@@ -34,5 +34,5 @@ def test_deployments_are_named_and_scheduled():
     found = {d.name: d for d in all_deployments("payouts")}
     assert set(found) == {"payout-batch-monthly", "payout-batch", "compute-commissions-daily",
                           "compute-commissions", "import-conversions", "dry-run-rules",
-                          "reconcile-payout-rails-hourly", "reconcile-payout-rails"}
+                          "reconcile-payout-rails-hourly", "reconcile-payout-rails", "recover-payout-batches-hourly"}
     assert found["payout-batch-monthly"].schedules
