@@ -34,6 +34,12 @@ class Onboarding(SQLModel, table=True):
     tax_form_masked: str | None = None  # e.g. "W-9, TIN •••••6789"
     expires_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When the link was used: it is single-use, a second submission is refused until the team reopens it.
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Set when a submission replaced payout details we already had: the partner's payouts are held
+    # (tasks/compliance/blockers.py) until a person confirms the change.
+    payout_hold_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    payout_confirmed_by: str | None = None
+    payout_confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     nudged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # activation nudge sent
     dormant_since: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -2,7 +2,7 @@
 partner's tracking link (/r/{code}).
 
 The form link is an unguessable token whose keyed hash is all the database holds; the page is a
-plain HTML form, usable without JavaScript. Secrets typed in are never echoed back.
+plain HTML form, usable without JavaScript. Secrets typed in are never echoed back. The link works once.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from partnerflow.models import utcnow
 from partnerflow.models.onboarding import Onboarding
@@ -18,6 +19,7 @@ from partnerflow.settings import get_settings
 from partnerflow.tasks.onboarding.activation import landing_url, note_click
 from partnerflow.tasks.onboarding.details import (
     PAYOUT_METHODS,
+    LinkUsed,
     OnboardingInvalid,
     find_onboarding,
     payout_summary,
@@ -67,7 +69,15 @@ def _open_row(token: str) -> tuple[Onboarding | None, HTMLResponse | None]:
     if row.expires_at <= utcnow():
         return None, page("Link expired", f"<p>This link has expired. Please contact "
                           f"{escape(get_settings().team_email)}.</p>", 410)
+    if row.completed_at is not None:
+        return None, _used_page()
     return row, None
+
+
+def _used_page() -> HTMLResponse:
+    return page("Link already used", "<p>This link has already been used: we have your tax form and payout "
+                "details. It works only once, so nobody else can change where your money goes. To change your "
+                f"details, write to {escape(get_settings().team_email)} and we will send you a way to do it.</p>", 410)
 
 
 @router.get("/onboarding/{token}", response_class=HTMLResponse)
@@ -75,21 +85,26 @@ def onboarding_page(token: str) -> HTMLResponse:
     row, error = _open_row(token)
     if error is not None:
         return error
-    done = (f"<p>We have your details ({escape(row.tax_form_masked or '')}). Submitting again replaces them.</p>"
-            if row.completed_at else "")
-    return page(TITLE, done + _form(token, row.tax_form_kind))
+    return page(TITLE, _form(token, row.tax_form_kind))
 
 
 @router.post("/onboarding/{token}", response_class=HTMLResponse)
 async def onboarding_submit(token: str, request: Request) -> HTMLResponse:
+    data = {k: str(v) for k, v in (await request.form()).items()}
+    # Lookups, encryption and the save are blocking work: a worker thread, never the event loop.
+    return await run_in_threadpool(_submit, token, data, client_of(request)[0])
+
+
+def _submit(token: str, data: dict[str, str], ip: str) -> HTMLResponse:
     row, error = _open_row(token)
     if error is not None:
         return error
-    data = dict(await request.form())
     try:
-        saved = submit_onboarding(token, data, ip=client_of(request)[0])
+        saved = submit_onboarding(token, data, ip=ip)
     except OnboardingInvalid as exc:
         return page(TITLE, _form(token, row.tax_form_kind, exc.errors, data), 422)
+    except LinkUsed:  # a second submission raced this one and lost
+        return _used_page()
     return page("Thank you", f"<p>Saved: {escape(saved.tax_form_masked or '')}; payouts to "
                 f"{escape(payout_summary(saved.partner_id))}.</p>")
 

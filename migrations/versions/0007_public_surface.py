@@ -17,8 +17,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('onboarding', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('payout_hold_since', partnerflow.models.types.UTCDateTime(timezone=True),
+                                      nullable=True))
+        batch_op.add_column(sa.Column('payout_confirmed_by', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+        batch_op.add_column(sa.Column('payout_confirmed_at', partnerflow.models.types.UTCDateTime(timezone=True),
+                                      nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('onboarding', schema=None) as batch_op:
+        batch_op.drop_column('payout_confirmed_at')
+        batch_op.drop_column('payout_confirmed_by')
+        batch_op.drop_column('payout_hold_since')

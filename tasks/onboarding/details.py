@@ -7,19 +7,25 @@ and only masked values are ever shown.
 from __future__ import annotations
 
 import json
+import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
+from sqlalchemy import update
 from sqlmodel import select
 
 from partnerflow.models import Partner, audit, session_scope, utcnow
 from partnerflow.models.onboarding import Onboarding, TaxFormStatus
 from partnerflow.secrets import encrypt, mask, token_hash
+from partnerflow.settings import get_settings
 from partnerflow.tasks.shared.identity import normalise_email
+from partnerflow.tasks.shared.mail import deliver
 
 PAYOUT_METHODS = ("sepa", "paypal", "stripe")
+log = logging.getLogger(__name__)
 
 
 class OnboardingInvalid(ValueError):
@@ -101,13 +107,23 @@ def find_onboarding(token: str) -> Onboarding | None:
         return session.exec(select(Onboarding).where(Onboarding.token_hash == token_hash(token))).first()
 
 
+class LinkUsed(PermissionError):
+    """The onboarding link was already used; the team reopens it when the partner needs to change details."""
+
+
 def submit_onboarding(token: str, data: dict[str, Any], *, ip: str | None = None) -> Onboarding:
-    """Store the tax form and payout details encrypted; raise OnboardingInvalid naming every wrong field."""
+    """Store the tax form and payout details encrypted; raise OnboardingInvalid naming every wrong field.
+
+    The link works once (LinkUsed afterwards). Details that replace ones we had hold the partner's payouts
+    until a person confirms (`confirm_payout_details`); the partner's address on file and the team are told.
+    """
     row = find_onboarding(token)
     if row is None:
         raise LookupError("unknown onboarding link")
     if row.expires_at <= utcnow():
         raise PermissionError("this onboarding link has expired")
+    if row.completed_at is not None:
+        raise LinkUsed("this onboarding link was already used")
     form, errors = validate_tax_form(row.tax_form_kind, data)
     details, masked, payout_errors = validate_payout(data)
     errors.update(payout_errors)
@@ -115,21 +131,82 @@ def submit_onboarding(token: str, data: dict[str, Any], *, ip: str | None = None
         raise OnboardingInvalid(errors)
     now = utcnow()
     with session_scope() as session:
+        # Claim the link: of two submissions racing on it, exactly one gets the row.
+        claimed = session.execute(update(Onboarding).where(Onboarding.id == row.id, Onboarding.completed_at.is_(None))
+                                  .values(completed_at=now)).rowcount
+        if claimed != 1:
+            raise LinkUsed("this onboarding link was already used")
         row = session.get(Onboarding, row.id)
         row.tax_form_encrypted = encrypt(json.dumps({**form, "submitted_at": now.isoformat(), "ip": ip}))
         row.tax_form_masked = f"{row.tax_form_kind}, TIN {mask(form['tin'])}"
-        row.completed_at = now
         partner = session.get(Partner, row.partner_id)
+        previous = partner.payout_details_masked if partner.payout_details_encrypted else None
         partner.tax_form_status = TaxFormStatus.RECEIVED
         partner.payout_method = details["method"]
         partner.payout_details_encrypted = encrypt(json.dumps(details))
         partner.payout_details_masked = masked
         partner.updated_at = now
+        if previous is not None:
+            row.payout_hold_since, row.payout_confirmed_by, row.payout_confirmed_at = now, None, None
         session.add(row)
         session.add(partner)
-        audit(session, actor=f"partner:{partner.id}", action="onboarding.details_received", subject_type="partner",
-              subject_id=partner.id, details={"tax_form": row.tax_form_masked, "payout": masked, "ip": ip})
-        return row
+        entry = audit(session, actor=f"partner:{partner.id}", action="onboarding.details_received",
+                      subject_type="partner", subject_id=partner.id,
+                      details={"tax_form": row.tax_form_masked, "payout": masked, "ip": ip})
+        if previous is not None:
+            audit(session, actor=f"partner:{partner.id}", action="onboarding.payout_details_changed",
+                  subject_type="partner", subject_id=partner.id,
+                  details={"from": previous, "to": masked, "ip": ip, "payouts_held": True})
+        session.flush()
+        notice = {"key": f"payout-details:{partner.id}:{entry.id}", "partner_id": partner.id,
+                  "to_email": partner.email, "name": partner.contact_name or partner.legal_name,
+                  "legal_name": partner.legal_name, "previous": previous, "masked": masked, "ip": ip or "unknown",
+                  "at": f"{now:%Y-%m-%d %H:%M} UTC", "team_email": get_settings().team_email}
+    _tell_about_details(notice)
+    with session_scope() as session:
+        return session.get(Onboarding, row.id)
+
+
+def _tell_about_details(notice: dict[str, Any]) -> None:
+    """The partner's address on file hears of every save; the team hears of a change. A mail that cannot
+    go now does not undo the save: the hold already protects the money."""
+    mails = [(notice["key"], notice["to_email"], "onboarding/payout_details_saved")]
+    if notice["previous"] is not None:
+        mails.append((notice["key"] + ":team", get_settings().team_email, "onboarding/payout_details_changed_team"))
+    for key, to_email, template in mails:
+        try:
+            deliver(key, kind="payout_details_notice", to_email=to_email, template=template, context=notice,
+                    partner_id=notice["partner_id"])
+        except Exception:  # recorded as pending/failed by deliver; the sweep and the audit trail keep it
+            log.exception("payout details notice %s could not be sent now", key)
+
+
+def confirm_payout_details(partner_id: int, *, actor: str, note: str = "") -> bool:
+    """A person confirms changed payout details: the hold is lifted. False when nothing was held."""
+    if not actor.strip():
+        raise ValueError("say who confirms the payout details")
+    now = utcnow()
+    with session_scope() as session:
+        lifted = session.execute(update(Onboarding).where(Onboarding.partner_id == partner_id,
+                                                          Onboarding.payout_hold_since.is_not(None))
+                                 .values(payout_hold_since=None, payout_confirmed_by=actor,
+                                         payout_confirmed_at=now)).rowcount == 1
+        if lifted:
+            partner = session.get(Partner, partner_id)
+            audit(session, actor=actor, action="onboarding.payout_details_confirmed", subject_type="partner",
+                  subject_id=partner_id, details={"payout": partner.payout_details_masked, "note": note})
+        return lifted
+
+
+def reopen_onboarding(partner_id: int, *, actor: str) -> None:
+    """Let the partner use their link once more (e.g. to change bank account), for the usual lifetime."""
+    with session_scope() as session:
+        row = session.exec(select(Onboarding).where(Onboarding.partner_id == partner_id)).one()
+        row.completed_at = None
+        row.expires_at = utcnow() + timedelta(days=get_settings().onboarding.onboarding_link_days)
+        session.add(row)
+        audit(session, actor=actor, action="onboarding.link_reopened", subject_type="partner", subject_id=partner_id,
+              details={"expires_at": row.expires_at.isoformat()})
 
 
 def payout_summary(partner_id: int) -> str:

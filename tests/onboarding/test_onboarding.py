@@ -13,6 +13,7 @@ from factories import approved_partner
 from fastapi.testclient import TestClient
 from sqlmodel import select
 from support import link, mail_text, mails
+from typer.testing import CliRunner
 
 from partnerflow.flows.onboarding import monitor_activation, onboard_partner
 from partnerflow.models import (
@@ -26,9 +27,16 @@ from partnerflow.models import (
 )
 from partnerflow.models.onboarding import Onboarding
 from partnerflow.secrets import decrypt
+from partnerflow.tasks.compliance.blockers import payout_blockers
 from partnerflow.tasks.contracting.documents import generate_contract
 from partnerflow.tasks.contracting.signing import complete_signature, request_signature
 from partnerflow.tasks.onboarding import activation as ob
+from partnerflow.tasks.onboarding.details import (
+    LinkUsed,
+    confirm_payout_details,
+    reopen_onboarding,
+    submit_onboarding,
+)
 from partnerflow.web.app import create_app
 
 
@@ -190,3 +198,87 @@ def test_tracking_link_redirects_and_counts_as_activity(configure):
     with session_scope() as session:
         assert session.get(Partner, partner_id).last_activity_at is not None
     assert client.get("/r/unknown-code", follow_redirects=False).status_code == 302
+
+
+SEPA_FORM = {"tax_name": "Anna Beispiel", "tax_address": "Hauptstr. 1, Berlin", "citizenship": "de",
+             "tin": "DE123456789", "certify": "yes", "payout_method": "sepa", "account_holder": "Anna Beispiel",
+             "iban": "DE89 3704 0044 0532 0130 00"}
+PAYPAL_FORM = {**SEPA_FORM, "payout_method": "paypal", "paypal_email": "thief@elsewhere.example"}
+
+
+def _onboarded(outbox) -> tuple[int, str, TestClient]:
+    partner_id, contract_id = _signed_contract(country="DE", email="anna@beispiel.example", website="beispiel.example")
+    onboard_partner(contract_id)
+    path = link(outbox, "/onboarding/")
+    client = TestClient(create_app())
+    assert client.post(path, data=SEPA_FORM).status_code == 200
+    return partner_id, path, client
+
+
+def _blockers(partner_id: int) -> list[str]:
+    with session_scope() as session:
+        return payout_blockers(session, [partner_id]).get(partner_id, [])
+
+
+def _details(partner_id: int) -> dict:
+    with session_scope() as session:
+        return json.loads(decrypt(session.get(Partner, partner_id).payout_details_encrypted))
+
+
+def test_the_onboarding_link_works_once_for_payout_details(outbox):
+    partner_id, path, client = _onboarded(outbox)
+    page = client.get(path)
+    again = client.post(path, data=PAYPAL_FORM)
+    assert page.status_code == again.status_code == 410 and "already been used" in again.text
+    assert "<form" not in page.text
+    assert _details(partner_id)["method"] == "sepa" and _blockers(partner_id) == []  # a first entry is not held
+    saved = [m for m in mails(outbox) if m["To"] == "anna@beispiel.example" and "were saved" in m["Subject"]]
+    assert len(saved) == 1  # the partner hears of every save, so none is silent
+
+
+def test_two_submissions_racing_on_one_link_save_once(outbox):
+    partner_id, contract_id = _signed_contract(country="DE", email="anna@beispiel.example", website="beispiel.example")
+    onboard_partner(contract_id)
+    token = link(outbox, "/onboarding/").rsplit("/", 1)[1]
+    barrier, outcomes = threading.Barrier(2), []
+
+    def submit(form):
+        barrier.wait()
+        try:
+            submit_onboarding(token, form)
+            outcomes.append(form["payout_method"])
+        except LinkUsed:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit, args=(f,)) for f in (SEPA_FORM, PAYPAL_FORM)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 2 and outcomes.count("refused") == 1
+    assert _details(partner_id)["method"] == next(o for o in outcomes if o != "refused")
+
+
+def test_changed_payout_details_hold_payouts_until_a_person_confirms(outbox):
+    partner_id, path, client = _onboarded(outbox)
+    reopen_onboarding(partner_id, actor="team:olga")
+    changed = client.post(path, data=PAYPAL_FORM)
+    assert changed.status_code == 200 and _details(partner_id)["paypal_email"] == "thief@elsewhere.example"
+    assert client.post(path, data=SEPA_FORM).status_code == 410  # single-use again
+    [held] = _blockers(partner_id)
+    assert "payout details changed" in held
+    to_partner = [m for m in mails(outbox) if m["To"] == "anna@beispiel.example" and "were saved" in m["Subject"]]
+    to_team = [m for m in mails(outbox) if m["To"] == "partners-team@acme.example" and "held" in m["Subject"]]
+    assert len(to_partner) == 2 and "on hold" in mail_text(to_partner[-1]) and len(to_team) == 1
+    assert "thief@elsewhere.example" not in mail_text(to_team[0])  # masked, as everywhere
+    with pytest.raises(ValueError):
+        confirm_payout_details(partner_id, actor=" ")
+    from partnerflow.cli import app, onboarding  # noqa: F401  (adds the payout-details commands)
+
+    confirmed = CliRunner().invoke(app, ["payout-details", "confirm", "--partner", str(partner_id), "--by", "Olga"])
+    assert confirmed.exit_code == 0 and "no longer held" in confirmed.output
+    assert _blockers(partner_id) == [] and confirm_payout_details(partner_id, actor="team:olga") is False
+    with session_scope() as session:
+        actions = [a.action for a in session.exec(select(AuditLog).order_by(AuditLog.id)).all()]
+    assert actions[-4:] == ["onboarding.link_reopened", "onboarding.details_received",
+                            "onboarding.payout_details_changed", "onboarding.payout_details_confirmed"]
