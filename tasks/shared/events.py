@@ -58,8 +58,9 @@ def _resource(resource_kind: str, resource_id: object) -> dict[str, str]:
             "prefect.resource.name": f"{resource_kind} {resource_id}"}
 
 
-def outbox_key(name: str, resource_kind: str, resource_id: object) -> str:
-    return f"{name}:{resource_kind}:{resource_id}"
+def outbox_key(name: str, resource_kind: str, resource_id: object, occurrence: object | None = None) -> str:
+    key = f"{name}:{resource_kind}:{resource_id}"
+    return key if occurrence is None else f"{key}:{occurrence}"
 
 
 def event_id_for(key: str) -> uuid.UUID:
@@ -67,12 +68,14 @@ def event_id_for(key: str) -> uuid.UUID:
 
 
 def record(session: Session, name: str, resource_kind: str, resource_id: object,
-           payload: dict[str, Any] | None = None) -> str:
-    """Write the hand-off `name` in the caller's transaction (once per event and resource); returns its key.
+           payload: dict[str, Any] | None = None, *, occurrence: object | None = None) -> str:
+    """Write the hand-off `name` in the caller's transaction; returns its key.
 
-    Relay it after the commit with `relay_after_commit(key)`; the sweep sends it if that fails.
+    Once per event and resource, or per `occurrence` of it when one resource hands off again and
+    again (e.g. the ids of a partner's new findings). Relay it after the commit with
+    `relay_after_commit(key)`; the sweep sends it if that fails.
     """
-    key = outbox_key(name, resource_kind, resource_id)
+    key = outbox_key(name, resource_kind, resource_id, occurrence)
     if session.exec(select(OutboxEvent.id).where(OutboxEvent.key == key)).first() is None:
         session.add(OutboxEvent(key=key, event_id=str(event_id_for(key)), event=name, resource_kind=resource_kind,
                                 resource_id=str(resource_id), payload=payload or {}))

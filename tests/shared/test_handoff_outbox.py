@@ -110,6 +110,17 @@ def test_activation_is_announced_by_a_rerun_that_finds_the_partner_already_activ
          {"partner_id": partner_id, "contract_id": 7})]
 
 
+def test_a_handoff_is_recorded_once_per_resource_or_per_occurrence():
+    with session_scope() as session:
+        keys = [events.record(session, "compliance.finding", "partner", 5, {"partner_id": 5}, occurrence=o)
+                for o in ("1-2", "1-2", "3")]
+        keys.append(events.record(session, "contract.signed", "contract", 9))
+        keys.append(events.record(session, "contract.signed", "contract", 9))
+    assert [r.key for r in _outbox()] == ["compliance.finding:partner:5:1-2", "compliance.finding:partner:5:3",
+                                          "contract.signed:contract:9"]
+    assert len({r.event_id for r in _outbox()}) == 3 and len(set(keys)) == 3
+
+
 def test_two_relays_never_send_the_same_row_at_once(prefect):
     prefect.down = True
     submit_application(application())
