@@ -463,3 +463,74 @@ def test_a_forged_broken_or_replayed_delivery_stores_and_changes_nothing(hook, c
     body, headers = hook.genuine()
     assert hook.acknowledged(client.post(hook.url(), content=body, headers=headers))
     assert snapshot() != before
+
+
+@pytest.fixture
+def queries_on_the_event_loop():
+    """Every SQL statement run on a thread that is running an event loop (a handler blocking it)."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def check(conn, cursor, statement, *args):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a worker thread: fine
+        seen.append(statement.split()[0])
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", check)
+    yield seen
+    event.remove(engine, "before_cursor_execute", check)
+
+
+@pytest.mark.parametrize("hook", list(HOOKS), indirect=True)
+def test_a_delivery_does_its_database_work_off_the_event_loop(hook, client, queries_on_the_event_loop):
+    """One slow database write must not freeze every other request (/healthz included)."""
+    body, headers = hook.genuine()
+    assert hook.acknowledged(client.post(hook.url(), content=body, headers=headers))
+    assert hook.acknowledged(client.post(hook.url(), content=body, headers=headers))  # the duplicate path too
+    assert queries_on_the_event_loop == []
+
+
+def test_unsubscribing_does_its_database_work_off_the_event_loop(client, queries_on_the_event_loop):
+    from partnerflow.models.outreach import Enrollment
+    from partnerflow.tasks.outreach.unsubscribe import unsubscribe_token
+
+    sent_outreach()
+    with session_scope() as session:
+        enrollment_id = session.execute(select(Enrollment.id)).scalars().first()
+    queries_on_the_event_loop.clear()
+    response = client.post(f"/u/{unsubscribe_token(enrollment_id)}", content=b"List-Unsubscribe=One-Click",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and "Unsubscribed" in response.text
+    assert queries_on_the_event_loop == []
+
+
+UNSIGN = {
+    DropboxSign: lambda fake, request_id: setattr(fake.requests[request_id], "status", "awaiting_signature"),
+    DocuSign: lambda fake, request_id: setattr(fake.envelopes[request_id], "status", "sent"),
+    Documenso: lambda fake, request_id: setattr(fake.documents[int(request_id)], "status", "PENDING"),
+}
+
+
+@pytest.mark.parametrize("hook", ["dropbox-sign", "docusign", "documenso"], indirect=True)
+def test_a_signed_callback_is_believed_only_once_the_vendor_confirms_it(hook, client):
+    """Dropbox Sign's hash covers only the event's time and type, Documenso sends a static secret:
+    a callback that verifies can still lie about which request was signed."""
+    from partnerflow.models import SignatureRequest
+
+    body, headers = hook.genuine()  # verifies, says "signed"...
+    UNSIGN[type(hook)](hook.fake, hook.request_id)  # ...but the vendor's API says otherwise
+    before = snapshot()
+    response = client.post(hook.url(), content=body, headers=headers)
+    assert response.status_code == 503 and snapshot() == before  # the vendor retries; nothing stored
+
+    hook.sign_at_vendor()
+    assert hook.acknowledged(client.post(hook.url(), content=body, headers=headers))  # the retry completes
+    with session_scope() as session:
+        row = session.exec(select(SignatureRequest).where(SignatureRequest.provider_request_id == hook.request_id))
+        assert row.scalars().one().status == "signed"
