@@ -7,6 +7,7 @@ between the provider call and our status update, and the provider's own record s
 
 from __future__ import annotations
 
+import email
 import os
 import signal
 import subprocess
@@ -164,3 +165,37 @@ def test_sigkill_after_the_outbox_wrote_the_mail_is_settled_by_lookup(configure)
     row = _row()
     assert row.status == "sent" and row.provider == "outbox"
     assert [p.name for p in get_settings().mail.outbox_dir.iterdir()] == [row.provider_message_id]
+
+
+# --- SMTP: the connection dropped after DATA ---
+
+class DropsAfterData:
+    """Takes the message, then cuts the connection before answering: the sender cannot know."""
+
+    def __init__(self):
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append(envelope.content)
+        server.transport.abort()
+        return "250 Message accepted"
+
+
+def test_smtp_cut_after_data_is_never_resent_and_is_failed_by_the_sweep(configure):
+    from aiosmtpd.controller import Controller  # a real SMTP server, only for this test
+    from test_mail_smtp import free_port  # the SMTP tests' helper
+
+    server = DropsAfterData()
+    port = free_port()
+    controller = Controller(server, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        configure(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port, sendgrid_timeout_seconds=2)
+        assert _send().status == "sending"
+        assert _send().status == "sending"  # the task's retry
+        result = settle_unconfirmed_mail(now=utcnow() + timedelta(days=2))
+    finally:
+        controller.stop()
+    assert result["failed"] == 1 and result["team_told"] == 1
+    recipients = [email.message_from_bytes(raw)["To"] for raw in server.received]  # the server's own record
+    assert recipients == ["pat@example.com", get_settings().team_email]  # once each (the alert was cut too)
