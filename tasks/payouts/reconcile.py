@@ -18,7 +18,7 @@ from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.payout import PayoutRail
 from partnerflow.providers.payout.base import RailResult, RailState
-from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
+from partnerflow.providers.payout.sepa import BankOutcome, end_to_end_id, read_bank_report
 from partnerflow.tasks.payouts.execution import instruction_for
 from partnerflow.tasks.payouts.outcomes import (
     finish_batch,
@@ -28,6 +28,7 @@ from partnerflow.tasks.payouts.outcomes import (
 )
 from partnerflow.tasks.payouts.rails import payout_rail
 from partnerflow.tasks.shared import limits
+from partnerflow.tasks.shared.money import format_money
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,18 @@ def poll_paypal(*, rail: PayoutRail | None = None, limit: int = 1000) -> dict[st
 def import_bank_report(path: str | Path) -> dict[str, int]:
     """Apply a SEPA bank report (pain.002 status report or camt.053/054 statement) to our SEPA payouts.
 
-    Lines for payments that are not ours are counted as "unknown", never guessed at.
+    Lines for payments that are not ours are counted as "unknown", never guessed at. A line that says
+    paid with another amount or currency than the payout's (or a statement line without an amount) is
+    not read as paid: the payout needs review.
     """
     outcomes = read_bank_report(Path(path).read_bytes())
     with session_scope() as session:
-        rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.batch_id).where(
+        rows = session.exec(select(Payout.id, Payout.idempotency_key, Payout.batch_id, Payout.amount_minor,
+                                   Payout.currency).where(
             Payout.rail == "sepa", Payout.status.in_((PayoutStatus.SENDING, PayoutStatus.PROCESSING,
                                                       PayoutStatus.PAID, PayoutStatus.FAILED)))).all()
-    ours = {end_to_end_id(key): (payout_id, batch_id) for payout_id, key, batch_id in rows}
+    ours = {end_to_end_id(key): (payout_id, batch_id, amount, currency)
+            for payout_id, key, batch_id, amount, currency in rows}
     counts: dict[str, int] = defaultdict(int)
     batches = set()
     for outcome in outcomes:
@@ -119,13 +124,32 @@ def import_bank_report(path: str | Path) -> dict[str, int]:
         if match is None:
             counts["unknown"] += 1
             continue
-        payout_id, batch_id = match
-        if outcome.status == RailState.PAID:
+        payout_id, batch_id, amount, currency = match
+        problem = _amount_problem(outcome, amount, currency) if outcome.status == RailState.PAID else ""
+        if problem:
+            changed = mark_payout_needs_review(payout_id, problem, {
+                "end_to_end_id": outcome.end_to_end_id, "bank_ref": outcome.bank_ref,
+                "bank_amount_minor": outcome.amount_minor, "bank_currency": outcome.currency,
+                "payout_amount_minor": amount, "payout_currency": currency}, actor="bank")
+            counts["needs_review" if changed else "unchanged"] += 1
+        elif outcome.status == RailState.PAID:
             changed = mark_payout_paid(payout_id, outcome.bank_ref or outcome.end_to_end_id, actor="bank")
+            counts[outcome.status if changed else "unchanged"] += 1
         else:
             changed = mark_payout_failed(payout_id, outcome.reason, actor="bank")
-        counts[outcome.status if changed else "unchanged"] += 1
+            counts[outcome.status if changed else "unchanged"] += 1
         batches.add(batch_id)
     for batch_id in batches:
         finish_batch(batch_id)
     return dict(counts)
+
+
+def _amount_problem(outcome: BankOutcome, amount_minor: int, currency: str) -> str:
+    """Why a "paid" line does not prove our payout was paid as asked; "" when it does."""
+    if outcome.amount_minor is None:
+        return "the bank statement line names this payment but no amount we can read" \
+            if outcome.amount_required else ""
+    if outcome.amount_minor != amount_minor or (outcome.currency or "").upper() != currency.upper():
+        return (f"the bank booked {format_money(outcome.amount_minor, outcome.currency or currency)} for this "
+                f"payment, not {format_money(amount_minor, currency)}")
+    return ""

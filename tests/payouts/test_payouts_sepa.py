@@ -232,7 +232,9 @@ def test_reconcile_flow_and_cli_apply_a_bank_report(sepa, tmp_path):
     from partnerflow.flows.payouts_reconcile import reconcile_payout_rails
 
     first = make_payout(partner_with_payout_details(1, method="sepa"), rail="sepa", status="processing")
-    second = make_payout(partner_with_payout_details(2, method="sepa"), rail="sepa", status="processing")
+    # 5.00 EUR: what the camt statement below books for it (a statement line is checked against the payout)
+    second = make_payout(partner_with_payout_details(2, method="sepa"), rail="sepa", status="processing",
+                         amount_minor=500)
     e2e = {pid: end_to_end_id(payout_row(pid).idempotency_key) for pid in (first, second)}
     (tmp_path / "a.xml").write_bytes(PAIN002.replace(b"payout-1", e2e[first].encode()))
     (tmp_path / "b.xml").write_bytes(CAMT054.replace(b"payout-4", e2e[second].encode()))
