@@ -4,11 +4,14 @@ For each claimed enrollment the Message row is written under the key
 `outreach:enrollment:<id>:step:<n>` BEFORE the provider is called, then marked `sending`;
 after the provider answers, messages become `sent` and enrollments advance. Suppression
 and sign-up are checked again here, at send time, so a stop found meanwhile always wins.
+The run renews its claim before deciding and before each part it hands over, and sends only
+rows it still holds (see claims.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
@@ -23,7 +26,7 @@ from partnerflow.models.outreach import Enrollment, EnrollmentStatus, Sequence, 
 from partnerflow.providers.email import EmailProvider, OutgoingEmail, SendOutcome, get_email_provider
 from partnerflow.providers.errors import AmbiguousError, RetryableError
 from partnerflow.settings import get_settings
-from partnerflow.tasks.outreach.claims import SendRun, advance, message_key, release
+from partnerflow.tasks.outreach.claims import SendRun, advance, message_key, release, renew
 from partnerflow.tasks.outreach.enrollment import signed_up_among
 from partnerflow.tasks.outreach.outcomes import may_resend, record_outcomes, settle_prior
 from partnerflow.tasks.outreach.pacing import KIND, DailyCap, outside_business_hours, tomorrow
@@ -188,17 +191,26 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
                   provider: EmailProvider | None = None) -> dict[str, Any]:
     """Send the due step of each enrollment claimed by `token`; returns counts by outcome."""
     batch = _Batch(token, now or utcnow(), provider or get_email_provider(get_settings().mail))
+    held = renew(token, enrollment_ids, batch.now)  # a fresh lease for deciding; rows lost meanwhile drop out
     with session_scope() as session:
-        existing = _decide(session, batch, enrollment_ids)
+        existing = _decide(session, batch, [i for i in enrollment_ids if i in held])
         ids = _record_intents(session, batch, existing)
     outgoing = [_outgoing(plan, ids[plan.key]) for plan in batch.plans]
     plans = {ids[plan.key]: plan for plan in batch.plans}
-    outcomes, batch_error, tried = _send(batch.provider, outgoing)
+
+    def still_held(part: list[OutgoingEmail]) -> bool:
+        wanted = {plans[item.message_id].enrollment.id for item in part}
+        return wanted <= renew(token, sorted(wanted), batch.now)
+
+    outcomes, batch_error, tried = _send(batch.provider, outgoing, still_held)
     record_outcomes(outgoing[len(outcomes):tried], outcomes, batch_error, plans, batch.release, batch.stats,
                     batch.provider, batch.now)
     if tried < len(outgoing):  # never handed to the provider: pending again, for the next run
-        record_outcomes(outgoing[tried:], [], RetryableError("not sent: an earlier part of the batch failed"),
-                        plans, batch.release, batch.stats, batch.provider, batch.now)
+        rest, reason = outgoing[tried:], "not sent: an earlier part of the batch failed"
+        if batch_error is None:  # this run's claim ran out on part of the batch
+            rest, reason = _give_back_lost(token, rest, plans, batch), "not sent: this run's claim ran out"
+        record_outcomes(rest, [], RetryableError(reason), plans, batch.release, batch.stats, batch.provider,
+                        batch.now)
     with session_scope() as session:
         release(session, token, batch.release)
     if batch_error is not None and not isinstance(batch_error, AmbiguousError):
@@ -206,16 +218,39 @@ def process_batch(enrollment_ids: list[int], token: str, now: datetime | None = 
     return dict(batch.stats)
 
 
+def _give_back_lost(token: str, rest: list[OutgoingEmail], plans: dict[int, _Plan],
+                    batch: _Batch) -> list[OutgoingEmail]:
+    """Of the messages this run did not hand over, those whose enrollment another run took go back to
+    pending (unless that run moved them on already) and are not touched again; returns the ones still held."""
+    held = renew(token, sorted({plans[item.message_id].enrollment.id for item in rest}), batch.now)
+    lost = [item for item in rest if plans[item.message_id].enrollment.id not in held]
+    if lost:
+        with session_scope() as session:
+            session.execute(update(Message).where(Message.id.in_([item.message_id for item in lost]),
+                                                  Message.status == MessageStatus.SENDING)
+                            .values(status=MessageStatus.PENDING, error="not sent: another run took it over")
+                            .execution_options(synchronize_session=False))
+        for item in lost:
+            batch.release.pop(plans[item.message_id].enrollment.id, None)
+        batch.stats["claim_lost"] += len(lost)
+    return [item for item in rest if plans[item.message_id].enrollment.id in held]
+
+
 def _send(provider: EmailProvider, outgoing: list[OutgoingEmail],
+          still_held: Callable[[list[OutgoingEmail]], bool] = lambda part: True,
           ) -> tuple[list[SendOutcome], RetryableError | None, int]:
     """Send in the parts the shared email rate limit allows (one part at the default burst); stop at the
-    first part that fails. Returns (outcomes so far, that part's error, how many were handed over)."""
+    first part that fails, or whose enrollments this run no longer holds every one of (a part is handed
+    over only right after its lease was renewed). Returns (outcomes so far, that part's error, how many
+    were handed over)."""
     outcomes: list[SendOutcome] = []
     tried = 0
     if not outgoing:
         return outcomes, None, tried
     try:
         for part in limits.Permits(limits.EMAIL, provider.name, len(outgoing)).chunks(outgoing):
+            if not still_held(part):
+                return outcomes, None, tried
             tried += len(part)
             outcomes += provider.send_batch(part)
     except RetryableError as exc:  # the provider's, or no permit in time (then `part` was not handed over)

@@ -3,6 +3,11 @@
 A send run claims due enrollments in the database (one UPDATE setting its run token and a
 lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL), so two runs on two workers never hold the
 same row. A run that dies keeps its rows only until the lease ends.
+
+Leases run on the wall clock, however long the run has been going (its own `now` only says what
+is due). A run renews its lease on a batch before it decides it and before each part it hands to
+the provider, and only for rows still carrying its token (compare-and-set): once a lease ran out
+and another run took the rows, the stale run sends none of them and changes none of them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ from partnerflow.models.outreach import Enrollment, EnrollmentStatus
 from partnerflow.settings import get_settings
 from partnerflow.tasks.outreach.sequences import step_delay
 
-CLAIM_LEASE = timedelta(minutes=30)
+
+def claim_lease() -> timedelta:
+    return timedelta(seconds=get_settings().outreach.outreach_claim_lease_seconds)
+
+
+def lease_clock(now: datetime) -> datetime:
+    """The time leases are measured in: the wall clock, or the run's own clock when that is later
+    (tests and backfills that run "as of" a later time)."""
+    return max(now, utcnow())
 
 
 def message_key(enrollment_id: int, step: int) -> str:
@@ -31,19 +44,38 @@ def message_key(enrollment_id: int, step: int) -> str:
 
 def claim_due(token: str, size: int, now: datetime) -> list[int]:
     """Claim up to `size` due enrollments for run `token`; returns their ids (none held by another run)."""
+    clock = lease_clock(now)
     with session_scope() as session:
         due = (select(Enrollment.id)
                .where(Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.next_due_at <= now,
-                      or_(Enrollment.claimed_until.is_(None), Enrollment.claimed_until < now))
+                      or_(Enrollment.claimed_until.is_(None), Enrollment.claimed_until < clock))
                .order_by(Enrollment.next_due_at, Enrollment.id).limit(size))
         if is_postgres():
             due = due.with_for_update(skip_locked=True)
         session.execute(update(Enrollment).where(Enrollment.id.in_(due.scalar_subquery()))
-                        .values(claim_token=token, claimed_until=now + CLAIM_LEASE)
+                        .values(claim_token=token, claimed_until=clock + claim_lease())
                         .execution_options(synchronize_session=False))
         session.commit()
         return list(session.exec(select(Enrollment.id).where(Enrollment.claim_token == token,
-                                                             Enrollment.claimed_until > now)).all())
+                                                             Enrollment.claimed_until > clock)).all())
+
+
+def renew(token: str, enrollment_ids: list[int], now: datetime) -> set[int]:
+    """Extend run `token`'s lease on these enrollments; returns the ids it still holds. A row another run
+    claimed after this run's lease ran out carries that run's token and is left alone."""
+    if not enrollment_ids:
+        return set()
+    clock = lease_clock(now)
+    held: set[int] = set()
+    with session_scope() as session:
+        for i in range(0, len(enrollment_ids), 500):
+            chunk = enrollment_ids[i:i + 500]
+            session.execute(update(Enrollment).where(Enrollment.id.in_(chunk), Enrollment.claim_token == token)
+                            .values(claimed_until=clock + claim_lease())
+                            .execution_options(synchronize_session=False))
+            held.update(session.exec(select(Enrollment.id).where(Enrollment.id.in_(chunk),
+                                                                 Enrollment.claim_token == token)).all())
+    return held
 
 
 def advance(definition: dict[str, Any], step: int, now: datetime) -> dict[str, Any]:

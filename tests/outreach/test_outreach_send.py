@@ -18,10 +18,11 @@ from partnerflow.models import (
     Partner,
     Prospect,
     session_scope,
+    utcnow,
 )
 from partnerflow.models.mail import Suppression
 from partnerflow.models.outreach import Enrollment, Sequence
-from partnerflow.tasks.outreach import batch
+from partnerflow.tasks.outreach import batch, claims
 from partnerflow.tasks.outreach.batch import send_due
 from partnerflow.tasks.outreach.enrollment import enroll, stop_enrollment
 from partnerflow.tasks.outreach.sequences import (
@@ -248,6 +249,8 @@ def test_crash_between_sending_and_recording_does_not_duplicate(outbox, monkeypa
     monkeypatch.setattr(batch, "record_outcomes", real)
     # Claims are leased: the re-run after the lease finds `sending` rows and the idempotent outbox.
     assert send_due(now=MONDAY_NOON + timedelta(minutes=5))["claimed"] == 0
+    later = utcnow() + timedelta(minutes=31)  # leases run on the wall clock
+    monkeypatch.setattr(claims, "utcnow", lambda: later)
     result = send_due(now=MONDAY_NOON + timedelta(minutes=31))
     assert result["sent"] == 3
     assert len(eml_files(outbox)) == 3  # one file per key: no duplicate
