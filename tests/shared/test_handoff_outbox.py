@@ -185,3 +185,13 @@ def test_the_relay_posts_to_the_prefect_api_which_keeps_one_event_per_id():
             found = client.request("POST", "/events/filter", json=query).json()
     assert [(e["id"], e["event"], e["payload"]) for e in found["events"]] == [
         (row.event_id, "partner.applied", dict(row.payload))]
+
+
+def test_the_relay_and_the_mail_sweep_are_deployed_on_their_schedules():
+    from partnerflow.deployments import all_deployments  # builds every deployment of the stage
+
+    found = {d.name: d for d in all_deployments("shared")}
+    assert found["relay-events"].entrypoint == "partnerflow.flows.handoffs.relay_events"
+    assert found["relay-events"].schedules[0].schedule.cron == "* * * * *"
+    assert found["settle-unconfirmed-mail"].entrypoint == "partnerflow.flows.mail_sweeps.sweep_unconfirmed_mail"
+    assert found["settle-unconfirmed-mail"].schedules[0].schedule.cron == "*/15 * * * *"

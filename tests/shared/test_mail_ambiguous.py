@@ -18,6 +18,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from sqlmodel import select
 
+from partnerflow.flows.mail_sweeps import sweep_unconfirmed_mail
 from partnerflow.models import AuditLog, Message, session_scope, utcnow
 from partnerflow.providers.email import sendgrid as sg_module
 from partnerflow.settings import get_settings
@@ -160,7 +161,7 @@ def test_sigkill_after_the_outbox_wrote_the_mail_is_settled_by_lookup(configure)
     killed = _run(kill=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert _row().status == "sending"
-    result = settle_unconfirmed_mail()
+    result = sweep_unconfirmed_mail()  # the deployed sweep's flow
     assert result["confirmed"] == 1 and result.get("failed", 0) == 0
     row = _row()
     assert row.status == "sent" and row.provider == "outbox"
