@@ -105,6 +105,10 @@ class SignatureProvider(Protocol):
     def is_signed(self, provider_request_id: str) -> bool:
         ...
 
+    def is_declined(self, provider_request_id: str) -> bool:
+        """Whether the signer declined at the vendor (a callback saying so is believed only then)."""
+        ...
+
     def download(self, provider_request_id: str) -> bytes:
         """The signed document (with the vendor's audit trail)."""
         ...

@@ -51,6 +51,9 @@ class BuiltinSigning:
     def is_signed(self, provider_request_id: str) -> bool:
         return False  # signing on our page completes the request there and then
 
+    def is_declined(self, provider_request_id: str) -> bool:
+        return False  # declining on our page closes the request there and then
+
     def download(self, provider_request_id: str) -> bytes:
         raise PermanentError("the built-in signing page keeps no documents; the signed copy is stored when signed")
 

@@ -138,6 +138,11 @@ class DocumensoProvider(HttpVendor):
     def is_signed(self, provider_request_id: str) -> bool:
         return self._call("GET", f"{self._base}/{provider_request_id}").json().get("status") == "COMPLETED"
 
+    def is_declined(self, provider_request_id: str) -> bool:
+        document = self._call("GET", f"{self._base}/{provider_request_id}").json()
+        return document.get("status") == "REJECTED" or any(
+            r.get("signingStatus") == "REJECTED" for r in document.get("recipients") or [])
+
     def download(self, provider_request_id: str) -> bytes:
         body = self._call("GET", f"{self._base}/{provider_request_id}/download").json()
         url = body.get("downloadUrl")

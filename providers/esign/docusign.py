@@ -88,6 +88,9 @@ class DocuSignProvider(HttpVendor):
     def is_signed(self, provider_request_id: str) -> bool:
         return self._call("GET", f"/{provider_request_id}").json().get("status") == "completed"
 
+    def is_declined(self, provider_request_id: str) -> bool:
+        return self._call("GET", f"/{provider_request_id}").json().get("status") == "declined"
+
     def download(self, provider_request_id: str) -> bytes:
         response = self._call("GET", f"/{provider_request_id}/documents/combined")
         if not response.content.startswith(b"%PDF"):

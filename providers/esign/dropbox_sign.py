@@ -85,6 +85,11 @@ class DropboxSignProvider(HttpVendor):
         response = self._call("GET", f"/signature_request/{provider_request_id}")
         return bool((response.json().get("signature_request") or {}).get("is_complete"))
 
+    def is_declined(self, provider_request_id: str) -> bool:
+        request = self._call("GET", f"/signature_request/{provider_request_id}").json().get("signature_request") or {}
+        return bool(request.get("is_declined")) or any(
+            s.get("status_code") == "declined" for s in request.get("signatures") or [])
+
     def download(self, provider_request_id: str) -> bytes:
         try:
             response = self._call("GET", f"/signature_request/files/{provider_request_id}",

@@ -58,6 +58,9 @@ def handle_callback(provider: SignatureProvider, inbound: Inbound) -> str:
     target = provider.completion(callback.payload)
     if target is not None:
         confirm_signed(provider, target)
+    declined = provider.declined(callback.payload)
+    if declined is not None and not provider.is_declined(declined.provider_request_id):
+        raise NotConfirmed(f"{provider.name} does not report request {declined.provider_request_id} as declined")
     webhook_id = store_event(provider.name, callback.event_id, callback.event_type, callback.payload)
     if webhook_id is None:  # a concurrent delivery of the same event finished first
         return "duplicate"

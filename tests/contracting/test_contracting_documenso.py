@@ -158,5 +158,6 @@ def test_void_deletes_the_pending_document(dso, fake):
 def test_rejected_document_closes_the_request(dso, fake, client):
     row = contract_out_for_signature("documenso")
     document_id = send(dso, row)
+    fake.documents[int(document_id)].status = "REJECTED"  # what the API says once the signer rejected
     assert post(client, *fake.webhook(document_id, "DOCUMENT_REJECTED")).status_code == 200
     assert reload(row).status == "voided"

@@ -236,6 +236,7 @@ def test_second_hmac_key_header_is_accepted_during_key_rotation(ds, fake, client
 def test_declined_envelope_closes_the_request(ds, fake, client):
     row = contract_out_for_signature("docusign")
     envelope_id = send(ds, row)
+    fake.envelopes[envelope_id].status = "declined"  # what the API says once the signer declined
     assert post(client, *fake.connect_notification(envelope_id, "envelope-declined")).status_code == 200
     assert reload(row).status == "voided"
     assert fake.calls("GET", "/documents/combined") == 0

@@ -534,3 +534,32 @@ def test_a_signed_callback_is_believed_only_once_the_vendor_confirms_it(hook, cl
     with session_scope() as session:
         row = session.exec(select(SignatureRequest).where(SignatureRequest.provider_request_id == hook.request_id))
         assert row.scalars().one().status == "signed"
+
+
+DECLINE = {  # (the callback saying "declined", what the vendor's API shows once it is true)
+    DropboxSign: (lambda h: DropboxSign.encoded(h.fake.callback(h.request_id, "signature_request_declined")),
+                  lambda fake, request_id: fake.decline(request_id, "no thanks")),
+    DocuSign: (lambda h: h.fake.connect_notification(h.request_id, "envelope-declined"),
+               lambda fake, request_id: setattr(fake.envelopes[request_id], "status", "declined")),
+    Documenso: (lambda h: h.fake.webhook(h.request_id, "DOCUMENT_REJECTED"),
+                lambda fake, request_id: setattr(fake.documents[int(request_id)], "status", "REJECTED")),
+}
+
+
+@pytest.mark.parametrize("hook", ["dropbox-sign", "docusign", "documenso"], indirect=True)
+def test_a_declined_callback_is_believed_only_once_the_vendor_confirms_it(hook, client):
+    """A replayed Dropbox Sign hash or a leaked Documenso secret must not void someone's contract."""
+    from partnerflow.models import SignatureRequest
+
+    callback, decline_at_vendor = DECLINE[type(hook)]
+    UNSIGN[type(hook)](hook.fake, hook.request_id)  # out for signature, nobody declined
+    body, headers = callback(hook)
+    before = snapshot()
+    assert client.post(hook.url(), content=body, headers=headers).status_code == 503
+    assert snapshot() == before
+
+    decline_at_vendor(hook.fake, hook.request_id)
+    assert hook.acknowledged(client.post(hook.url(), content=body, headers=headers))
+    with session_scope() as session:
+        row = session.exec(select(SignatureRequest).where(SignatureRequest.provider_request_id == hook.request_id))
+        assert row.scalars().one().status == "voided"
