@@ -135,6 +135,8 @@ class FakePayPal(FakeProvider):
     @staticmethod
     def _validate(sender_batch_id, items) -> list[dict]:
         problems = []
+        if sender_batch_id and len(str(sender_batch_id)) > 256:
+            problems.append({"field": "sender_batch_header.sender_batch_id", "issue": "Maximum length is 256"})
         if not sender_batch_id:
             problems.append({"field": "sender_batch_header.sender_batch_id", "issue": "Required field missing"})
         if not items:
@@ -149,6 +151,8 @@ class FakePayPal(FakeProvider):
             if not item.get("receiver"):
                 problems.append({"field": f"items[{n}].receiver", "issue": "Required field missing"})
             sid = item.get("sender_item_id")
+            if sid is not None and len(str(sid)) > 63:  # PayPal's limit for a sender_item_id
+                problems.append({"field": f"items[{n}].sender_item_id", "issue": "Maximum length is 63"})
             if sid in seen:
                 problems.append({"field": f"items[{n}].sender_item_id", "issue": "DUPLICATE_ITEM"})
             seen.add(sid)

@@ -1,9 +1,10 @@
 """Payout batches: build one per period end, then record the decision on it.
 
 `build_batch` writes a Payout row per eligible partner with the deterministic key
-`payout:{batch}:{partner}` and attaches the partner's payable commissions to it, in one
-transaction; the amount is taken from what is attached, so the two never differ. Paying it is
-`execution.execute_batch`; a held or rejected payout gives its commissions back to the balance.
+`payout:{installation namespace}:{batch}:{partner}` (tasks/payouts/keys.py) and attaches the
+partner's payable commissions to it, in one transaction; the amount is taken from what is attached,
+so the two never differ. Paying it is `execution.execute_batch`; a held or rejected payout gives its
+commissions back to the balance.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from partnerflow.models.payouts import CommissionStatus, PayoutBatchStatus, Payo
 from partnerflow.settings import get_settings
 from partnerflow.tasks.compliance.blockers import payout_blockers
 from partnerflow.tasks.payouts.balances import Sums, balance, fx_lookup, payout_threshold, release_locked
+from partnerflow.tasks.payouts.keys import installation_namespace, payout_key
 
 SQL_IN_CHUNK = 900  # ids per IN (...) list, below SQLite's parameter limit
 SUMMARY_ROWS = 500
@@ -75,6 +77,7 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
     rail_name = rail_name or get_settings().payouts.payout_rail
     key = key or f"batch:{period_end.isoformat()}"
     release_locked(min(period_end, utcnow()))
+    namespace = installation_namespace()
     with session_scope() as session:
         existing = session.exec(select(PayoutBatch).where(PayoutBatch.key == key)).first()
         if existing:
@@ -102,7 +105,7 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
         summary_rows, eligible = _eligible(session, partners, groups, period_end, rail_name, fx)
         for pid, (p, used) in eligible.items():
             session.add(Payout(batch_id=batch.id, partner_id=pid, amount_minor=0, currency=p.payout_currency,
-                               rail=rail_name, idempotency_key=f"payout:{batch.id}:{pid}", fx_rates=used))
+                               rail=rail_name, idempotency_key=payout_key(namespace, batch.id, pid), fx_rates=used))
         session.flush()
         totals = _attach_commissions(session, batch.id, period_end, fx)
         batch.summary = {
