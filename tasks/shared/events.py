@@ -26,7 +26,7 @@ from typing import Any
 from prefect import get_client
 from prefect.events import Event, emit_event
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, select
 
 from partnerflow.models import session_scope, utcnow
@@ -43,6 +43,7 @@ COMPLIANCE_FINDING = "compliance.finding"
 # Fixed forever: the same outbox key gives the same Prefect event id in every process and release.
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c3f0e-2b7a-4c55-9d3e-0c9a4e1d7b21")
 LEASE = timedelta(seconds=60)  # a relay that died holding a row lets the next one send it after this
+CHUNK = 100  # events per request to the Prefect API
 QUICK_TIMEOUT_SECONDS = 5.0  # the relay right after a commit gives up fast; the sweep tries again
 
 log = logging.getLogger(__name__)
@@ -97,46 +98,48 @@ def relay_after_commit(*keys: str) -> dict[str, int]:
 
 def relay(keys: list[str] | None = None, *, limit: int = 500, timeout: float | None = None,
           now: datetime | None = None) -> dict[str, int]:
-    """Send pending outbox rows (only `keys` when given) to Prefect; each row sent is marked sent."""
+    """Send pending outbox rows (only `keys` when given) to Prefect, a chunk per request; mark them sent."""
     now = now or utcnow()
     query = select(OutboxEvent).where(OutboxEvent.sent_at.is_(None))
     if keys is not None:
         query = query.where(OutboxEvent.key.in_(keys))
     with session_scope() as session:
         rows = session.exec(query.order_by(OutboxEvent.id).limit(limit)).all()
-    counts: Counter = Counter()
-    for row in rows:
-        if not _claim(row.id, now):
-            counts["busy"] += 1  # another relay holds it
-            continue
+    claimed = [row for row in rows if _claim(row.id, now)]
+    counts: Counter = Counter({"busy": len(rows) - len(claimed)} if len(claimed) < len(rows) else {})
+    for start in range(0, len(claimed), CHUNK):
+        chunk = claimed[start:start + CHUNK]
+        ids = [row.id for row in chunk]
         try:
-            post_to_prefect(row, timeout)
-        except Exception as exc:  # any failure: the row stays pending for the next relay
-            _finish(row.id, sent_at=None, error=f"{type(exc).__name__}: {exc}"[:500])
-            counts["failed"] += 1
+            post_to_prefect(chunk, timeout)
+        except Exception as exc:  # any failure: the rows stay pending for the next relay
+            _finish(ids, sent_at=None, error=f"{type(exc).__name__}: {exc}"[:500])
+            counts["failed"] += len(chunk)
             continue
-        kill_point("events.after_send")  # Prefect has it, the row still says pending: sent again, same id
-        _finish(row.id, sent_at=utcnow(), error=None)
-        counts["sent"] += 1
+        kill_point("events.after_send")  # Prefect has them, the rows still say pending: sent again, same ids
+        _finish(ids, sent_at=utcnow(), error=None)
+        counts["sent"] += len(chunk)
     return dict(counts)
 
 
-def pending_since(now: datetime | None = None) -> tuple[int, datetime | None]:
+def pending_since() -> tuple[int, datetime | None]:
     """How many hand-offs wait to be relayed, and when the oldest was recorded."""
     with session_scope() as session:
-        rows = session.exec(select(OutboxEvent.created_at).where(OutboxEvent.sent_at.is_(None))
-                            .order_by(OutboxEvent.id)).all()
-    return len(rows), (rows[0] if rows else None)
+        waiting, oldest = session.execute(select(func.count(), func.min(OutboxEvent.created_at))
+                                          .where(OutboxEvent.sent_at.is_(None))).one()
+    return waiting, oldest
 
 
-def post_to_prefect(row: OutboxEvent, timeout: float | None = None) -> None:
-    """POST the row's event to the Prefect API; returns only once the server accepted it (204)."""
-    event = Event(id=uuid.UUID(row.event_id), event=row.event, occurred=utcnow(),
-                  resource=_resource(row.resource_kind, row.resource_id), payload=row.payload)
+def post_to_prefect(rows: list[OutboxEvent], timeout: float | None = None) -> None:
+    """POST the rows' events to the Prefect API in one request; returns once the server accepted them (204)."""
+    sent_at = utcnow()  # not the commit time: a trigger judges an event by when it occurred, and a late one
+    # stamped long ago could land outside the window Prefect keeps for it; the id already says which one it is
+    body = [Event(id=uuid.UUID(row.event_id), event=row.event, occurred=sent_at,
+                  resource=_resource(row.resource_kind, row.resource_id), payload=row.payload).model_dump(mode="json")
+            for row in rows]
     extra = {"timeout": timeout} if timeout else {}
     with get_client(sync_client=True) as client:
-        response = client.request("POST", "/events", json=[event.model_dump(mode="json")], **extra)
-        response.raise_for_status()
+        client.request("POST", "/events", json=body, **extra).raise_for_status()
 
 
 def _claim(row_id: int, now: datetime) -> bool:
@@ -148,7 +151,7 @@ def _claim(row_id: int, now: datetime) -> bool:
             .values(claimed_until=now + LEASE, attempts=OutboxEvent.attempts + 1)).rowcount == 1
 
 
-def _finish(row_id: int, *, sent_at: datetime | None, error: str | None) -> None:
+def _finish(row_ids: list[int], *, sent_at: datetime | None, error: str | None) -> None:
     with session_scope() as session:
-        session.execute(update(OutboxEvent).where(OutboxEvent.id == row_id)
+        session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(row_ids))
                         .values(sent_at=sent_at, claimed_until=None, last_error=error))

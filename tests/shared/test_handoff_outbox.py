@@ -34,11 +34,13 @@ class FakePrefect:
     def __init__(self):
         self.down = False
         self.received: list[tuple[str, str, dict]] = []
+        self.requests = 0
 
-    def post(self, row: OutboxEvent, timeout: float | None = None) -> None:
+    def post(self, rows: list[OutboxEvent], timeout: float | None = None) -> None:
+        self.requests += 1
         if self.down:
             raise httpx.ConnectError("All connection attempts failed")
-        self.received.append((row.event, row.event_id, dict(row.payload)))
+        self.received += [(row.event, row.event_id, dict(row.payload)) for row in rows]
 
 
 @pytest.fixture
@@ -121,6 +123,16 @@ def test_a_handoff_is_recorded_once_per_resource_or_per_occurrence():
     assert len({r.event_id for r in _outbox()}) == 3 and len(set(keys)) == 3
 
 
+def test_the_sweep_sends_what_piled_up_in_one_request_per_chunk(prefect):
+    prefect.down = True
+    for n in range(3):
+        submit_application(application(email=f"p{n}@firm{n}.example", website=f"https://firm{n}.example"))
+    assert prefect.requests == 3 and relay_events() == {"failed": 3, "waiting": 3}
+    prefect.down = False
+    assert relay_events() == {"sent": 3, "waiting": 0}
+    assert prefect.requests == 5 and len({e[1] for e in prefect.received}) == 3
+
+
 def test_two_relays_never_send_the_same_row_at_once(prefect):
     prefect.down = True
     submit_application(application())
@@ -175,7 +187,7 @@ def test_the_relay_posts_to_the_prefect_api_which_keeps_one_event_per_id():
     submit_application(application())  # the real relay right after the commit
     [row] = _outbox()
     assert row.sent_at is not None and row.attempts == 1 and row.last_error is None
-    events.post_to_prefect(row)  # a repeat of the same id is accepted, and stored once
+    events.post_to_prefect([row])  # a repeat of the same id is accepted, and stored once
     query = {"filter": {"id": {"id": [row.event_id]}, "occurred": {"since": "2020-01-01T00:00:00Z"}}}
     deadline = time.monotonic() + 60
     found: dict = {}

@@ -55,7 +55,7 @@ def test_an_event_id_sent_twice_fires_a_trigger_once():
             deadline = time.monotonic() + 90
             while True:  # the server loads new automations in the background: send until one fires
                 warm_up = _row(0)
-                events.post_to_prefect(warm_up)
+                events.post_to_prefect([warm_up])
                 try:
                     _wait_for(client, automation_id, warm_up.event_id, time.monotonic() + 5)
                     break
@@ -63,9 +63,9 @@ def test_an_event_id_sent_twice_fires_a_trigger_once():
                     if time.monotonic() > deadline:
                         raise
             twice, after = _row(1), _row(2)
-            events.post_to_prefect(twice)
-            events.post_to_prefect(twice)  # the relay's re-send after a crash: same id
-            events.post_to_prefect(after)
+            events.post_to_prefect([twice])
+            events.post_to_prefect([twice])  # the relay's re-send after a crash: same id
+            events.post_to_prefect([after])
             fired = _wait_for(client, automation_id, after.event_id, time.monotonic() + 60)
             assert fired.count(twice.event_id) == 1 and fired.count(after.event_id) == 1
         finally:
