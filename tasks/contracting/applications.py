@@ -24,9 +24,9 @@ from partnerflow.models import (
     session_scope,
 )
 from partnerflow.settings import get_settings
+from partnerflow.tasks.shared.addresses import website_refusal
 from partnerflow.tasks.shared.events import PARTNER_APPLIED, record, relay_after_commit
 from partnerflow.tasks.shared.identity import normalise_domain, normalise_email
-from partnerflow.tasks.shared.webfetch import website_refusal
 
 OPEN_STATUSES = (ApplicationStatus.RECEIVED, ApplicationStatus.PENDING_REVIEW, ApplicationStatus.APPROVED,
                  ApplicationStatus.CHANGES_REQUESTED)

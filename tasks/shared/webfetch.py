@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import ipaddress
 import re
 import socket
 import threading
@@ -33,6 +32,8 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 from charset_normalizer import from_bytes
+
+from partnerflow.tasks.shared.addresses import addresses_of, is_public_address
 
 DEFAULT_USER_AGENT = "PartnerflowBot/0.1 (+partner program discovery; obeys robots.txt)"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -122,58 +123,6 @@ def guess_decode(body: bytes) -> tuple[str, str] | None:
             guess = match
             break
     return str(guess), guess.encoding
-
-
-# Prefixes that carry or translate an IPv4 address inside IPv6: the embedded address could be internal.
-_TRANSLATED_V6 = tuple(ipaddress.ip_network(n) for n in (
-    "::/96",  # IPv4-compatible (deprecated)
-    "::ffff:0:0/96",  # IPv4-mapped
-    "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
-    "64:ff9b::/96",  # NAT64 well-known prefix
-    "64:ff9b:1::/48",  # NAT64 local-use prefix
-    "2002::/16",  # 6to4
-    "2001::/32",  # Teredo
-))
-
-
-def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True only for a globally routable unicast address; anything private, loopback, link-local,
-    unspecified, multicast, reserved, shared (CGNAT) or an IPv4 address wrapped in IPv6 is refused."""
-    if isinstance(address, ipaddress.IPv6Address) and any(address in net for net in _TRANSLATED_V6):
-        return False
-    return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified
-                                      or address.is_loopback or address.is_link_local or address.is_private)
-
-
-def _addresses(infos) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    seen = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if address not in seen:
-            seen.append(address)
-    return seen
-
-
-def website_refusal(url: str) -> str | None:
-    """Why a partner-supplied website must not be accepted (`private_address`), or None.
-
-    A name that does not resolve (yet) is accepted: the page check resolves and checks it again on
-    every fetch. Blocking: call it from sync code (a threadpool handler), not from an event loop.
-    """
-    current = url.strip() if "://" in url else "http://" + url.strip()
-    try:
-        parts = urlsplit(current)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return "invalid_url"
-    if not host:
-        return "invalid_url"
-    try:
-        infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return None
-    addresses = _addresses(infos)
-    return None if addresses and all(is_public_address(a) for a in addresses) else "private_address"
 
 
 class _Fetcher:
@@ -285,7 +234,7 @@ class _Fetcher:
             except (OSError, UnicodeError):
                 self.host_checked[host] = ("error", "connection_error")
             else:
-                addresses = _addresses(infos)
+                addresses = addresses_of(infos)
                 public = addresses and all(is_public_address(a) for a in addresses)
                 self.host_checked[host] = ("ip", str(addresses[0])) if public else ("error", "private_address")
         kind, value = self.host_checked[host]

@@ -11,7 +11,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
 
 from partnerflow.tasks.shared import webfetch
-from partnerflow.tasks.shared.webfetch import fetch_pages, is_public_address, website_refusal
+from partnerflow.tasks.shared.addresses import is_public_address, website_refusal
+from partnerflow.tasks.shared.webfetch import fetch_pages
 
 
 @pytest.fixture
