@@ -13,6 +13,8 @@ import typer
 
 from partnerflow.cli import app
 
+# Function-local imports: the CLI starts fast and loads the database and key code only when a command runs.
+
 keys_app = typer.Typer(no_args_is_help=True, help="Secret keys: list, add, re-encrypt, retire.")
 app.add_typer(keys_app, name="keys")
 
