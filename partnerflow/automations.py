@@ -9,15 +9,19 @@ an automation a person paused in the UI stays paused.
 
 1. Crash runs that stopped beating (CRASH_SILENT_RUNS). Every run sends a heartbeat every
    HEARTBEAT_SECONDS (30 s, deployments/__init__.py). After a run's Running event or a heartbeat,
-   the server expects another heartbeat, a terminal state or a suspension within WINDOW (90 s:
-   three beats); otherwise it marks the run Crashed (Prefect's "detect zombie flows" recipe).
+   the server expects another heartbeat, a terminal state or a suspension within WINDOW (5 min:
+   ten beats); otherwise it marks the run Crashed (Prefect's "detect zombie flows" recipe).
+   - Why ten beats and not three: a busy server can drop a live run's heartbeats for over a minute
+     (seen with 20 runs starting at once on a loaded machine). With 90 s such a run was crashed,
+     retried while still running, and then failed. Five minutes of silence is a dead process, and
+     nothing in a partner program needs it found sooner.
    - The Running event counts too, so a process that died before its first heartbeat went out is
      caught.
    - Suspended and Paused count as an answer: a run waiting for an approval form has no process
      and sends no heartbeat.
    - Prefect refuses Crashed after a terminal state, so a late heartbeat from a finished run
      changes nothing.
-   A dead run is marked Crashed 60 to about 95 s after its process died: WINDOW minus the time
+   A dead run is marked Crashed 4.5 to about 5 min after its process died: WINDOW minus the time
    since its last beat, plus up to 5 s for the server's periodic evaluation.
 
 2. Retry crashed runs that are safe to re-run (RETRY_CRASHED_RUNS). It reacts to
@@ -54,7 +58,7 @@ from partnerflow.deployments import HEARTBEAT_SECONDS, RETRY_ON_CRASH_TAG
 
 CRASH_SILENT_RUNS = "partnerflow: crash runs that stopped beating"
 RETRY_CRASHED_RUNS = "partnerflow: retry crashed runs that are safe to re-run"
-WINDOW = timedelta(seconds=3 * HEARTBEAT_SECONDS)
+WINDOW = timedelta(seconds=10 * HEARTBEAT_SECONDS)
 MAX_CRASH_RETRIES = 2
 
 _FLOW_RUNS = {"prefect.resource.id": "prefect.flow-run.*"}

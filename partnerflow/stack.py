@@ -84,7 +84,7 @@ def stack_env(settings: Settings, *, prefect_port: int, web_port: int) -> dict[s
         # Served deployments pick up new runs within ~1.6 s instead of ~10 s.
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        # Every run beats this often; the crash automation's window is three beats.
+        # Every run beats this often; the crash automation's window is ten beats.
         **HEARTBEAT_ENV,
     })
     return env

@@ -90,7 +90,7 @@ def _send_pending_events(timeout: float = 5) -> None:
     """Deliver the events this process has queued (heartbeats) before the run suspends.
 
     A heartbeat that reached the server after the Suspended state would start a new window of the
-    crash automation, and the waiting run would be marked Crashed 90 s later.
+    crash automation, and the waiting run would be marked Crashed when that window ends.
     """
     EventsWorker.drain_all(timeout=timeout, at_exit=False)
 

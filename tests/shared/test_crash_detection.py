@@ -75,7 +75,7 @@ def test_payout_batches_are_not_retried_after_a_crash_and_workers_beat_every_30_
     assert RETRY_ON_CRASH_TAG not in deployments["payout-batch"].tags
     assert RETRY_ON_CRASH_TAG not in deployments["payout-batch-monthly"].tags
 
-    # A worker started without the setting would beat every 180 s and look dead after 90 s.
+    # A worker started without the setting would beat only every 180 s, one late beat from looking dead.
     ids = deploy_to_pool("crash-test-pool", stage="payouts")
     with get_client(sync_client=True) as client:
         try:
