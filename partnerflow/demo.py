@@ -165,6 +165,7 @@ def _lifecycle(stack, settings) -> dict:
         import_conversions,
     )
     from partnerflow.models import (
+        Application,
         Contract,
         Partner,
         Payout,
@@ -193,8 +194,9 @@ def _lifecycle(stack, settings) -> dict:
 
     say("3. Application: a prospect signs up through the web app")
     response = httpx.post(f"{stack.web_url}/api/applications", json=APPLICANT, timeout=30)
-    response.raise_for_status()
-    application_id = response.json()["id"]
+    response.raise_for_status()  # a generic 202: the answer names no ids, our table does
+    with session_scope() as session:
+        application_id = session.exec(select(Application.id).where(Application.email == APPLICANT["email"])).one()
     say(f"   application {application_id} received; the partner.applied event starts the contracting deployment")
 
     say("4. Contracting: answering the approval form through Prefect's API, as a reviewer in the UI would")

@@ -27,6 +27,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 for _name in [n for n in os.environ if n.startswith("PARTNERFLOW_") and n not in (
         "PARTNERFLOW_VAR_DIR", "PARTNERFLOW_SECRET_KEY", "PARTNERFLOW_DATABASE_URL")]:
     del os.environ[_name]  # a developer's own settings must not change the tests
+# The stack tests apply many times from 127.0.0.1; tests of the limits set their own.
+os.environ["PARTNERFLOW_WEB_APPLY_LIMIT_PER_IP"] = "100000/minute"
 
 
 _PG_SERVER_URL = None

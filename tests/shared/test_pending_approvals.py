@@ -53,7 +53,7 @@ def test_twenty_pending_approvals_leave_other_deployments_running():
         for n in range(PENDING):  # affiliates are asked about; partner.applied starts contract-application
             form = application(email=f"owner{n}@site{n}.example", website=f"https://site{n}.example",
                                legal_name=f"Site {n} Media", partner_type="affiliate")
-            assert httpx.post(f"{stack.web_url}/api/applications", json=form, timeout=30).status_code == 201
+            assert httpx.post(f"{stack.web_url}/api/applications", json=form, timeout=30).status_code == 202
         deadline = time.monotonic() + 420
         while len(waiting_runs("contract-application")) < PENDING and time.monotonic() < deadline:
             time.sleep(1)

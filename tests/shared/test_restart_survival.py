@@ -114,7 +114,7 @@ def up(tmp_path):
 def test_a_pending_approval_survives_kill_9_of_every_process(up):
     up.start()
     applicant = application(partner_type="affiliate")  # affiliates are decided by a person
-    assert httpx.post(f"{up.web_url}/api/applications", json=applicant, timeout=30).status_code == 201
+    assert httpx.post(f"{up.web_url}/api/applications", json=applicant, timeout=30).status_code == 202
     with temporary_settings({PREFECT_API_URL: up.prefect_url + "/api"}):
         run = wait_for_waiting_run("contract-application", timeout=120)
 
