@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import os
 import signal
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -184,10 +185,11 @@ class DropsAfterData:
 
 def test_smtp_cut_after_data_is_never_resent_and_is_failed_by_the_sweep(configure):
     from aiosmtpd.controller import Controller  # a real SMTP server, only for this test
-    from test_mail_smtp import free_port  # the SMTP tests' helper
 
     server = DropsAfterData()
-    port = free_port()
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     controller = Controller(server, hostname="127.0.0.1", port=port)
     controller.start()
     try:
