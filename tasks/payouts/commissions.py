@@ -170,6 +170,7 @@ class Reversal:
     currency: str
     occurred_at: datetime
     original_id: int
+    original_kind: str
     original_minor: int
     commission_id: int
     partner_id: int
@@ -194,8 +195,9 @@ def unapplied_reversals(session: Session) -> list[Reversal]:
     applied = Commission.__table__.alias("applied")
     rows = session.execute(
         select(reversal.c.id, reversal.c.kind, reversal.c.amount_minor, reversal.c.currency, reversal.c.occurred_at,
-               original.c.id, original.c.amount_minor, Commission.id, Commission.partner_id, Commission.amount_minor,
-               Commission.currency, Commission.status, Commission.payout_id, Commission.payable_at, Commission.period)
+               original.c.id, original.c.kind, original.c.amount_minor, Commission.id, Commission.partner_id,
+               Commission.amount_minor, Commission.currency, Commission.status, Commission.payout_id,
+               Commission.payable_at, Commission.period)
         .join(original, original.c.id == reversal.c.reverses_id)
         .join(Commission, Commission.conversion_id == original.c.id)
         .outerjoin(applied, applied.c.conversion_id == reversal.c.id)
@@ -223,6 +225,9 @@ def apply_reversal(session: Session, r: Reversal, now: datetime, stats: dict[str
         session.execute(insert(Commission), [{**base, "amount_minor": 0, "status": CommissionStatus.CANCELLED,
                                               "rule": rule, "payable_at": r.payable_at}])
 
+    if r.original_kind in REVERSAL_KINDS:  # the intake refuses these; one stored otherwise gives nothing back
+        nothing(f"{r.kind} of a {r.original_kind} changes nothing")
+        return
     if r.commission_status == CommissionStatus.CANCELLED or r.commission_minor == 0:
         nothing(f"{r.kind} of a conversion that earned nothing")
         return

@@ -248,6 +248,10 @@ def _store(chunk: list[tuple[int, dict[str, Any]]], source: str, report: IngestR
                                                                  f"of source {source!r}"})
                     continue
                 original = session.get(Conversion, reverses_id)
+                if original.kind in REVERSALS:  # reversing a refund would pay its deduction back as earnings
+                    report.errors.append({"line": line, "error": f"a {v['kind']} must reverse what earned, not the "
+                                                                 f"{original.kind} {v['reverses']!r}"})
+                    continue
                 if original.currency != v["currency"]:  # its deduction would be booked in the wrong currency
                     report.errors.append({"line": line, "error": f"a {v['kind']} must be in the currency of the "
                                           f"conversion it reverses ({original.currency}), not {v['currency']}"})

@@ -26,7 +26,7 @@ def _commission_of(external_id: str) -> tuple[int, str, str] | None:
     return tuple(row) if row else None
 
 
-def test_refund_in_another_currency_than_its_sale_is_refused_at_intake():
+def test_refund_in_another_currency_than_its_sale_or_of_a_refund_is_refused_at_intake():
     make_partner(1)
     key = add_source("shop")
     client = TestClient(create_app())
@@ -37,11 +37,14 @@ def test_refund_in_another_currency_than_its_sale_is_refused_at_intake():
          "reverses": "s1"},
         {"external_id": "r2", "kind": "refund", "amount": "10.00", "currency": "USD", "occurred_at": "2026-01-12",
          "reverses": "s1"},
+        {"external_id": "r3", "kind": "reversal", "amount": "10.00", "currency": "USD", "occurred_at": "2026-01-13",
+         "reverses": "r2"},  # a refund of the refund would turn its deduction into earnings
     ]}
     report = client.post("/api/conversions", json=body, headers={"X-API-Key": key}).json()
     assert report["created"] == 2
-    assert report["errors"] == [{"index": 1, "error": "a refund must be in the currency of the conversion it "
-                                                      "reverses (USD), not EUR"}]
+    assert report["errors"] == [
+        {"index": 1, "error": "a refund must be in the currency of the conversion it reverses (USD), not EUR"},
+        {"index": 3, "error": "a reversal must reverse what earned, not the refund 'r2'"}]
     with session_scope() as s:
         assert sorted(s.execute(select(Conversion.external_id)).scalars()) == ["r2", "s1"]
 
@@ -109,3 +112,17 @@ def test_two_full_refunds_of_one_sale_take_its_commission_back_once():
     compute_commissions(now=after_lock(3))
     assert _commission_of("sc")[2] == "cancelled"
     assert [_commission_of(x)[:1] + _commission_of(x)[2:] for x in ("rc1", "rc2")] == [(0, "cancelled")] * 2
+
+
+def test_a_stored_reversal_of_a_refund_does_not_undo_its_deduction():
+    p = make_partner(1)
+    sale, = add_conversions([{"partner_id": p, "amount_minor": 20000, "external_id": "s"}])
+    refund, = add_conversions([{"partner_id": p, "kind": "refund", "reverses_id": sale, "amount_minor": 5000,
+                                "external_id": "r"}])
+    compute_commissions(now=after_lock())
+    assert _commission_of("r") == (-500, "USD", "payable")
+    add_conversions([{"partner_id": p, "kind": "reversal", "reverses_id": refund, "amount_minor": 5000,
+                      "external_id": "rr"}])
+    compute_commissions(now=after_lock())
+    assert _commission_of("r") == (-500, "USD", "payable")
+    assert _commission_of("rr") == (0, "USD", "cancelled")
