@@ -29,7 +29,7 @@ async def post_conversions(request: Request, x_api_key: str | None = Header(defa
     try:
         # A bare JSON number with a decimal point arrives as a float; the intake refuses it by name.
         body = json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise HTTPException(status_code=400, detail="the body is not JSON") from None
     records = body.get("conversions") if isinstance(body, dict) and "conversions" in body else [body]
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

@@ -161,3 +161,11 @@ def test_csv_with_an_overflowing_amount_keeps_the_rest_of_the_file(tmp_path):
                     "a4,3.00,USD,2026-01-02\n")
     report = import_csv(str(path), "csv")
     assert report.created == 2 and [e["line"] for e in report.errors] == [3, 4]
+
+
+def test_a_body_nested_too_deep_is_a_clear_400():
+    key = add_source("shop")
+    client = TestClient(create_app())
+    r = client.post("/api/conversions", content=b"[" * 100_000, headers={"X-API-Key": key,
+                                                                      "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"] == "the body is not JSON"
