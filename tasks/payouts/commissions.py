@@ -8,6 +8,9 @@ one partner-month at a time from the database, and the results stored:
   not yet in a payout is cancelled (full refund) or reduced by a negative adjustment proportional to
   the refunded amount (partial refund); once the original is in a payout, a negative commission is
   payable at once and is carried into the next batch (a balance below zero holds the payout).
+  A cancel that finds the commission taken by a batch meanwhile becomes a deduction; deductions of one
+  sale never add up to more than its commission; every row is in the sale's currency (a reversal in
+  another currency is converted at the rate of its day, and waits while that rate is missing).
 """
 
 from __future__ import annotations
