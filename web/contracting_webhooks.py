@@ -13,6 +13,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException
 
 from partnerflow.providers.errors import ProviderError
 from partnerflow.providers.esign.base import Inbound, WebhookRejected
@@ -30,6 +31,8 @@ async def _inbound(request: Request) -> Inbound:
     if request.headers.get("content-type", "").startswith(FORM_TYPES):
         try:
             fields = await request.form()
+        except HTTPException:  # e.g. the body limit's 413: answered as it is
+            raise
         except Exception:  # a broken multipart body
             raise WebhookRejected(400, "malformed callback") from None
         form = {key: value for key, value in fields.items() if isinstance(value, str)}

@@ -24,6 +24,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from partnerflow.models import (
     Message,
@@ -262,6 +263,8 @@ async def sendgrid_inbound(request: Request) -> JSONResponse:
         raise HTTPException(415, "expected multipart/form-data from Inbound Parse")
     try:
         form = await request.form()
+    except StarletteHTTPException:  # e.g. the body limit's 413: answered as it is
+        raise
     except Exception:
         raise HTTPException(400, "expected multipart/form-data from Inbound Parse") from None
     fields = {key: str(form.get(key) or "") for key in ("headers", "from", "text", "subject")}
