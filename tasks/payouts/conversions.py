@@ -286,7 +286,15 @@ def read_csv(text: str) -> Iterable[tuple[int, dict[str, Any]]]:
         return
     header = [(name or "").strip().lower() for name in reader.fieldnames]
     reader.fieldnames = header
-    for record in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            record = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a cell over the csv module's size limit: that row only is lost
+            yield reader.line_num + 1, {"__error__": f"unreadable row: {exc}"}
+            continue
         line = reader.line_num
         if None in record:  # more cells than the header has columns
             record.pop(None)

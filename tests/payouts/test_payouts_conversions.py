@@ -169,3 +169,14 @@ def test_a_body_nested_too_deep_is_a_clear_400():
     r = client.post("/api/conversions", content=b"[" * 100_000, headers={"X-API-Key": key,
                                                                       "Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["detail"] == "the body is not JSON"
+
+
+def test_csv_row_the_csv_reader_cannot_read_is_reported_and_the_rest_kept(tmp_path):
+    path = tmp_path / "conv.csv"
+    path.write_text("external_id,amount,currency,occurred_at,product\n"
+                    "a1,12.00,USD,2026-01-02,ok\n"
+                    f"a2,12.00,USD,2026-01-02,{'x' * 200_000}\n"  # over the csv module's cell limit
+                    "a3,3.00,USD,2026-01-02,ok\n")
+    report = import_csv(str(path), "csv")
+    assert report.created == 2
+    assert [e["line"] for e in report.errors] == [3] and "unreadable row" in report.errors[0]["error"]
