@@ -11,6 +11,7 @@ turns the first mistake into one `ConfigError` sentence naming the setting.
 from __future__ import annotations
 
 import functools
+import ipaddress
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,6 +40,8 @@ class WebSettings(EnvSettings):
     web_port: int = 8765
     # Largest request body (bytes) any route reads, webhooks included; a larger one gets 413 unread.
     web_max_body_bytes: int = Field(1_000_000, ge=1024)
+    # SendGrid Inbound Parse posts the whole reply, attachments included (SendGrid's own cap is 30 MB).
+    web_max_inbound_mail_bytes: int = Field(30_000_000, ge=1024)
     # Proxies whose X-Forwarded-For is believed (IP addresses or networks, comma-separated); empty: none,
     # the client address is the connection's.
     web_trusted_proxies: str = ""
@@ -49,6 +52,27 @@ class WebSettings(EnvSettings):
     # Applications accepted per client address and per email domain (limits' notation, ";" between rules).
     web_apply_limit_per_ip: str = "5/minute;20/hour"
     web_apply_limit_per_domain: str = "10/hour;50/day"
+
+    @field_validator("web_apply_limit_per_ip", "web_apply_limit_per_domain")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many  # only where web settings are read
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '5/minute;20/hour'") from None
+        return value
+
+    @field_validator("web_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
 
 class DiscoverySettings(EnvSettings):

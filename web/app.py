@@ -31,7 +31,8 @@ def create_app() -> FastAPI:
     for module in STAGE_ROUTES:
         app.include_router(module.router)
     # Outermost last: the headers go on every answer, the 413 included.
-    app.add_middleware(BodyLimit, max_bytes=web.web_max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=web.web_max_body_bytes,
+                       per_path={"/webhooks/sendgrid/inbound": web.web_max_inbound_mail_bytes})
     app.add_middleware(SafeHeaders)
     app.state.trusted_proxies = trusted_networks(web.web_trusted_proxies)
     app.state.apply_limits = RateLimits.from_settings(web, "apply")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from html import escape
 from typing import Any
 
@@ -21,6 +22,7 @@ from partnerflow.tasks.contracting.applications import (
 from partnerflow.web.pages import page
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 HONEYPOT = "homepage"  # a field hidden from people; whatever fills it is a robot
 
 
@@ -71,6 +73,7 @@ THANKS = ("<p>Thank you. If we can offer you a place in the program, you will he
           "if you applied before, there is nothing more to do.</p>")
 GENERIC_JSON = {"status": "received", "detail": "Thank you. We will reply by email."}
 TOO_MANY = "Too many applications from this network or email domain; please try again later."
+UNAVAILABLE = "We cannot take applications at the moment; please try again in a few minutes."
 
 
 def _receive(data: dict[str, Any]) -> None:
@@ -81,9 +84,14 @@ def _receive(data: dict[str, Any]) -> None:
         pass
 
 
-def _allowed(request: Request, data: dict[str, Any]) -> bool:
+def _allowed(request: Request, data: dict[str, Any]) -> bool | None:
+    """Within the limits? None when the counters cannot be reached (e.g. Redis is down): refused for now."""
     limits = request.app.state.apply_limits
-    return limits.allow(request, str(data.get("email") or ""))
+    try:
+        return limits.allow(request, str(data.get("email") or ""))
+    except Exception:  # the storage's own errors (redis, connection) vary by backend
+        log.exception("the /apply rate-limit counters cannot be reached")
+        return None
 
 
 @router.post("/apply", response_class=HTMLResponse)
@@ -92,8 +100,10 @@ async def apply_submit(request: Request) -> HTMLResponse:
     data: dict[str, Any] = {k: form.get(k) for k in form.keys()}
     data["channels"] = form.getlist("channels")
     data["promotional_methods"] = form.getlist("promotional_methods")
-    if not await run_in_threadpool(_allowed, request, data):
-        return page("Please try again later", f"<p>{TOO_MANY}</p>", 429)
+    allowed = await run_in_threadpool(_allowed, request, data)
+    if not allowed:
+        return page("Please try again later", f"<p>{TOO_MANY if allowed is False else UNAVAILABLE}</p>",
+                    429 if allowed is False else 503)
     if data.pop(HONEYPOT, None):  # only a robot fills a field nobody can see
         return page("Thank you", THANKS)
     try:
@@ -111,8 +121,10 @@ async def apply_api(request: Request) -> JSONResponse:
         return JSONResponse({"detail": "The body must be a JSON object."}, status_code=400)
     if not isinstance(data, dict):
         return JSONResponse({"detail": "The body must be a JSON object."}, status_code=400)
-    if not await run_in_threadpool(_allowed, request, data):
-        return JSONResponse({"detail": TOO_MANY}, status_code=429)
+    allowed = await run_in_threadpool(_allowed, request, data)
+    if not allowed:
+        return JSONResponse({"detail": TOO_MANY if allowed is False else UNAVAILABLE},
+                            status_code=429 if allowed is False else 503)
     if data.pop(HONEYPOT, None):
         return JSONResponse(GENERIC_JSON, status_code=202)
     try:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlmodel import func, select
 
 from partnerflow.models import Application, Partner, WebhookEvent, get_engine, session_scope
+from partnerflow.settings import ConfigError, check_settings, get_settings
 from partnerflow.tasks.contracting.applications import submit_application
 from partnerflow.tasks.contracting.policy import describe_for_reviewer, load_policy
 from partnerflow.web import contracting as web_contracting
@@ -184,3 +185,30 @@ def test_a_stuck_database_write_does_not_freeze_healthz(monkeypatch):
         writer.join(60)
     assert health.status_code == 200 and still_waiting
     assert answers["apply"].status_code == 200 and _count(Application) == 1
+
+
+def test_unreachable_rate_limit_counters_refuse_for_now_and_store_nothing(configure):
+    configure(web_rate_limit_storage="redis://127.0.0.1:1")  # nothing listens there
+    client = TestClient(create_app())
+    html = client.post("/apply", data=_form())
+    api = client.post("/api/applications", json=application())
+    assert html.status_code == api.status_code == 503 and "try again" in api.json()["detail"]
+    assert _count(Application) == 0
+
+
+@pytest.mark.parametrize("name, value", [("web_apply_limit_per_ip", "lots"),
+                                         ("web_trusted_proxies", "10.0.0.1, proxy")])
+def test_wrong_web_settings_are_one_sentence_at_start(configure, name, value):
+    configure(**{name: value})
+    with pytest.raises(ConfigError, match=f"PARTNERFLOW_{name.upper()}"):
+        check_settings(get_settings())
+
+
+def test_inbound_mail_has_its_own_larger_body_limit(configure):
+    configure(web_max_body_bytes=2048, web_max_inbound_mail_bytes=20_000)
+    client = TestClient(create_app())
+    body = b"x" * 5000
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert client.post("/webhooks/sendgrid/inbound", content=body, headers=headers).status_code != 413
+    assert client.post("/webhooks/sendgrid/inbound", content=body * 5, headers=headers).status_code == 413
+    assert client.post("/webhooks/stripe", content=body, headers=headers).status_code == 413
