@@ -21,6 +21,7 @@ from partnerflow.models.payouts import (
     PayoutBatchStatus,
     PayoutStatus,
 )
+from partnerflow.secrets import mask
 from partnerflow.settings import get_settings
 from partnerflow.tasks.shared.mail import deliver
 from partnerflow.tasks.shared.money import format_money
@@ -86,7 +87,7 @@ def mark_payout_needs_review(payout_id: int, reason: str, evidence: dict[str, An
     The commissions stay attached to the payout, so no later batch pays them; nothing is sent again.
     Idempotent: True only the first time; the team mail is sent once (key payout-review:{id}).
     """
-    evidence = {k: str(v) for k, v in (evidence or {}).items()}
+    evidence = {k: _shown(k, v) for k, v in (evidence or {}).items()}
     with session_scope() as session:
         result = session.execute(
             update(Payout).where(Payout.id == payout_id, Payout.status.in_(OPEN_PAYOUT))
@@ -106,6 +107,18 @@ def mark_payout_needs_review(payout_id: int, reason: str, evidence: dict[str, An
                     "evidence": evidence,
                 })
     return changed
+
+
+# Payout details are encrypted at rest: evidence that names them (kept in the audit log, mailed) shows them masked.
+_DETAILS = ("destination", "receiver", "iban", "email", "account")
+
+
+def _shown(name: str, value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_shown(k, v)}" for k, v in value.items())
+    if any(d in name.lower() for d in _DETAILS):
+        return mask(str(value))
+    return str(value)
 
 
 def resolve_payout(payout_id: int, *, paid: bool, actor: str, note: str = "") -> Payout:

@@ -17,8 +17,9 @@ from partnerflow.models import Payout, session_scope
 from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.payout import PayoutRail
+from partnerflow.providers.payout.bank_reports import BankOutcome, read_bank_report
 from partnerflow.providers.payout.base import RailResult, RailState
-from partnerflow.providers.payout.sepa import BankOutcome, end_to_end_id, read_bank_report
+from partnerflow.providers.payout.sepa import end_to_end_id
 from partnerflow.tasks.payouts.execution import instruction_for
 from partnerflow.tasks.payouts.outcomes import (
     finish_batch,
@@ -82,9 +83,9 @@ def poll_paypal(*, rail: PayoutRail | None = None, limit: int = 1000) -> dict[st
             log.warning("PayPal status for payout %s unknown for now: %s", payout_id, exc.reason)
             counts["unknown"] += 1
             continue
-        held = RailResult(status.state, ref, held={"amount": " ".join(status.amount)} if status.amount else {})
-        if getattr(status, "receiver", ""):
-            held.held["receiver"] = status.receiver
+        amount, receiver = getattr(status, "amount", None), getattr(status, "receiver", "")
+        held = RailResult(status.state, ref, held={**({"amount": " ".join(amount)} if amount else {}),
+                                                   **({"receiver": receiver} if receiver else {})})
         problem = rail.mismatch(instruction, held)
         if problem:  # PayPal pays another amount or person than we asked: never paid nor failed by a poll
             mark_payout_needs_review(payout_id, problem, {"payout_batch_id": ref, **held.held}, actor="paypal")

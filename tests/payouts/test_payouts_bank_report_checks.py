@@ -6,7 +6,8 @@ from factories import make_payout, partner_with_payout_details, payout_row
 from sqlmodel import select
 
 from partnerflow.models import Commission, session_scope
-from partnerflow.providers.payout.sepa import end_to_end_id, read_bank_report
+from partnerflow.providers.payout.bank_reports import read_bank_report
+from partnerflow.providers.payout.sepa import end_to_end_id
 from partnerflow.tasks.payouts.reconcile import import_bank_report
 
 

@@ -85,6 +85,7 @@ def test_a_transfer_that_differs_from_ours_needs_review_and_keeps_its_commission
         assert s.get(PayoutBatch, batch_id).status == "approved"  # open until a person decides
         [entry] = s.exec(select(AuditLog).where(AuditLog.action == "payout.needs_review")).all()
         assert entry.subject_id == str(odd.id) and "evidence" in entry.details
+        assert "acct_" not in json.dumps(entry.details)  # payout details are shown masked, never in clear
     mails = [p.read_text() for p in outbox.glob("*.eml")]
     assert any(f"Payout {odd.id} to" in m and "needs a person" in m for m in mails)
     assert collect_status()["payouts_needing_review"] == 1
