@@ -175,9 +175,10 @@ class _Fetcher:
         if not self.allow_private:
             # Connect to the address we checked; the name still goes in Host and in TLS (SNI, certificate).
             address = await self._checked_address(parts.hostname or "", parts.port or _default_port(parts.scheme))
-            request_url = str(httpx.URL(url).copy_with(host=address))
-            headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
-            extensions["sni_hostname"] = parts.hostname
+            named = httpx.URL(url)
+            request_url = str(named.copy_with(host=address, username=None, password=None))
+            headers["Host"] = named.netloc.decode("ascii")  # IDNA-encoded name (and port), no credentials
+            extensions["sni_hostname"] = named.raw_host.decode("ascii")
         await self._slot(parts.hostname or "")
 
         async def run():
