@@ -107,8 +107,11 @@ def _decide(session: Session, batch: _Batch, enrollment_ids: list[int]) -> dict[
     keys = [message_key(e.id, e.current_step) for e, _ in rows]
     existing = {m.idempotency_key: m for m in session.exec(
         select(Message).where(Message.idempotency_key.in_(keys))).all()} if keys else {}
-    cap = DailyCap(session, batch.now)
     definitions: dict[int, dict[str, Any]] = {}
+    default_sender = get_settings().mail.sender_email
+    senders = {(_definition(session, e.sequence_id, definitions).get("sender") or {}).get("email") or default_sender
+               for e, _ in rows}
+    cap = DailyCap(session, batch.now, senders)  # held until _record_intents commits this batch's messages
     for enrollment, prospect in rows:
         definition = _definition(session, enrollment.sequence_id, definitions)
         step, now, stats = enrollment.current_step, batch.now, batch.stats
@@ -140,7 +143,7 @@ def _decide(session: Session, batch: _Batch, enrollment_ids: list[int]) -> dict[
             stats["step_skipped"] += 1
             continue
         sender = definition.get("sender") or {}
-        if prior is None and not cap.take(sender.get("email") or get_settings().mail.sender_email):
+        if prior is None and not cap.take(sender.get("email") or default_sender):
             batch.release[enrollment.id] = {"next_due_at": tomorrow(now)}
             stats["deferred_daily_cap"] += 1
             continue

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func
+from sqlalchemy import false, func, text, update
 from sqlmodel import Session, select
 
 from partnerflow.models import Message, MessageStatus
+from partnerflow.models.engine import is_postgres
 from partnerflow.settings import get_settings
 
 KIND = "outreach"
@@ -63,13 +66,27 @@ def _sent_today(session: Session, sender: str, now: datetime, cap: int) -> int:
     return session.exec(select(func.count()).select_from(today)).one()
 
 
-class DailyCap:
-    """What is left of today's cap per sender, counted once per batch and then kept in memory."""
+def hold_cap(session: Session, senders: Iterable[str]) -> None:
+    """Hold these senders' daily caps until the session's transaction ends: the caller counts what was sent
+    today and inserts its messages in that transaction, so two workers never both spend the same remainder."""
+    if is_postgres():
+        for sender in sorted(set(senders)):  # one order everywhere: two batches never wait on each other in a ring
+            key = int.from_bytes(hashlib.sha256(f"daily-cap:{sender}".encode()).digest()[:8], "big", signed=True)
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    elif senders:  # SQLite: a write, even of nothing, takes the database's one write lock until commit
+        session.execute(update(Message).where(false()).values(status=Message.status))
 
-    def __init__(self, session: Session, now: datetime):
+
+class DailyCap:
+    """What is left of today's cap per sender, counted once per batch and then kept in memory.
+
+    Pass the batch's `senders` to hold their caps (hold_cap) until the batch's messages are inserted."""
+
+    def __init__(self, session: Session, now: datetime, senders: Iterable[str] = ()):
         self.session, self.now = session, now
         self.cap = get_settings().outreach.daily_send_cap
         self.left: dict[str, int] = {}
+        hold_cap(session, list(senders))
 
     def take(self, sender: str) -> bool:
         """Use one of `sender`'s messages for today; False when the cap is reached."""

@@ -13,7 +13,7 @@ from sqlmodel import select
 from partnerflow.models import Message, Prospect, session_scope
 from partnerflow.models.outreach import Enrollment
 from partnerflow.providers.email import SendOutcome
-from partnerflow.tasks.outreach import batch, claims
+from partnerflow.tasks.outreach import batch, claims, pacing
 from partnerflow.tasks.outreach.batch import process_batch, send_due
 from partnerflow.tasks.outreach.claims import SendRun
 from partnerflow.tasks.outreach.enrollment import enroll
@@ -150,3 +150,38 @@ def test_a_stale_run_whose_lease_ran_out_sends_nothing_and_the_new_owner_sends_o
     with session_scope() as session:
         assert {m.status for m in session.exec(select(Message)).all()} == {"sent"}
         assert {e.current_step for e in session.exec(select(Enrollment)).all()} == {1}
+
+
+def test_two_workers_deciding_at_once_never_send_past_the_daily_cap(configure, monkeypatch, on_postgres):
+    configure(outreach_batch_size=10, daily_send_cap=5)
+    _enrolled(20)
+    provider = RecordingProvider(idempotent=False)
+    both_counted = threading.Barrier(2)
+    count = pacing._sent_today
+
+    def count_then_let_the_other_count_too(*args):
+        counted = count(*args)
+        try:  # without the cap held, both workers count 0 sent today here and each spends the whole cap
+            both_counted.wait(timeout=5)
+        except threading.BrokenBarrierError:  # the other worker waits for the cap this one holds
+            pass
+        return counted
+
+    monkeypatch.setattr(pacing, "_sent_today", count_then_let_the_other_count_too)
+    results, errors = [], []
+
+    def worker():
+        try:
+            run = SendRun(10, MONDAY_NOON)
+            results.append(process_batch(run.claim(), run.token, run.now, provider))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert sum(provider.sent.values()) == 5
+    assert sum(r.get("deferred_daily_cap", 0) for r in results) == 15
