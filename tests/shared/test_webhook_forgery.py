@@ -37,6 +37,7 @@ CASES = ("no_signature", "wrong_signature", "wrong_secret", "empty_secret", "sta
 NON_ASCII = "é€ü"
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 INBOUND_TOKEN = "inbound-token-0123456789abcdef"
+INBOUND_LIMIT = 2_000_000
 
 
 def snapshot() -> dict[str, list[tuple]]:
@@ -46,8 +47,8 @@ def snapshot() -> dict[str, list[tuple]]:
             select(table).order_by(*table.primary_key.columns))] for table in SQLModel.metadata.sorted_tables}
 
 
-def huge() -> bytes:
-    return b"x" * (get_settings().web.web_max_body_bytes + 1)
+def huge(limit: int | None = None) -> bytes:
+    return b"x" * ((limit or get_settings().web.web_max_body_bytes) + 1)
 
 
 class Hook:
@@ -161,6 +162,7 @@ class SendgridInbound(Hook):
     unsupported = {"stale_timestamp": "Inbound Parse posts carry no timestamp; a replay is stored once by digest"}
 
     def setup(self):
+        self.configure(web_max_inbound_mail_bytes=INBOUND_LIMIT)  # mail with attachments has its own limit
         self.secure()
         sent_outreach()
 
@@ -187,7 +189,7 @@ class SendgridInbound(Hook):
             return b"--b\r\nContent-Disposition: form-data\r\n\r\nno name\r\n", {
                 "Content-Type": "multipart/form-data; boundary=b"}
         if case == "huge_body":
-            return huge(), headers
+            return huge(INBOUND_LIMIT), headers
         if case == "wrong_content_type":
             return json.dumps({"from": "a@example.com"}).encode(), {"Content-Type": "application/json"}
         return body, headers
