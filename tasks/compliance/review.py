@@ -13,6 +13,7 @@ from partnerflow.models.compliance import ACTIVE_STATUSES, Finding, FindingActio
 from partnerflow.tasks.compliance.actions import apply_action
 from partnerflow.tasks.compliance.findings import POLICY
 from partnerflow.tasks.compliance.policy import NO_ACTION, load_policy
+from partnerflow.tasks.shared.markdown import md_text
 
 
 class FindingDecision(RunInput):
@@ -44,23 +45,27 @@ def findings_to_review(partner_id: int, policy: dict) -> tuple[Partner | None, l
 
 
 def review_description(partner: Partner, rows: list[Finding]) -> str:
-    """The Markdown above the form: the partner, then each finding with its evidence."""
-    lines = [f"## Compliance review: {partner.legal_name} (partner #{partner.id}, {partner.email}, "
-             f"{partner.country or 'country unknown'}, stage {partner.stage})", ""]
+    """The Markdown above the form: the partner, then each finding with its evidence.
+
+    Names, addresses and excerpts come from the partner and their pages, so they are escaped.
+    """
+    lines = [f"## Compliance review: {md_text(partner.legal_name)} (partner #{partner.id}, {md_text(partner.email)}, "
+             f"{md_text(partner.country or 'country unknown')}, stage {partner.stage})", ""]
     for f in rows:
         ev = f.evidence or {}
-        lines += [f"### #{f.id} {f.title}", f"- **rule** `{f.rule}` · **severity** {f.severity} · **status** {f.status}"
+        lines += [f"### #{f.id} {md_text(f.title)}",
+                  f"- **rule** `{f.rule}` · **severity** {f.severity} · **status** {f.status}"
                   + (" · **holds payouts**" if f.blocking else "")]
         if f.url:
-            lines.append(f"- **page** {f.url}")
+            lines.append(f"- **page** {md_text(f.url)}")
         if ev.get("reason"):
-            lines.append(f"- **why** {ev['reason']}")
+            lines.append(f"- **why** {md_text(ev['reason'])}")
         for key in ("excerpt", "first_link_excerpt", "disclosure_excerpt"):
             if ev.get(key):
-                lines.append(f"- **{key.replace('_', ' ')}**: > {ev[key]}")
+                lines.append(f"- **{key.replace('_', ' ')}**: {md_text(ev[key])}")
         for m in (ev.get("matches") or [])[:3]:
-            lines.append(f"- **list entry** {m.get('name')} (#{m.get('ent_num')}, {m.get('program')}), "
-                         f"score {m.get('score')}: {m.get('reason')}")
+            lines.append(f"- **list entry** {md_text(m.get('name'))} (#{md_text(m.get('ent_num'))}, "
+                         f"{md_text(m.get('program'))}), score {md_text(m.get('score'))}: {md_text(m.get('reason'))}")
         lines.append("")
     lines += ["**Choose**: `withhold_payouts` (hold payouts until resolved), `suspend_partner`, "
               "`notify_partner` (templated mail asking for a fix), or `dismiss` (give the reason). "
