@@ -34,6 +34,7 @@ def _register() -> None:
         contracting,
         discovery,
         keys,
+        onboarding,
         outreach,
         payouts,
         payouts_reconcile,

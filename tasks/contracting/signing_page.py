@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from partnerflow.models import Contract, Partner, SignatureRequest, session_scope, utcnow
 from partnerflow.providers.esign.builtin import signed_copy
-from partnerflow.secrets import token_hash
+from partnerflow.secrets import token_hashes
 from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.documents import contract_html
 from partnerflow.tasks.contracting.signing import BUILTIN, complete_signature, contract_document, signing_base
@@ -21,7 +21,7 @@ CONSENT = ("I agree to sign this agreement electronically, and my typed name bel
 def find_by_token(token: str) -> tuple[SignatureRequest, Contract, Partner] | None:
     """The built-in request a signing link points to, with its contract and partner."""
     with session_scope() as session:
-        row = session.exec(select(SignatureRequest).where(SignatureRequest.token_hash == token_hash(token))).first()
+        row = session.exec(select(SignatureRequest).where(SignatureRequest.token_hash.in_(token_hashes(token)))).first()
         if row is None or row.provider != BUILTIN:
             return None
         contract = session.get(Contract, row.contract_id)

@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from partnerflow.models import Partner, audit, session_scope, utcnow
 from partnerflow.models.onboarding import Onboarding, TaxFormStatus
-from partnerflow.secrets import encrypt, mask, token_hash
+from partnerflow.secrets import encrypt, mask, token_hashes
 from partnerflow.settings import get_settings
 from partnerflow.tasks.shared.identity import normalise_email
 from partnerflow.tasks.shared.mail import deliver
@@ -104,7 +104,7 @@ def validate_payout(data: dict[str, Any]) -> tuple[dict[str, str], str, dict[str
 
 def find_onboarding(token: str) -> Onboarding | None:
     with session_scope() as session:
-        return session.exec(select(Onboarding).where(Onboarding.token_hash == token_hash(token))).first()
+        return session.exec(select(Onboarding).where(Onboarding.token_hash.in_(token_hashes(token)))).first()
 
 
 class LinkUsed(PermissionError):

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from partnerflow.models import Conversion, Partner, session_scope, utcnow
 from partnerflow.models.payouts import ConversionKind, ConversionSource
-from partnerflow.secrets import new_token, token_hash
+from partnerflow.secrets import new_token, token_hash, token_hashes
 from partnerflow.tasks.shared.money import check_currency, to_minor
 
 KINDS = tuple(ConversionKind)
@@ -80,7 +80,7 @@ def source_for_key(api_key: str | None) -> str | None:
         return None
     with session_scope() as session:
         row = session.execute(select(ConversionSource).where(
-            ConversionSource.api_key_hash == token_hash(api_key.strip()), ConversionSource.active.is_(True))
+            ConversionSource.api_key_hash.in_(token_hashes(api_key.strip())), ConversionSource.active.is_(True))
         ).scalars().first()
         return row.name if row else None
 
