@@ -11,7 +11,10 @@ Inert unless BOTH environment variables are set, so it cannot be switched on by 
 Kill points in use:
 - payouts.before_call   a payout is claimed (status `sending`, key recorded), the rail not yet called;
 - payouts.after_accept  the rail accepted the payout, we have not recorded it;
-- payouts.after_record  a chunk of payouts is recorded paid, the next chunk not started.
+- payouts.after_record  a chunk of payouts is recorded paid, the next chunk not started;
+- mail.after_send       the mail provider was called, our row still says `sending`;
+- events.before_relay   a hand-off is committed in the outbox, not yet sent to Prefect;
+- events.after_send     Prefect accepted the hand-offs, their rows are not yet marked sent.
 """
 
 from __future__ import annotations
