@@ -3,7 +3,8 @@ and a person's review of serious findings.
 
 - `check_compliance(partner_id=None)`: all active partners (or one), each check a task over a batch;
   records findings without duplicates, resolves fixed ones, applies the policy's automatic actions,
-  emits `compliance.finding` for partners with findings a person must review, writes a report artifact.
+  hands off `compliance.finding` (outbox) for partners with undecided findings a person must review,
+  writes a report artifact.
 - `review_findings(partner_id)`: pauses with a typed form (withhold payouts, suspend, notify, dismiss).
 - `rescreen_sanctions()`: re-screens every partner when the sanctions list changed (by checksum).
 """
@@ -16,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from partnerflow.models.compliance import FindingAction
 from partnerflow.settings import get_settings
 from partnerflow.tasks.compliance import runs
-from partnerflow.tasks.compliance.actions import apply_action, auto_actions, partners_to_review
+from partnerflow.tasks.compliance.actions import apply_action, auto_actions, request_reviews
 from partnerflow.tasks.compliance.fraud import check_fraud
 from partnerflow.tasks.compliance.pages import check_pages
 from partnerflow.tasks.compliance.policy import load_policy
@@ -29,17 +30,14 @@ from partnerflow.tasks.compliance.review import (
 )
 from partnerflow.tasks.compliance.sanctions import list_for_run, record_list_version, screen_partners
 from partnerflow.tasks.compliance.sanctions_list import load_sanctions_list
-from partnerflow.tasks.shared import events
 from partnerflow.tasks.shared.approvals import ask_person
 
 
-def act_on_new_findings(opened: list[int], policy: dict) -> tuple[dict[str, list[int]], list[int]]:
-    """The policy's automatic actions on new findings; partners with serious ones go to a person's review."""
-    auto = auto_actions(opened, policy)
-    review = partners_to_review(opened, policy)
-    for partner_id in review:
-        events.emit(events.COMPLIANCE_FINDING, "partner", partner_id, {"partner_id": partner_id})
-    return auto, review
+def act_on_new_findings(opened: list[int], policy: dict, partner_id: int | None = None
+                        ) -> tuple[dict[str, list[int]], list[int]]:
+    """The policy's automatic actions on new findings; partners with serious undecided ones go to a
+    person's review (through the outbox, once per set of findings)."""
+    return auto_actions(opened, policy), request_reviews(policy, partner_id)
 
 
 @flow(name="check-compliance")
@@ -61,7 +59,7 @@ def check_compliance(partner_id: int | None = None) -> dict:
             runs.add(screened, part)
     if sdn is not None:
         totals["sanctions"] += screening_line(screened)
-    totals["auto"], totals["review"] = act_on_new_findings(totals["opened"], policy)
+    totals["auto"], totals["review"] = act_on_new_findings(totals["opened"], policy, partner_id)
     run = runs.finish_run(run.id, totals)
     create_markdown_artifact(compliance_report(run, totals, previous), key="compliance-report",
                              description=f"Compliance report ({run.scope})")

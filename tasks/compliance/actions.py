@@ -3,10 +3,16 @@ partners a person must review."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
+from sqlmodel import select
+
 from partnerflow.models import Partner, session_scope
 from partnerflow.models.compliance import ACTIVE_STATUSES, Finding, FindingAction, FindingStatus
+from partnerflow.models.events import OutboxEvent
 from partnerflow.tasks.compliance import findings as store
 from partnerflow.tasks.compliance.findings import POLICY
+from partnerflow.tasks.shared import events
 from partnerflow.tasks.shared.mail import deliver
 
 FIX_DAYS = 14  # how long the notice gives the partner to fix their page
@@ -73,9 +79,32 @@ def auto_actions(opened: list[int], policy: dict) -> dict[str, list[int]]:
     return done
 
 
-def partners_to_review(finding_ids: list[int], policy: dict) -> list[int]:
-    """Partners with a still active finding among these of a severity the policy asks a person about."""
+def request_reviews(policy: dict, partner_id: int | None = None) -> list[int]:
+    """Hand every partner (or this one) with undecided findings the policy asks a person about to a
+    review, once per set of findings; returns the partners newly handed off.
+
+    Read from the findings, not from this run's new ones: a run that died after recording its
+    findings would otherwise never ask, since its re-run finds nothing new. The hand-off goes through
+    the outbox in one transaction, keyed by the set, so a re-run or a second run asks nothing twice.
+    """
     ask = set(policy["actions"].get("ask_person", []))
+    undecided: dict[int, list[int]] = defaultdict(list)
     with session_scope() as session:
-        rows = [session.get(Finding, i) for i in finding_ids]
-    return sorted({r.partner_id for r in rows if r and r.severity in ask and r.status in ACTIVE_STATUSES})
+        query = select(Finding.partner_id, Finding.id).where(
+            Finding.status.in_(ACTIVE_STATUSES), Finding.severity.in_(ask),
+            Finding.decided_by.is_(None) | (Finding.decided_by == POLICY))
+        if partner_id is not None:
+            query = query.where(Finding.partner_id == partner_id)
+        for pid, fid in session.exec(query.order_by(Finding.partner_id, Finding.id)).all():
+            undecided[pid].append(fid)
+        asked, keys = [], []
+        for pid, ids in undecided.items():
+            occurrence = "-".join(map(str, ids))
+            key = events.outbox_key(events.COMPLIANCE_FINDING, "partner", pid, occurrence)
+            if session.exec(select(OutboxEvent.id).where(OutboxEvent.key == key)).first() is None:
+                keys.append(events.record(session, events.COMPLIANCE_FINDING, "partner", pid, {"partner_id": pid},
+                                          occurrence=occurrence))
+                asked.append(pid)
+    if keys:
+        events.relay_after_commit(*keys)
+    return asked
