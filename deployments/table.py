@@ -128,7 +128,7 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     # hand-offs and mail every stage shares
     Deployment("relay-events", "shared", "handoffs:relay_events",
                "Send hand-off events (partner.applied, contract.signed, ...) recorded but not yet relayed to Prefect.",
-               cron="* * * * *", concurrency_limit=1, retry_on_crash=True),
+               cron="*/5 * * * *", concurrency_limit=1, retry_on_crash=True),
     Deployment("settle-unconfirmed-mail", "shared", "mail_sweeps:sweep_unconfirmed_mail",
                "Settle one-off mail whose send was never confirmed, or mark it failed and tell the team (never "
                "re-sent).", cron="*/15 * * * *", concurrency_limit=1, retry_on_crash=True),

@@ -1,4 +1,7 @@
-"""Flow `relay_events` (every minute): hand-offs recorded in the outbox but not yet sent to Prefect.
+"""Flow `relay_events` (every 5 minutes): hand-offs recorded in the outbox but not yet sent to Prefect.
+
+The relay right after each commit is the usual path; this sweep catches what it missed, and runs
+only every 5 minutes because each run starts a process.
 
 A stage records its hand-off event (`partner.applied`, `contract.signed`, ...) in the same
 transaction as its state change and relays it right after the commit. When that relay failed

@@ -4,7 +4,7 @@ A hand-off goes through an outbox (models/events.py): `record()` writes the even
 caller's transaction, so it exists exactly when the state change it announces does. `relay()`
 sends pending rows to Prefect and marks them sent: right after the commit for the caller's own
 rows (`relay_after_commit`: one quick try, it must not hold up a web request), and from the
-`relay-events` sweep every minute for whatever is left, with Prefect's client retries.
+`relay-events` sweep every 5 minutes for whatever is left, with Prefect's client retries.
 
 Each row has one Prefect event id, derived from its key, on every send. Prefect's server drops
 an event id it has already seen (its publisher remembers ids for 5 minutes, its triggers for 30,

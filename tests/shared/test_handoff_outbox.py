@@ -204,6 +204,6 @@ def test_the_relay_and_the_mail_sweep_are_deployed_on_their_schedules():
 
     found = {d.name: d for d in all_deployments("shared")}
     assert found["relay-events"].entrypoint == "partnerflow.flows.handoffs.relay_events"
-    assert found["relay-events"].schedules[0].schedule.cron == "* * * * *"
+    assert found["relay-events"].schedules[0].schedule.cron == "*/5 * * * *"
     assert found["settle-unconfirmed-mail"].entrypoint == "partnerflow.flows.mail_sweeps.sweep_unconfirmed_mail"
     assert found["settle-unconfirmed-mail"].schedules[0].schedule.cron == "*/15 * * * *"
