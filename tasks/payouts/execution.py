@@ -83,12 +83,13 @@ class Work:
 def execute_batch(batch_id: int, *, rail: PayoutRail | None = None,
                   lease_seconds: int | None = None) -> dict[str, int]:
     """Pay every approved payout of the batch through the rail, exactly once. Safe to re-run and to run twice."""
-    rail = rail or payout_rail()
     lease = get_settings().payouts.payout_claim_lease_seconds if lease_seconds is None else lease_seconds
     with session_scope() as session:
         batch = session.get(PayoutBatch, batch_id)
         if batch is None or batch.status not in PAYABLE_BATCH:
             raise ValueError(f"payout batch {batch_id} is not approved (status {getattr(batch, 'status', None)})")
+        # The rail the batch was built (and its payouts recorded) for, even if the setting changed since.
+        rail = rail or payout_rail((batch.summary or {}).get("rail"))
     counts: dict[str, int] = defaultdict(int)
     after_id = 0  # one pass in id order: a payout that must wait (retry, ambiguous) is tried on the next run
     while True:

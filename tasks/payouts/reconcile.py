@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from partnerflow.models import Payout, session_scope
+from partnerflow.models import Payout, PayoutBatch, session_scope
 from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.payout import PayoutRail
@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 
 def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[str, int]:
     """Ask the rail about the batch's payouts still processing (webhooks normally confirm them first)."""
-    rail = rail or payout_rail()
     counts: dict[str, int] = defaultdict(int)
     with session_scope() as session:
+        if rail is None:  # the rail the batch was built for, even if the setting changed since
+            rail = payout_rail((session.get(PayoutBatch, batch_id).summary or {}).get("rail"))
         payouts = session.exec(select(Payout).where(
             Payout.batch_id == batch_id, Payout.status == PayoutStatus.PROCESSING)).all()
         rows = [(p.id, p.idempotency_key, p.provider_ref, instruction_for(session, p)) for p in payouts]

@@ -114,3 +114,15 @@ def test_within_the_window_the_same_sender_batch_id_is_sent_again(paypal):
         payout = s.get(Payout, payout_id)
         assert payout.status == "processing" and payout.provider_ref
     assert len(paypal.items_for(payout.idempotency_key)) == 1
+
+
+def test_a_batch_is_paid_through_the_rail_it_was_built_for_even_after_the_setting_changed(configure):
+    partner = make_partner(1)
+    add_conversions([{"partner_id": partner, "amount_minor": 30000, "external_id": "s1"}])
+    compute_commissions(now=after_lock())
+    batch_id = engine.build_batch(after_lock())  # built for the ledger rail
+    engine.decide_batch(batch_id, approve=True, actor="test")
+    configure(payout_rail="stripe", stripe_api_key="sk_test_unused", stripe_api_host="http://127.0.0.1:9")
+    assert execute_batch(batch_id) == {"paid": 1}
+    with session_scope() as s:
+        assert len(s.exec(select(LedgerTransfer)).all()) == 1
