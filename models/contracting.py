@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -49,6 +50,13 @@ class SignatureStatus(StrEnum):
 OPEN_SIGNATURE_STATUSES = (SignatureStatus.PENDING, SignatureStatus.SENT)
 
 
+def new_signature_reference() -> str:
+    """Our id for a request at the vendor: random, so two installations sharing an account never collide,
+    and fixed on the row when it is made, so nothing (a key rotation) can change it between a send and
+    its follow-up. Letters and digits only: vendors' search syntax matches it (a "-" can mean NOT)."""
+    return "pf" + secrets.token_hex(12)
+
+
 class SignatureRequest(SQLModel, table=True):
     """A request to sign one contract through one provider; created before the provider call."""
 
@@ -58,6 +66,8 @@ class SignatureRequest(SQLModel, table=True):
     contract_id: int = Field(foreign_key="contract.id", index=True)
     idempotency_key: str = Field(unique=True)  # e.g. "contract:7:sign"
     provider: str
+    # NULL only on rows made before references were stored (tasks/contracting/sending.py reads those).
+    reference: str | None = Field(default_factory=new_signature_reference, unique=True, index=True)
     provider_request_id: str | None = Field(default=None, index=True)
     token_hash: str | None = Field(default=None, index=True)  # builtin: keyed hash of the link token
     signer_name: str

@@ -2,8 +2,10 @@
 
 The signer gets the link by mail from us (the contracting tasks send it); the page records
 the signer's typed name, consent, IP and browser, and the signed copy carries a signature
-certificate page. The link token is derived from the link key and our reference, so a re-run
-that has to mail the link again sends the same one.
+certificate page. The link token is our reference plus a MAC of it under the link key: a re-run
+that mails the link again sends the same one, and the page checks a token by computing the MAC
+again under each listed link key (keys rotate: a link mailed before a rotation keeps working while
+its key is listed, and a reminder mailed after it carries a link under the newest key).
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ class BuiltinSigning:
         self._base_url = settings.signing_base_url.rstrip("/")
 
     def signing_link(self, reference: str) -> SigningLink:
-        mac = hmac.new(self._key, f"builtin-signing-link:{reference}".encode(), hashlib.sha256)
-        token = base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+        token = link_token(self._key, reference)
         return SigningLink(token=token, url=f"{self._base_url}/sign/{token}")
 
     def send(self, envelope: Envelope) -> str:
         """Nothing leaves the installation: the request is the link we mail."""
-        return f"builtin-{envelope.reference}"
+        return request_id(envelope.reference)
 
     def find(self, reference: str) -> str | None:
         return None  # a send here never has an unknown outcome
@@ -65,6 +66,27 @@ class BuiltinSigning:
 
     def declined(self, payload: dict[str, Any]) -> Target | None:
         return None
+
+
+def request_id(reference: str) -> str:
+    """The built-in request's id, as recorded on our row."""
+    return f"builtin-{reference}"
+
+
+def link_token(key: bytes, reference: str) -> str:
+    """'<reference>_<MAC>': the reference (letters and digits) says which request, the MAC under the link key
+    that we made the link; only URL-safe characters, so mail clients link the whole of it."""
+    mac = hmac.new(key, f"builtin-signing-link:{reference}".encode(), hashlib.sha256)
+    return f"{reference}_{base64.urlsafe_b64encode(mac.digest()).decode().rstrip('=')}"
+
+
+def reference_in(token: str, keys: list[bytes]) -> str | None:
+    """The reference a link token was made for under one of `keys`; None for anything else (forged, old form)."""
+    reference, separator, _ = token.partition("_")
+    if not separator or not reference.isascii() or not reference.isalnum():
+        return None
+    given = token.encode()  # bytes: a non-ASCII token is a mismatch, never a crash
+    return reference if any(hmac.compare_digest(given, link_token(key, reference).encode()) for key in keys) else None
 
 
 def signed_copy(document: bytes, evidence: dict[str, Any], *, company_name: str) -> bytes:

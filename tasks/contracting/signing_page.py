@@ -8,10 +8,11 @@ import hashlib
 from sqlmodel import select
 
 from partnerflow.models import Contract, Partner, SignatureRequest, session_scope, utcnow
-from partnerflow.providers.esign.builtin import signed_copy
+from partnerflow.providers.esign.builtin import reference_in, request_id, signed_copy
 from partnerflow.secrets import token_hashes
 from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.documents import contract_html
+from partnerflow.tasks.contracting.sending import signing_link_keys
 from partnerflow.tasks.contracting.signing import BUILTIN, complete_signature, contract_document, signing_base
 
 CONSENT = ("I agree to sign this agreement electronically, and my typed name below is my signature with the "
@@ -19,9 +20,15 @@ CONSENT = ("I agree to sign this agreement electronically, and my typed name bel
 
 
 def find_by_token(token: str) -> tuple[SignatureRequest, Contract, Partner] | None:
-    """The built-in request a signing link points to, with its contract and partner."""
+    """The built-in request a signing link points to, with its contract and partner: by the stored hash of
+    the link first mailed (links of the old form included), else by a link made under any listed key
+    (a reminder mailed after a key rotation carries a link under the newest key)."""
     with session_scope() as session:
         row = session.exec(select(SignatureRequest).where(SignatureRequest.token_hash.in_(token_hashes(token)))).first()
+        if row is None and (reference := reference_in(token, [k.encode() for k in signing_link_keys()])):
+            row = session.exec(select(SignatureRequest).where(SignatureRequest.provider == BUILTIN,
+                                                              SignatureRequest.provider_request_id
+                                                              == request_id(reference))).first()
         if row is None or row.provider != BUILTIN:
             return None
         contract = session.get(Contract, row.contract_id)
