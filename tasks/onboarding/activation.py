@@ -33,7 +33,7 @@ from partnerflow.models import (
     utcnow,
 )
 from partnerflow.models.onboarding import Onboarding, TaxFormStatus
-from partnerflow.secrets import master_key, token_hash
+from partnerflow.secrets import Key, keys, token_hash, token_hashes
 from partnerflow.settings import get_settings
 
 # No 0/O, 1/I/L: codes get read aloud and typed from videos.
@@ -91,14 +91,35 @@ def tracking_url(code: str) -> str:
     return f"{get_settings().public_base_url.rstrip('/')}/r/{code}"
 
 
-def onboarding_token(partner_id: int) -> str:
-    """Derived from the installation secret: a re-sent welcome mail carries the same link; the DB keeps its hash."""
-    mac = hmac.new(master_key(), f"onboarding-form:{partner_id}".encode(), hashlib.sha256).digest()
+def onboarding_token(partner_id: int, key: Key | None = None) -> str:
+    """Derived from a secret key (the newest unless given): a re-sent mail can carry the same link; the DB keeps
+    its hash."""
+    mac = hmac.new((key or keys()[0]).secret, f"onboarding-form:{partner_id}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
+def issued_onboarding_token(partner_id: int) -> str:
+    """The token whose hash the partner's row keeps: made under the key newest then, so a mail re-sent after a key
+    rotation carries the link first mailed while that key is listed. Once it is retired that link is dead: a new
+    one under the newest key takes its place (audited), so the mail still carries a link that works."""
+    with session_scope() as session:
+        row = session.exec(select(Onboarding).where(Onboarding.partner_id == partner_id)).first()
+        if row is None:
+            return onboarding_token(partner_id)
+        for key in keys():
+            if row.token_hash in token_hashes(token := onboarding_token(partner_id, key)):
+                return token
+        token = onboarding_token(partner_id)
+        # Compare-and-set on the old hash: two processes re-issuing at once compute the same token anyway.
+        if session.execute(update(Onboarding).where(Onboarding.id == row.id, Onboarding.token_hash == row.token_hash)
+                           .values(token_hash=token_hash(token))).rowcount == 1:
+            audit(session, actor="system", action="onboarding.link_reissued", subject_type="partner",
+                  subject_id=partner_id, details={"reason": "the key the link was made with is no longer listed"})
+        return token
+
+
 def onboarding_url(partner_id: int) -> str:
-    return f"{get_settings().public_base_url.rstrip('/')}/onboarding/{onboarding_token(partner_id)}"
+    return f"{get_settings().public_base_url.rstrip('/')}/onboarding/{issued_onboarding_token(partner_id)}"
 
 
 def ensure_onboarding(partner_id: int) -> Onboarding:
