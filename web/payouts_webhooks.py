@@ -14,7 +14,6 @@ API, so the PayPal rail confirms payouts by status polling instead (tasks/payout
 from __future__ import annotations
 
 import logging
-import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -56,15 +55,14 @@ def _processed(webhook_id: int) -> None:
 
 
 def _our_payout(transfer: dict) -> Payout | None:
-    """The payout this transfer was made for: by its transfer_group (our key), checked against the amount."""
+    """The payout this transfer was made for: by its transfer_group (our key), checked against the amount.
+
+    Only by our key: another installation sharing the Stripe account has payouts with the same ids,
+    so a transfer's metadata.payout_id alone could name one of ours.
+    """
     key = transfer.get("transfer_group") or ""
-    payout_id = (transfer.get("metadata") or {}).get("payout_id")
     with session_scope() as session:
-        payout = None
-        if key:
-            payout = session.exec(select(Payout).where(Payout.idempotency_key == key)).first()
-        if payout is None and payout_id and re.fullmatch(r"\d+", str(payout_id)):
-            payout = session.get(Payout, int(payout_id))
+        payout = session.exec(select(Payout).where(Payout.idempotency_key == key)).first() if key else None
         if payout is None or payout.rail != "stripe":
             return None
         if payout.amount_minor != transfer.get("amount") or payout.currency.lower() != transfer.get("currency"):

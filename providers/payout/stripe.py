@@ -205,7 +205,8 @@ def verify_webhook(payload: bytes, signature_header: str | None, secret: str, *,
     if timestamp is None or not signatures:
         raise SignatureError("Stripe-Signature lacks t= or v1=")
     expected = hmac.new(secret.encode(), str(timestamp).encode() + b"." + payload, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, s) for s in signatures):
+    # Bytes, not str: compare_digest raises TypeError on non-ASCII text (a 500 for a forged header).
+    if not any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures):
         raise SignatureError("Stripe-Signature does not match")
     if abs((time.time() if now is None else now) - timestamp) > tolerance_seconds:
         raise SignatureError("Stripe-Signature timestamp is outside the tolerance window")

@@ -84,6 +84,16 @@ def test_events_for_transfers_that_are_not_ours_change_nothing(client):
     assert len(stored()) == 2
 
 
+def test_another_installations_reversal_on_a_shared_account_leaves_our_payout_alone(client):
+    partner = partner_with_payout_details()
+    payout_id = make_payout(partner, rail="stripe", status="paid", provider_ref="tr_000000000001")
+    # Same payout id and amount, but the other installation's key in transfer_group.
+    theirs = transfer(payout_id, key="payout:other-installation:1:1", reversed_=True)
+    raw, headers = signed_event("transfer.reversed", theirs)
+    assert post(client, raw, headers).json() == {"status": "ignored"}
+    assert payout_row(payout_id).status == "paid"
+
+
 @pytest.mark.parametrize("case", ["forged", "unsigned", "tampered", "replayed", "future", "malformed_header",
                                   "not_json", "not_an_event"])
 def test_bad_deliveries_are_refused_and_nothing_is_stored(client, case):
