@@ -35,7 +35,8 @@ def start_up(tmp_path: Path, prefect_port: int, **extra: str) -> tuple[subproces
     var_dir = (tmp_path / "var").resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PARTNERFLOW_", "PREFECT_"))}
     env.update({"PARTNERFLOW_VAR_DIR": str(var_dir), "PARTNERFLOW_WEB_PORT": str(free_port()),
-                "PARTNERFLOW_SECRET_KEY": "stack-test-key-not-for-production-use", "PREFECT_HOME": str(tmp_path / "prefect"),
+                "PARTNERFLOW_SECRET_KEY": "stack-test-key-not-for-production-use",
+                "PREFECT_HOME": str(tmp_path / "prefect"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **extra})
     proc = subprocess.Popen([sys.executable, "-m", "partnerflow.cli", "up", "--prefect-port", str(prefect_port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
