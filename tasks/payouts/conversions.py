@@ -78,10 +78,13 @@ def add_source(name: str) -> str:
 def source_for_key(api_key: str | None) -> str | None:
     if not api_key:
         return None
+    hashes = token_hashes(api_key.strip())
     with session_scope() as session:
         row = session.execute(select(ConversionSource).where(
-            ConversionSource.api_key_hash.in_(token_hashes(api_key.strip())), ConversionSource.active.is_(True))
+            ConversionSource.api_key_hash.in_(hashes), ConversionSource.active.is_(True))
         ).scalars().first()
+        if row is not None and row.api_key_hash != hashes[0]:
+            row.api_key_hash = hashes[0]  # matched under an older key: keep working once that key is retired
         return row.name if row else None
 
 
