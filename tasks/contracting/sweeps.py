@@ -81,7 +81,7 @@ def close_request(row_id: int, status: SignatureStatus, actor: str, action: str,
 
 
 def how_to_sign(row: SignatureRequest) -> str:
-    """The reminder's line: where the vendor's mail came from, or our own link again (derived, so the same)."""
+    """The reminder's line: where the vendor's mail came from, or our own link (newest key; older links still work)."""
     vendor = registry.PROVIDERS.get(row.provider)
     if vendor is None or vendor.remote:
         return f"Please use the link in the email you received from {registry.title(row.provider)}."

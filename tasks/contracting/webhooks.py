@@ -31,7 +31,7 @@ from partnerflow.providers.errors import ProviderError
 from partnerflow.providers.esign import SignatureProvider, registry
 from partnerflow.providers.esign.base import Inbound, NotConfirmed, NotReady, Target, WebhookRejected
 from partnerflow.settings import ConfigError, get_settings
-from partnerflow.tasks.contracting.sending import esign_provider, record_sent, reference_for
+from partnerflow.tasks.contracting.sending import esign_provider, legacy_references, record_sent
 from partnerflow.tasks.contracting.signing import complete_signature
 
 
@@ -151,9 +151,14 @@ def find_signature_request(provider: str, provider_request_id: str, reference: s
                            ).first()
         if row or not reference:
             return row
-        for candidate in session.exec(select(SignatureRequest).where(
-                SignatureRequest.provider == provider, SignatureRequest.provider_request_id.is_(None))):
-            if reference_for(candidate) == reference:
+        row = session.exec(select(SignatureRequest).where(SignatureRequest.provider == provider,
+                                                          SignatureRequest.reference == reference)).first()
+        if row:
+            return row
+        for candidate in session.exec(select(SignatureRequest).where(  # rows from before stored references
+                SignatureRequest.provider == provider, SignatureRequest.provider_request_id.is_(None),
+                SignatureRequest.reference.is_(None))):
+            if reference in legacy_references(candidate):
                 return candidate
     return None
 
