@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from partnerflow.models import Message, Prospect, session_scope
+from partnerflow.models import Message, Prospect, session_scope, utcnow
 from partnerflow.models.outreach import Enrollment
 from partnerflow.providers.email import OutgoingEmail, get_email_provider
 from partnerflow.providers.email import sendgrid as sg_module
 from partnerflow.providers.errors import AmbiguousError, PermanentError, RetryableError
 from partnerflow.settings import get_settings
-from partnerflow.tasks.outreach import batch
+from partnerflow.tasks.outreach import batch, claims
 from partnerflow.tasks.outreach.batch import send_due
 from partnerflow.tasks.outreach.enrollment import enroll
 from partnerflow.tasks.outreach.sequences import load_sequence_files
@@ -179,7 +179,10 @@ def test_crash_after_sendgrid_accepted_does_not_resend(provider, fake, monkeypat
     with pytest.raises(SystemExit):
         send_due(now=MONDAY_NOON)
     monkeypatch.setattr(batch, "record_outcomes", real)
-    send_due(now=MONDAY_NOON + timedelta(hours=1))
+    later = utcnow() + timedelta(minutes=31)  # the dead run's lease (on the wall clock) has run out
+    monkeypatch.setattr(claims, "utcnow", lambda: later)
+    result = send_due(now=MONDAY_NOON + timedelta(hours=1))
+    assert result["awaiting_confirmation"] == 2
     assert fake.attempts == 1 and fake.accepted_messages == 2
     # Never confirmed within the reconcile window: marked failed, not re-sent, the sequence moves on.
     result = send_due(now=MONDAY_NOON + timedelta(days=1, hours=1))
