@@ -5,7 +5,7 @@ target). Each stage keeps its tables in the module of its name; partners, mail
 and audit are shared by every stage.
 """
 
-from partnerflow.models import approvals, compliance, discovery, engine, events, onboarding, outreach  # noqa: F401  (register their tables)
+from partnerflow.models import approvals, compliance, discovery, engine, events, onboarding, outreach, tracking  # noqa: F401  (register their tables)
 from partnerflow.models.audit import AuditLog, WebhookEvent, audit
 from partnerflow.models.contracting import (
     Application,

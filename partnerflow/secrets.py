@@ -183,6 +183,12 @@ def token_hashes(token: str) -> list[str]:
     return [hmac.new(_derived("token", key), token.encode(), hashlib.sha256).hexdigest() for key in keys()]
 
 
+def pseudonym(value: str, purpose: str) -> str:
+    """Keyed hash of personal data we only compare, never read back (a visitor's IP, a customer's email):
+    its own derived key per purpose, apart from the encryption and token keys."""
+    return hmac.new(_derived(f"pseudonym:{purpose}"), value.encode(), hashlib.sha256).hexdigest()
+
+
 def mask(value: str | None, keep: int = 4) -> str:
     """'DE89370400440532013000' -> '••••••••••••••••••3000'."""
     if not value:

@@ -118,6 +118,11 @@ class OnboardingSettings(EnvSettings):
     activation_nudge_days: int = 14  # days without a click or conversion before a nudge
     activation_dormant_days: int = 60
     partner_landing_url: str = "https://acme.example/"  # where /r/{tracking_code} redirects (with ?ref=code)
+    # Hosts a deep link (/r/{code}?to=<url>) may lead to, comma-separated; a subdomain of a listed host is allowed.
+    # Unset: only the host of partner_landing_url. Any other target falls back to partner_landing_url.
+    partner_landing_domains: str | None = None
+    click_flush_ms: int = 200  # clicks are written in batches off the request path, at least this often
+    click_flush_rows: int = 500  # ... or as soon as this many are waiting
 
 
 class PayoutSettings(PayoutRailSettings):

@@ -6,10 +6,13 @@ Each stage keeps its routes in the web module of its name; this file only assemb
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from partnerflow import __version__
 from partnerflow.settings import get_settings
+from partnerflow.tasks.onboarding import clicks
 from partnerflow.web import (
     contracting,
     contracting_signing,
@@ -25,9 +28,15 @@ STAGE_ROUTES = (outreach, contracting, contracting_signing, contracting_webhooks
                 payouts_webhooks)
 
 
+@asynccontextmanager
+async def _write_clicks_on_shutdown(app: FastAPI):
+    yield
+    clicks.WRITER.close()  # a clean shutdown loses no queued click
+
+
 def create_app() -> FastAPI:
     web = get_settings().web
-    app = FastAPI(title="Partnerflow", version=__version__, docs_url="/api/docs")
+    app = FastAPI(title="Partnerflow", version=__version__, docs_url="/api/docs", lifespan=_write_clicks_on_shutdown)
     for module in STAGE_ROUTES:
         app.include_router(module.router)
     # Outermost last: the headers go on every answer, the 413 included.

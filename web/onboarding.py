@@ -1,5 +1,5 @@
 """Web routes: the onboarding form (/onboarding/{token}: tax form and payout details) and the
-partner's tracking link (/r/{code}).
+partner's tracking link (/r/{code}, clicks recorded by tasks/onboarding/clicks.py).
 
 The form link is an unguessable token whose keyed hash is all the database holds; the page is a
 plain HTML form, usable without JavaScript. Secrets typed in are never echoed back. The link works once.
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from partnerflow.models import utcnow
 from partnerflow.models.onboarding import Onboarding
 from partnerflow.settings import get_settings
-from partnerflow.tasks.onboarding.activation import landing_url, note_click
+from partnerflow.tasks.onboarding import clicks
 from partnerflow.tasks.onboarding.details import (
     PAYOUT_METHODS,
     LinkUsed,
@@ -109,8 +109,19 @@ def _submit(token: str, data: dict[str, str], ip: str) -> HTMLResponse:
                 f"{escape(payout_summary(saved.partner_id))}.</p>")
 
 
-@router.get("/r/{code}")
-def tracking_redirect(code: str) -> RedirectResponse:
-    """A partner's tracking link: note the activity and redirect to the landing page with ?ref=."""
-    note_click(code)
-    return RedirectResponse(landing_url(code), status_code=302)
+@router.api_route("/r/{code}", methods=["GET", "HEAD"])
+def tracking_redirect(code: str, request: Request, to: str | None = None) -> RedirectResponse:
+    """A partner's tracking link (or deep link with ?to= on an allowed host): the click is queued for the
+    batched writer and the visitor sent on with ?ref=<code>&pf_click=<click id>. Never an open redirect:
+    a target off the allowed hosts falls back to the program's landing page."""
+    ip, user_agent = client_of(request)
+    click_id = clicks.new_click_id()
+    target = clicks.safe_target(to) or get_settings().onboarding.partner_landing_url
+    landing = clicks.landing_with(target, code, click_id)
+    purpose = request.headers.get("sec-purpose") or request.headers.get("purpose") or ""
+    bot = clicks.is_bot(user_agent, request.method, purpose)
+    clicks.WRITER.add(clicks.pending_click(code, click_id=click_id, ip=ip, user_agent=user_agent,
+                                           referrer=request.headers.get("referer"), landing=landing, bot=bot))
+    if not bot:
+        clicks.note_activity(code)
+    return RedirectResponse(landing, status_code=302)
