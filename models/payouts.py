@@ -82,8 +82,14 @@ class Conversion(SQLModel, table=True):
     customer_ref: str | None = None
     # For fraud checks (compliance): the buyer's email when the source sends it (self-referral) and the
     # time of the tracked click that led here (click-to-conversion time).
-    customer_email: str | None = None
+    customer_email: str | None = None  # rows from before the intake hashed it; new rows keep only the hashes
     clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The click the source passed on (?pf_click=), the customer's email and its domain as keyed hashes
+    # (partnerflow.secrets.pseudonym), and how the partner was found: click | tracking_code | coupon.
+    click_id: str | None = Field(default=None, index=True)
+    customer_email_hash: str | None = None
+    customer_domain_hash: str | None = None
+    attribution: str | None = None
     product: str | None = None
     category: str | None = None
     reverses_id: int | None = Field(default=None, foreign_key="conversion.id")

@@ -189,6 +189,13 @@ def pseudonym(value: str, purpose: str) -> str:
     return hmac.new(_derived(f"pseudonym:{purpose}"), value.encode(), hashlib.sha256).hexdigest()
 
 
+def pseudonyms(value: str, purpose: str) -> list[str]:
+    """The pseudonym under every listed key, newest first: compare with these so rows hashed under an
+    older key still match."""
+    return [hmac.new(_derived(f"pseudonym:{purpose}", key), value.encode(), hashlib.sha256).hexdigest()
+            for key in keys()]
+
+
 def mask(value: str | None, keep: int = 4) -> str:
     """'DE89370400440532013000' -> '••••••••••••••••••3000'."""
     if not value:

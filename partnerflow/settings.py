@@ -123,6 +123,9 @@ class OnboardingSettings(EnvSettings):
     partner_landing_domains: str | None = None
     click_flush_ms: int = 200  # clicks are written in batches off the request path, at least this often
     click_flush_rows: int = 500  # ... or as soon as this many are waiting
+    # A conversion is credited to a click (click_id) or a tracking code only this long after the click;
+    # a coupon has no click, so no window.
+    attribution_window_days: int = 30
 
 
 class PayoutSettings(PayoutRailSettings):

@@ -109,7 +109,8 @@ def _submit(token: str, data: dict[str, str], ip: str) -> HTMLResponse:
                 f"{escape(payout_summary(saved.partner_id))}.</p>")
 
 
-@router.api_route("/r/{code}", methods=["GET", "HEAD"])
+@router.get("/r/{code}")
+@router.head("/r/{code}", include_in_schema=False)  # link previews probe with HEAD: recorded as bots
 def tracking_redirect(code: str, request: Request, to: str | None = None) -> RedirectResponse:
     """A partner's tracking link (or deep link with ?to= on an allowed host): the click is queued for the
     batched writer and the visitor sent on with ?ref=<code>&pf_click=<click id>. Never an open redirect:

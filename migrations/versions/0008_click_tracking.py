@@ -37,8 +37,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_click_clicked_at'), ['clicked_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_click_partner_id'), ['partner_id'], unique=False)
 
+    with op.batch_alter_table('conversion', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('click_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+        batch_op.add_column(sa.Column('customer_email_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+        batch_op.add_column(sa.Column('customer_domain_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+        batch_op.add_column(sa.Column('attribution', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+        batch_op.create_index(batch_op.f('ix_conversion_click_id'), ['click_id'], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table('conversion', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_conversion_click_id'))
+        batch_op.drop_column('attribution')
+        batch_op.drop_column('customer_domain_hash')
+        batch_op.drop_column('customer_email_hash')
+        batch_op.drop_column('click_id')
     with op.batch_alter_table('click', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_click_partner_id'))
         batch_op.drop_index(batch_op.f('ix_click_clicked_at'))

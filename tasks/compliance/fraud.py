@@ -26,6 +26,7 @@ from partnerflow.secrets import mask
 from partnerflow.tasks.compliance import findings as store
 from partnerflow.tasks.compliance.findings import Detected
 from partnerflow.tasks.compliance.policy import load_policy
+from partnerflow.tasks.shared.customers import domain_hashes, email_hashes
 
 
 def _domain(email: str | None) -> str:
@@ -92,8 +93,18 @@ def _self_referral(partner: Partner, sales: list[Conversion], conf: dict) -> lis
     own_email = (partner.email or "").strip().lower()
     free = {d.lower() for d in conf.get("free_mail_domains", [])}
     own_domains = {d for d in {_registrable(partner.domain or ""), _domain(own_email)} if d and d not in free}
+    # Conversion intake keeps only keyed hashes of the customer's email and domain: compare hash with hash
+    # (under every listed key, so rows hashed before a key rotation still match).
+    own_email_hashes = email_hashes(own_email) if own_email else set()
+    own_domain_hashes = {h: d for d in own_domains for h in domain_hashes(d)}
     hits = []
     for c in sales:
+        if c.customer_email_hash and c.customer_email_hash in own_email_hashes:
+            hits.append((c, "the partner's own email"))
+            continue
+        if c.customer_domain_hash and c.customer_domain_hash in own_domain_hashes:
+            hits.append((c, f"the partner's own domain {own_domain_hashes[c.customer_domain_hash]}"))
+            continue
         email = (c.customer_email or (c.customer_ref if "@" in (c.customer_ref or "") else "") or "").strip().lower()
         if not email:
             continue
@@ -107,7 +118,8 @@ def _self_referral(partner: Partner, sales: list[Conversion], conf: dict) -> lis
     return [Detected(partner.id, FindingKind.FRAUD, "fraud.self_referral", conf.get("severity", Severity.HIGH),
                      f"{len(hits)} conversion(s) bought by the partner themself",
                      {"conversions": len(hits), "of_conversions": len(sales), "conversion_ids": ids[:50],
-                      "examples": [{"conversion_id": c.id, "customer": mask(c.customer_email or c.customer_ref or ""),
+                      "examples": [{"conversion_id": c.id,
+                                    "customer": mask(c.customer_email or c.customer_ref or "") or "(email hashed)",
                                     "why": why} for c, why in hits[:10]],
                       "reason": f"{len(hits)} of {len(sales)} recent conversions have the customer email "
                                 f"matching {hits[0][1]}"}, detail=ids)]

@@ -1,7 +1,9 @@
 """Conversion intake: the JSON endpoint and the CSV import share `ingest()`.
 
 - Unique by (source, external_id): re-sending a conversion changes nothing (counted as duplicate).
-- Attributed by tracking code, else coupon code; a conversion with no partner is kept and reported.
+- Attributed by click id, else tracking code, else coupon code, within the attribution window
+  (tasks/payouts/attribution.py); a conversion with no partner is kept and reported.
+- The customer's email (`customer_email`) is stored only as keyed hashes, for the self-referral check.
 - Refunds, chargebacks and reversals name the earlier conversion (`reverses`, its external id in
   the same source).
 - Amounts are decimal strings in major units ("12.34") or integer `amount_minor`; never floats, NaN,
@@ -22,20 +24,24 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from partnerflow.models import Conversion, Partner, session_scope, utcnow
+from partnerflow.models import Conversion, session_scope, utcnow
 from partnerflow.models.payouts import ConversionKind, ConversionSource
 from partnerflow.secrets import new_token, token_hash, token_hashes
+from partnerflow.tasks.payouts.attribution import CLOCK_SKEW, Attributor
+from partnerflow.tasks.shared.customers import customer_hashes
 from partnerflow.tasks.shared.money import check_currency, to_minor
 
 KINDS = tuple(ConversionKind)
 REVERSALS = (ConversionKind.REFUND, ConversionKind.CHARGEBACK, ConversionKind.REVERSAL)
 COLUMNS = ("external_id", "kind", "amount", "amount_minor", "currency", "occurred_at", "tracking_code",
-           "coupon_code", "customer_ref", "product", "category", "reverses")
+           "coupon_code", "customer_ref", "product", "category", "reverses", "click_id", "clicked_at", "customer_email")
 CHUNK = 1000
 _THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CLICK_ID = re.compile(r"[A-Za-z0-9_-]{8,64}", re.ASCII)
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # Bounds no real conversion comes near: ten billion dollars in cents, sums stay far inside a 64-bit column.
 MAX_AMOUNT_MINOR = 10**12
 MAX_TEXT = 500
@@ -105,23 +111,23 @@ def _text(value: Any, name: str = "value") -> str | None:
     return value or None
 
 
-def _when(value: Any) -> datetime:
-    raw = _text(value, "occurred_at")
+def _when(value: Any, name: str = "occurred_at") -> datetime:
+    raw = _text(value, name)
     if not raw:
-        raise ConversionError("occurred_at is required (ISO 8601, e.g. 2026-01-31T12:00:00Z)")
+        raise ConversionError(f"{name} is required (ISO 8601, e.g. 2026-01-31T12:00:00Z)")
     try:
         at = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
         if at.tzinfo is None:  # a bare date or time without offset is taken as UTC
             at = at.replace(tzinfo=UTC)
         at = at.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise ConversionError(f"occurred_at {raw!r} is not an ISO 8601 date-time") from None
+        raise ConversionError(f"{name} {raw!r} is not an ISO 8601 date-time") from None
     # A conversion from the future would sit in its lock period for ever; one from before the web would
     # overflow date arithmetic (lock periods, months). A day's leeway allows for the source's clock.
     if at > utcnow() + MAX_AHEAD:
-        raise ConversionError(f"occurred_at {raw!r} is in the future")
+        raise ConversionError(f"{name} {raw!r} is in the future")
     if at < EARLIEST:
-        raise ConversionError(f"occurred_at {raw!r} is before {EARLIEST.year}")
+        raise ConversionError(f"{name} {raw!r} is before {EARLIEST.year}")
     return at
 
 
@@ -194,13 +200,29 @@ def parse_record(record: dict[str, Any]) -> dict[str, Any]:
         raise ConversionError(f"a {kind} must name the conversion it reverses (reverses=<external_id>)")
     if reverses and kind not in REVERSALS:
         raise ConversionError(f"only {', '.join(REVERSALS)} may reverse a conversion")
+    occurred_at = _when(record.get("occurred_at"))
     return {
         "external_id": external_id, "kind": kind, "amount_minor": minor, "currency": currency,
-        "occurred_at": _when(record.get("occurred_at")),
+        "occurred_at": occurred_at, **_click_and_customer(record, occurred_at),
         **{name: _text(record.get(name), name)
            for name in ("tracking_code", "coupon_code", "customer_ref", "product", "category")},
         "reverses": reverses,
     }
+
+
+def _click_and_customer(record: dict[str, Any], occurred_at: datetime) -> dict[str, Any]:
+    click_id = _text(record.get("click_id"), "click_id")
+    if click_id and not _CLICK_ID.fullmatch(click_id):
+        raise ConversionError("click_id must be the pf_click value from the landing URL (letters, digits, - and _)")
+    clicked_at = _when(record["clicked_at"], "clicked_at") if record.get("clicked_at") not in (None, "") else None
+    if clicked_at and clicked_at > occurred_at + CLOCK_SKEW:
+        raise ConversionError("clicked_at is after occurred_at: a click comes before the conversion")
+    email = _text(record.get("customer_email"), "customer_email")
+    if email and not _EMAIL.fullmatch(email):
+        raise ConversionError("customer_email is not an email address")
+    email_hash, domain_hash = customer_hashes(email)
+    return {"click_id": click_id, "clicked_at": clicked_at, "customer_email_hash": email_hash,
+            "customer_domain_hash": domain_hash}
 
 
 # --- storing ----------------------------------------------------------------------------------
@@ -229,12 +251,7 @@ def _store(chunk: list[tuple[int, dict[str, Any]]], source: str, report: IngestR
         ext_ids = {v["external_id"] for _, v in chunk} | {v["reverses"] for _, v in chunk if v["reverses"]}
         existing = dict(session.execute(select(Conversion.external_id, Conversion.id).where(
             Conversion.source == source, Conversion.external_id.in_(ext_ids))).all())
-        codes = {v["tracking_code"] for _, v in chunk if v["tracking_code"]}
-        coupons = {v["coupon_code"] for _, v in chunk if v["coupon_code"]}
-        by_code = dict(session.execute(select(Partner.tracking_code, Partner.id)
-                                       .where(Partner.tracking_code.in_(codes))).all()) if codes else {}
-        by_coupon = dict(session.execute(select(Partner.coupon_code, Partner.id)
-                                         .where(Partner.coupon_code.in_(coupons))).all()) if coupons else {}
+        attributor = Attributor(session, (v for _, v in chunk))
         seen: set[str] = set()
         now = utcnow()
         for line, v in chunk:
@@ -243,7 +260,8 @@ def _store(chunk: list[tuple[int, dict[str, Any]]], source: str, report: IngestR
                 report.duplicates += 1
                 continue
             reverses_id = None
-            partner_id = by_code.get(v["tracking_code"]) or by_coupon.get(v["coupon_code"])
+            credit = attributor.credit(v)
+            partner_id, attribution = credit.partner_id, credit.attribution
             if v["reverses"]:
                 reverses_id = existing.get(v["reverses"])
                 if reverses_id is None:
@@ -259,10 +277,13 @@ def _store(chunk: list[tuple[int, dict[str, Any]]], source: str, report: IngestR
                     report.errors.append({"line": line, "error": f"a {v['kind']} must be in the currency of the "
                                           f"conversion it reverses ({original.currency}), not {v['currency']}"})
                     continue
-                partner_id = original.partner_id  # a reversal belongs to whoever earned the original
+                # a reversal belongs to whoever earned the original
+                partner_id, attribution = original.partner_id, original.attribution
             row = {k: v[k] for k in ("external_id", "kind", "amount_minor", "currency", "occurred_at",
-                                     "tracking_code", "coupon_code", "customer_ref", "product", "category")}
-            row.update(source=source, partner_id=partner_id, reverses_id=reverses_id, created_at=now)
+                                     "tracking_code", "coupon_code", "customer_ref", "product", "category",
+                                     "click_id", "customer_email_hash", "customer_domain_hash")}
+            row.update(source=source, partner_id=partner_id, reverses_id=reverses_id, created_at=now,
+                       clicked_at=credit.clicked_at, attribution=attribution)
             # Insert one at a time within the chunk so a later reversal can point at an earlier sale.
             try:
                 with session.begin_nested():
