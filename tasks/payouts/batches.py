@@ -32,10 +32,10 @@ from partnerflow.models import (
 from partnerflow.models.audit import current_flow_run_id
 from partnerflow.models.onboarding import TaxFormStatus
 from partnerflow.models.payouts import CommissionStatus, PayoutBatchStatus, PayoutStatus
-from partnerflow.settings import get_settings
 from partnerflow.tasks.compliance.blockers import payout_blockers
 from partnerflow.tasks.payouts.balances import Sums, balance, fx_lookup, payout_threshold, release_locked
 from partnerflow.tasks.payouts.keys import installation_namespace, payout_key
+from partnerflow.tasks.payouts.routing import Routing
 
 SQL_IN_CHUNK = 900  # ids per IN (...) list, below SQLite's parameter limit
 SUMMARY_ROWS = 500
@@ -46,8 +46,9 @@ def _chunks(items: list, size: int = SQL_IN_CHUNK) -> Iterator[list]:
         yield items[i:i + size]
 
 
-def blockers_for(session: Session, partners: list[Partner], rail_name: str) -> dict[int, list[str]]:
-    """Reasons a partner's payout is held: unsigned contract, tax form, payout details, compliance."""
+def blockers_for(session: Session, partners: list[Partner], routing: Routing) -> dict[int, list[str]]:
+    """Reasons a partner's payout is held: unsigned contract, tax form, payout details, a method not enabled
+    or a currency its rail cannot pay, compliance."""
     ids = [p.id for p in partners]
     reasons: dict[int, list[str]] = {pid: [] for pid in ids}
     signed: set[int] = set()
@@ -59,6 +60,9 @@ def blockers_for(session: Session, partners: list[Partner], rail_name: str) -> d
             reasons[p.id].append("unsigned contract")
         if p.tax_form_status != TaxFormStatus.RECEIVED:
             reasons[p.id].append("missing tax form")
+        rail_name, cannot = routing.rail_for(p)
+        if cannot:
+            reasons[p.id].append(cannot)
         if rail_name != "ledger" and not p.payout_details_encrypted:
             reasons[p.id].append("missing payout details")
     for pid, extra in (payout_blockers(session, ids) or {}).items():  # sanctions hit, open finding
@@ -73,8 +77,11 @@ def _payable(period_end: datetime):
 
 
 def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str | None = None) -> int:
-    """Create the batch for `period_end` (or return the one already built under `key`). Returns its id."""
-    rail_name = rail_name or get_settings().payouts.payout_rail
+    """Create the batch for `period_end` (or return the one already built under `key`). Returns its id.
+
+    Each payout records the rail that pays it (the partner's method, see routing.py): one batch may pay
+    through several rails. `rail_name` replaces PARTNERFLOW_PAYOUT_RAIL for partners who chose no method."""
+    routing = Routing.from_settings(rail_name)
     key = key or f"batch:{period_end.isoformat()}"
     release_locked(min(period_end, utcnow()))
     namespace = installation_namespace()
@@ -102,14 +109,18 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
             partners.extend(session.exec(select(Partner).where(Partner.id.in_(chunk))).all())
 
         fx = fx_lookup(session)
-        summary_rows, eligible = _eligible(session, partners, groups, period_end, rail_name, fx)
+        summary_rows, eligible = _eligible(session, partners, groups, period_end, routing, fx)
+        rails: dict[str, int] = defaultdict(int)
         for pid, (p, used) in eligible.items():
+            rail = routing.rail_for(p)[0]
+            rails[rail] += 1
             session.add(Payout(batch_id=batch.id, partner_id=pid, amount_minor=0, currency=p.payout_currency,
-                               rail=rail_name, idempotency_key=payout_key(namespace, batch.id, pid), fx_rates=used))
+                               rail=rail, idempotency_key=payout_key(namespace, batch.id, pid), fx_rates=used))
         session.flush()
         totals = _attach_commissions(session, batch.id, period_end, fx)
         batch.summary = {
-            "period_end": period_end.isoformat(), "rail": rail_name, "payouts": len(eligible),
+            "period_end": period_end.isoformat(), "rail": routing.default_rail, "rails": dict(rails),
+            "payouts": len(eligible),
             "totals": totals, "held": [r for r in summary_rows if r["held"]],
             "below_threshold": sum(1 for r in summary_rows if r.get("below_threshold")),
             "rows": summary_rows[:SUMMARY_ROWS],
@@ -122,9 +133,9 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
 
 
 def _eligible(session: Session, partners: list[Partner], groups: dict[int, Sums], period_end: datetime,
-              rail_name: str, fx) -> tuple[list[dict[str, Any]], dict[int, tuple[Partner, dict[str, str]]]]:
+              routing: Routing, fx) -> tuple[list[dict[str, Any]], dict[int, tuple[Partner, dict[str, str]]]]:
     """(a summary row per partner, the partners to pay with the rates used for them)."""
-    reasons = blockers_for(session, partners, rail_name)
+    reasons = blockers_for(session, partners, routing)
     summary_rows: list[dict[str, Any]] = []
     eligible: dict[int, tuple[Partner, dict[str, str]]] = {}
     for p in partners:

@@ -9,7 +9,9 @@
    ambiguous error) by asking the rail `lookup(key)` first; only a key the provider never saw is
    paid again. A payout whose provider dedupes keys only for a while (PayPal) and whose first answer
    was lost is never sent again once that window is over: it needs review.
-5. Rails that write bank files (SEPA) are checked against our record of which payment went into which
+5. A batch may span rails (each partner's method, tasks/payouts/routing.py): each payout is claimed and
+   paid through the rail recorded on it, one rail's part at a time; one rail failing leaves the others paid.
+6. Rails that write bank files (SEPA) are checked against our record of which payment went into which
    file (tasks/payouts/bank_files.py), not only the folder, which the team archives.
 A failed payout gives its commissions back to the partner's balance; one whose money moved, but not
 as we asked (amount, currency, destination), keeps them and waits for a person (needs review).
@@ -82,25 +84,48 @@ class Work:
 
 def execute_batch(batch_id: int, *, rail: PayoutRail | None = None,
                   lease_seconds: int | None = None) -> dict[str, int]:
-    """Pay every approved payout of the batch through the rail, exactly once. Safe to re-run and to run twice."""
+    """Pay every approved payout of the batch through the rail recorded on it, exactly once. Safe to re-run
+    and to run twice. `rail` pays only the payouts recorded for a rail of its name (tests, a fake rail)."""
     lease = get_settings().payouts.payout_claim_lease_seconds if lease_seconds is None else lease_seconds
     with session_scope() as session:
         batch = session.get(PayoutBatch, batch_id)
         if batch is None or batch.status not in PAYABLE_BATCH:
             raise ValueError(f"payout batch {batch_id} is not approved (status {getattr(batch, 'status', None)})")
-        # The rail the batch was built (and its payouts recorded) for, even if the setting changed since.
-        rail = rail or payout_rail((batch.summary or {}).get("rail"))
+        # The rails the payouts were recorded for, even if the settings changed since.
+        names = [rail.name] if rail else batch_rails(session, batch_id)
     counts: dict[str, int] = defaultdict(int)
-    after_id = 0  # one pass in id order: a payout that must wait (retry, ambiguous) is tried on the next run
-    while True:
-        ids = _claim(batch_id, lease, after_id)
-        if not ids:
-            break
-        after_id = max(ids)
-        for outcome in _pay_chunk(ids, rail):
-            counts[outcome.value] += 1
+    failures: list[Exception] = []
+    for name in names:
+        try:
+            _execute_part(batch_id, rail or payout_rail(name), name, lease, counts, close=rail is None)
+        except Exception as exc:  # one rail down (or misconfigured) must not keep the other rails' payouts waiting
+            failures.append(exc)
     finish_batch(batch_id)
+    if failures:
+        raise failures[0]
     return dict(counts)
+
+
+def batch_rails(session: Session, batch_id: int) -> list[str]:
+    """The rails the batch's payouts were recorded for, in name order."""
+    return sorted(session.exec(select(Payout.rail).where(Payout.batch_id == batch_id).distinct()).all())
+
+
+def _execute_part(batch_id: int, rail: PayoutRail, rail_name: str, lease: int, counts: dict[str, int], *,
+                  close: bool) -> None:
+    """One rail's part of the batch: claim its payouts in id order and pay them."""
+    after_id = 0  # one pass in id order: a payout that must wait (retry, ambiguous) is tried on the next run
+    try:
+        while True:
+            ids = _claim(batch_id, lease, after_id, rail_name)
+            if not ids:
+                break
+            after_id = max(ids)
+            for outcome in _pay_chunk(ids, rail):
+                counts[outcome.value] += 1
+    finally:
+        if close:
+            rail.close()
 
 
 def _claimable(stale):
@@ -109,14 +134,16 @@ def _claimable(stale):
     return or_(Payout.status == PayoutStatus.PENDING, and_(Payout.status == PayoutStatus.SENDING, left_behind))
 
 
-def _claim(batch_id: int, lease_seconds: int, after_id: int = 0) -> list[int]:
-    """Claim up to CLAIM_CHUNK payouts of the batch: pending ones, or ones left `sending` past the lease."""
+def _claim(batch_id: int, lease_seconds: int, after_id: int = 0, rail_name: str | None = None) -> list[int]:
+    """Claim up to CLAIM_CHUNK payouts of the batch (of one rail): pending ones, or ones left `sending` past
+    the lease."""
     token = uuid.uuid4().hex
     now = utcnow()
     stale = now - timedelta(seconds=lease_seconds)
     with session_scope() as session:
+        part = [Payout.rail == rail_name] if rail_name else []
         candidates = session.exec(
-            select(Payout.id).where(Payout.batch_id == batch_id, _claimable(stale), Payout.id > after_id)
+            select(Payout.id).where(Payout.batch_id == batch_id, _claimable(stale), Payout.id > after_id, *part)
             .order_by(Payout.id).limit(CLAIM_CHUNK)).all()
         if not candidates:
             return []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from partnerflow.models import Payout, PayoutBatch, session_scope
+from partnerflow.models import Payout, session_scope
 from partnerflow.models.payouts import PayoutStatus
 from partnerflow.providers.errors import PermanentError, RetryableError
 from partnerflow.providers.payout import PayoutRail
@@ -35,13 +35,39 @@ log = logging.getLogger(__name__)
 
 
 def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[str, int]:
-    """Ask the rail about the batch's payouts still processing (webhooks normally confirm them first)."""
+    """Ask each rail about the batch's payouts still processing on it (webhooks normally confirm them first).
+    `rail` asks only about the payouts recorded for a rail of its name."""
     counts: dict[str, int] = defaultdict(int)
     with session_scope() as session:
-        if rail is None:  # the rail the batch was built for, even if the setting changed since
-            rail = payout_rail((session.get(PayoutBatch, batch_id).summary or {}).get("rail"))
+        # The rails the payouts were recorded for, even if the settings changed since.
+        names = sorted(session.exec(select(Payout.rail).where(
+            Payout.batch_id == batch_id, Payout.status == PayoutStatus.PROCESSING).distinct()).all())
+    if rail is not None:
+        names = [rail.name] if rail.name in names else []
+    failures: list[Exception] = []
+    for name in names:
+        try:
+            part = rail or payout_rail(name)
+        except Exception as exc:  # a rail we cannot build leaves its payouts processing; the others are asked
+            failures.append(exc)
+            continue
+        try:
+            _reconcile_part(batch_id, part, name, counts)
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            if rail is None:
+                part.close()
+    finish_batch(batch_id)
+    if failures:
+        raise failures[0]
+    return dict(counts)
+
+
+def _reconcile_part(batch_id: int, rail: PayoutRail, rail_name: str, counts: dict[str, int]) -> None:
+    with session_scope() as session:
         payouts = session.exec(select(Payout).where(
-            Payout.batch_id == batch_id, Payout.status == PayoutStatus.PROCESSING)).all()
+            Payout.batch_id == batch_id, Payout.status == PayoutStatus.PROCESSING, Payout.rail == rail_name)).all()
         rows = [(p.id, p.idempotency_key, p.provider_ref, instruction_for(session, p)) for p in payouts]
     permits = limits.Permits(limits.PAYOUT, rail.name, len(rows))
     for payout_id, key, ref, instruction in rows:
@@ -59,8 +85,6 @@ def reconcile_batch(batch_id: int, *, rail: PayoutRail | None = None) -> dict[st
             counts["paid"] += int(mark_payout_paid(payout_id, result.provider_ref, actor=rail.name))
         else:
             counts["processing"] += 1
-    finish_batch(batch_id)
-    return dict(counts)
 
 
 def poll_paypal(*, rail: PayoutRail | None = None, limit: int = 1000) -> dict[str, int]:

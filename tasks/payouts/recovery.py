@@ -21,29 +21,30 @@ from partnerflow.models.payouts import OPEN_PAYOUT, PayoutBatchStatus, PayoutSta
 from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts import execution, reconcile
 from partnerflow.tasks.payouts.outcomes import finish_batch
-from partnerflow.tasks.payouts.rails import payout_rail
 from partnerflow.tasks.shared.mail import deliver
 from partnerflow.tasks.shared.money import format_money
 
 log = logging.getLogger(__name__)
 
 
-def open_batches() -> list[tuple[int, str | None]]:
-    """(batch id, rail) of every approved batch that still has a payout not final (oldest first)."""
+def open_batches() -> list[int]:
+    """Every approved batch that still has a payout not final (oldest first)."""
     with session_scope() as session:
-        batches = session.exec(select(PayoutBatch).where(PayoutBatch.status == PayoutBatchStatus.APPROVED)
-                               .order_by(PayoutBatch.id)).all()
-        return [(b.id, (b.summary or {}).get("rail")) for b in batches]
+        return list(session.exec(select(PayoutBatch.id).where(PayoutBatch.status == PayoutBatchStatus.APPROVED)
+                                 .order_by(PayoutBatch.id)).all())
 
 
-def resume_batch(batch_id: int, rail_name: str | None) -> dict[str, Any]:
-    """One pass over the batch on the rail it was built for, then a reconciliation of what is processing."""
-    rail = payout_rail(rail_name)
+def resume_batch(batch_id: int) -> dict[str, Any]:
+    """One pass over the batch, each payout on the rail it was recorded for, then a reconciliation of what
+    is processing. A rail that fails stops neither the other rails' part nor the reconciliation."""
+    failure: Exception | None = None
     try:
-        executed = execution.execute_batch(batch_id, rail=rail)
-        reconciled = reconcile.reconcile_batch(batch_id, rail=rail)
-    finally:
-        rail.close()
+        executed = execution.execute_batch(batch_id)
+    except Exception as exc:  # reconcile the other rails' payouts all the same; raised below
+        executed, failure = {}, exc
+    reconciled = reconcile.reconcile_batch(batch_id)
+    if failure is not None:
+        raise failure
     status = finish_batch(batch_id)
     with session_scope() as session:
         audit(session, actor="system", action="payout_batch.resumed", subject_type="payout_batch",
@@ -72,9 +73,9 @@ def alert_unclear(older_than: timedelta | None = None) -> list[int]:
 def recover_open_batches() -> dict[str, Any]:
     """Resume every open batch; a batch that fails to resume does not stop the others."""
     resumed, errors = [], {}
-    for batch_id, rail_name in open_batches():
+    for batch_id in open_batches():
         try:
-            resumed.append(resume_batch(batch_id, rail_name))
+            resumed.append(resume_batch(batch_id))
         except Exception as exc:  # one rail being down must not keep the other batches waiting
             log.warning("payout batch %s could not be resumed: %s", batch_id, exc)
             errors[batch_id] = str(exc)

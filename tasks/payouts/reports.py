@@ -16,7 +16,7 @@ def batch_summary(batch: PayoutBatch, payouts: list[Payout]) -> str:
     s = batch.summary
     totals = ", ".join(format_money(v, k) for k, v in sorted(s.get("totals", {}).items())) or "nothing"
     lines = [f"# Payout batch {batch.id} (period end {s.get('period_end', '')[:10]})", "",
-             f"**{len(payouts)} payouts, total {totals}** through the `{s.get('rail')}` rail.", ""]
+             f"**{len(payouts)} payouts, total {totals}** through {_rails(s)}.", ""]
     if s.get("held"):
         lines += ["Held (not in this batch):", ""]
         lines += [f"- partner {h['partner_id']} {h['partner']}: {format_money(h['amount_minor'], h['currency'])} "
@@ -32,6 +32,14 @@ def batch_summary(batch: PayoutBatch, payouts: list[Payout]) -> str:
                   for p in review[:50]]
     lines += ["", "Approve all, or list partner ids to hold; reject stops the batch (balances stay)."]
     return "\n".join(lines)
+
+
+def _rails(summary: dict[str, Any]) -> str:
+    """"the `ledger` rail", or "the `sepa` (3), `stripe` (2) rails" for a batch that spans rails."""
+    rails = summary.get("rails") or {summary.get("rail"): 0}
+    if len(rails) == 1:
+        return f"the `{next(iter(rails))}` rail"
+    return "the " + ", ".join(f"`{r}` ({n})" for r, n in sorted(rails.items())) + " rails"
 
 
 def batch_table(batch: PayoutBatch, payouts: list[Payout]) -> list[dict[str, Any]]:
