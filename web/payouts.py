@@ -1,6 +1,8 @@
 """Web routes: conversion intake. `POST /api/conversions` with the source's key in `X-API-Key`.
 
 Body: one conversion object, or {"conversions": [...]}. Re-sending a conversion changes nothing.
+Besides the sale itself a conversion may carry `click_id` (the pf_click value the landing page received),
+`clicked_at` and `customer_email` (stored only as keyed hashes): see tasks/payouts/conversions.py.
 Answers 401 for a missing or unknown key, 422 when nothing in the body was acceptable, else 200
 with the report (created, duplicates, unattributed, errors by index).
 """

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_USER_AGENT = 256
 MAX_REFERRER = 512
 MAX_TARGET = 2048
+# While the database is away the queue grows; past this many clicks new ones are dropped (and counted),
+# so an outage costs clicks, never the web process's memory.
+MAX_QUEUED = 200_000
 # Crawlers, link unfurlers and scripted fetches: their "clicks" are counted apart, never as visitors.
 _BOT_AGENT = re.compile(
     r"bot|crawl|spider|slurp|preview|prefetch|headless|facebookexternalhit|embedly|curl|wget|python-|"
@@ -139,6 +142,7 @@ class ClickWriter:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[PendingClick] = queue.Queue()
+        self.dropped = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -146,6 +150,11 @@ class ClickWriter:
         self._thread: threading.Thread | None = None
 
     def add(self, click: PendingClick) -> None:
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.error("click queue full (database away?): %d click(s) dropped so far", self.dropped)
+            return
         self._queue.put(click)
         self._ensure_running()
         if self._queue.qsize() >= get_settings().onboarding.click_flush_rows:

@@ -123,3 +123,12 @@ def test_a_failed_write_keeps_the_clicks_for_the_next_flush(code, monkeypatch):
         assert clicks.WRITER.pending() == 1
         monkeypatch.setattr(clicks, "write_clicks", original)
     assert len(_stored()) == 1
+
+
+def test_while_the_database_is_away_the_queue_stays_bounded(code, monkeypatch):
+    monkeypatch.setattr(clicks, "MAX_QUEUED", 3)
+    with TestClient(create_app()) as client:
+        for _ in range(5):
+            assert client.get(f"/r/{code}", follow_redirects=False, headers={"user-agent": BROWSER}).status_code == 302
+        assert clicks.WRITER.pending() == 3 and clicks.WRITER.dropped == 2
+    assert len(_stored()) == 3

@@ -15,7 +15,7 @@ from partnerflow.models.tracking import Click
 from partnerflow.tasks.compliance.fraud import fraud_signals
 from partnerflow.tasks.compliance.policy import load_policy
 from partnerflow.tasks.onboarding import clicks
-from partnerflow.tasks.payouts.conversions import add_source
+from partnerflow.tasks.payouts.conversions import add_source, import_csv
 from partnerflow.web.app import create_app
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"
@@ -151,3 +151,17 @@ def test_fraud_signals_fire_on_conversions_that_came_through_the_api(shop):
     assert self_referral.evidence["conversions"] == 2
     assert "owner1" not in str(self_referral.evidence).lower()
     assert (ids[2], "fraud.self_referral") not in found
+
+
+def test_the_csv_import_takes_click_id_and_customer_email_too(shop, tmp_path):
+    client, _, ids = shop
+    click_id = _click(client, "blog2-code")
+    clicks.WRITER.flush()
+    path = tmp_path / "conversions.csv"
+    path.write_text("external_id,amount,currency,occurred_at,click_id,customer_email\n"
+                    f"o1,10.00,USD,{_iso(utcnow())},{click_id},buyer@example.org\n")
+    report = import_csv(str(path))
+    assert (report.created, report.errors) == (1, [])
+    row = _stored()["o1"]
+    assert (row.partner_id, row.attribution, row.customer_email) == (ids[2], "click", None)
+    assert row.customer_email_hash
