@@ -22,6 +22,7 @@ from sqlmodel import select
 
 from partnerflow.models import Payout, PayoutBatch, session_scope
 from partnerflow.secrets import encrypt
+from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts import batches as engine
 from partnerflow.tasks.payouts.commissions import compute_commissions
 from partnerflow.tasks.payouts.reconcile import poll_paypal
@@ -48,7 +49,8 @@ def _run(batch_id: int, kill_at: str | None) -> subprocess.CompletedProcess:
 
 
 def _approved_batch(details) -> int:
-    partners = [make_partner(i, payout_method="x", payout_details_encrypted=encrypt(json.dumps(details(i))))
+    method = get_settings().payouts.payout_rail  # each partner chose the rail under test
+    partners = [make_partner(i, payout_method=method, payout_details_encrypted=encrypt(json.dumps(details(i))))
                 for i in range(1, N_PARTNERS + 1)]
     add_conversions([{"partner_id": p, "amount_minor": 10000 + 37 * p + k, "external_id": f"s{p}-{k}"}
                      for p in partners for k in range(2)])
