@@ -59,6 +59,7 @@ def _form(token: str, kind: str, errors: dict[str, str] | None = None, values: d
             + field("account_holder", "Account holder (SEPA)") + field("iban", "IBAN (SEPA)")
             + field("bic", "BIC (SEPA, optional)") + field("paypal_email", "PayPal email")
             + field("stripe_account_id", "Stripe account id (acct_…)")
+            + field("payout_currency", "Currency to be paid in (ISO code, e.g. EUR, USD; SEPA: EUR)")
             + "<p><button type='submit'>Save</button></p></form>")
 
 

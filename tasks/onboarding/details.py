@@ -62,6 +62,21 @@ def validate_tax_form(kind: str, data: dict[str, Any]) -> tuple[dict[str, str], 
     return form, errors
 
 
+def validate_currency(data: dict[str, Any], method: str) -> tuple[str | None, dict[str, str]]:
+    """(the ISO 4217 currency the partner asked to be paid in, or None to keep theirs; errors).
+    SEPA pays euro only: a SEPA partner who names nothing is paid in EUR, another currency is refused."""
+    import pycountry  # on first use: importing it is slow for every process that never validates a form
+
+    code = _text(data, "payout_currency").upper()
+    if not code:
+        return ("EUR" if method == "sepa" else None), {}
+    if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
+        return None, {"payout_currency": "Choose a currency by its three-letter ISO code, e.g. EUR or USD."}
+    if method == "sepa" and code != "EUR":
+        return None, {"payout_currency": "SEPA transfers are paid in EUR only."}
+    return code, {}
+
+
 def validate_payout(data: dict[str, Any]) -> tuple[dict[str, str], str, dict[str, str]]:
     """(clean payout details, masked summary, errors)."""
     errors: dict[str, str] = {}
@@ -127,6 +142,8 @@ def submit_onboarding(token: str, data: dict[str, Any], *, ip: str | None = None
     form, errors = validate_tax_form(row.tax_form_kind, data)
     details, masked, payout_errors = validate_payout(data)
     errors.update(payout_errors)
+    currency, currency_errors = validate_currency(data, details["method"])
+    errors.update(currency_errors)
     if errors:
         raise OnboardingInvalid(errors)
     now = utcnow()
@@ -143,6 +160,8 @@ def submit_onboarding(token: str, data: dict[str, Any], *, ip: str | None = None
         previous = partner.payout_details_masked if partner.payout_details_encrypted else None
         partner.tax_form_status = TaxFormStatus.RECEIVED
         partner.payout_method = details["method"]
+        previous_currency = partner.payout_currency
+        partner.payout_currency = currency or partner.payout_currency
         partner.payout_details_encrypted = encrypt(json.dumps(details))
         partner.payout_details_masked = masked
         partner.updated_at = now
@@ -152,11 +171,13 @@ def submit_onboarding(token: str, data: dict[str, Any], *, ip: str | None = None
         session.add(partner)
         entry = audit(session, actor=f"partner:{partner.id}", action="onboarding.details_received",
                       subject_type="partner", subject_id=partner.id,
-                      details={"tax_form": row.tax_form_masked, "payout": masked, "ip": ip})
+                      details={"tax_form": row.tax_form_masked, "payout": masked, "ip": ip,
+                               "payout_currency": partner.payout_currency})
         if previous is not None:
             audit(session, actor=f"partner:{partner.id}", action="onboarding.payout_details_changed",
                   subject_type="partner", subject_id=partner.id,
-                  details={"from": previous, "to": masked, "ip": ip, "payouts_held": True})
+                  details={"from": previous, "to": masked, "ip": ip, "payouts_held": True,
+                           "currency_from": previous_currency, "currency_to": partner.payout_currency})
         session.flush()
         notice = {"key": f"payout-details:{partner.id}:{entry.id}", "partner_id": partner.id,
                   "to_email": partner.email, "name": partner.contact_name or partner.legal_name,
