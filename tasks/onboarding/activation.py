@@ -35,6 +35,7 @@ from partnerflow.models import (
 from partnerflow.models.onboarding import Onboarding, TaxFormStatus
 from partnerflow.secrets import Key, keys, token_hash, token_hashes
 from partnerflow.settings import get_settings
+from partnerflow.tasks.onboarding.prospects import link_prospect
 
 # No 0/O, 1/I/L: codes get read aloud and typed from videos.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -157,7 +158,8 @@ def activate(partner_id: int, contract_id: int) -> bool:
         if changed:
             audit(session, actor="system", action="partner.activated", subject_type="partner", subject_id=partner_id,
                   details={"contract_id": contract_id})
-        return changed
+    link_prospect(partner_id)  # every time, so a re-run after a crash still links a recruit
+    return changed
 
 
 def checklist(partner_id: int) -> list[tuple[str, bool, str]]:

@@ -50,3 +50,13 @@ def test_a_prospect_never_contacted_or_another_email_is_not_linked():
     assert link_prospect(partner_id) is None
     with session_scope() as session:
         assert session.get(Partner, partner_id).prospect_id is None
+
+
+def test_activation_links_a_recruited_partner_to_the_prospect_outreach_contacted():
+    from partnerflow.tasks.onboarding.activation import activate
+
+    prospect_id = _prospect("eve@eve.example", mailed=True)
+    partner_id = _partner("eve@eve.example")
+    assert activate(partner_id, contract_id=1)
+    with session_scope() as session:
+        assert session.get(Partner, partner_id).prospect_id == prospect_id
