@@ -104,8 +104,8 @@ def _prepare_environment(var_dir: Path, web_port: int) -> None:
         "PARTNERFLOW_PAYOUT_APPROVAL_ABOVE_MINOR": "0",
     })
     for name in ("PARTNERFLOW_EMAIL_PROVIDER", "PARTNERFLOW_ESIGN_PROVIDER", "PARTNERFLOW_PAYOUT_RAIL",
-                 "PARTNERFLOW_OUTBOX_DIR"):
-        os.environ.pop(name, None)  # the demo runs on the embedded providers
+                 "PARTNERFLOW_PAYOUT_RAILS_ENABLED", "PARTNERFLOW_PAYOUT_METHOD_RAILS", "PARTNERFLOW_OUTBOX_DIR"):
+        os.environ.pop(name, None)  # the demo runs on the embedded providers: the ledger pays every method
     url = os.environ.get("PARTNERFLOW_DATABASE_URL", "")
     if url.startswith(("postgres://", "postgresql")):
         from partnerflow import dbtools

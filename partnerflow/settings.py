@@ -136,16 +136,6 @@ class PayoutSettings(PayoutRailSettings):
     payout_claim_lease_seconds: int = 300
     # A payout whose outcome is still unknown this long after it was first sent is mailed to the team.
     payout_unclear_alert_hours: int = 24
-    # Rails the team pays through, comma-separated ("ledger,sepa,stripe"); empty = only PARTNERFLOW_PAYOUT_RAIL.
-    # A partner whose chosen method is not among them is held with that reason.
-    payout_rails_enabled: str = ""
-    # Which rail pays a partner's chosen method, "sepa=ledger,paypal=ledger"; a method not listed is paid by
-    # the rail of the same name. Unset while only the ledger is enabled (the demo, a fresh install): the
-    # ledger stands in for every method.
-    payout_method_rails: str | None = None
-    # Currencies the Stripe / PayPal rails may pay, comma-separated ISO 4217; empty = any. SEPA pays EUR only.
-    payout_stripe_currencies: str = ""
-    payout_paypal_currencies: str = ""
 
 
 class ComplianceSettings(EnvSettings):

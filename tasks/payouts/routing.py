@@ -12,13 +12,10 @@ from dataclasses import dataclass
 
 from partnerflow.models import Partner
 from partnerflow.providers.payout.registry import RAILS
+from partnerflow.providers.payout.settings import names as _names
 from partnerflow.settings import get_settings
 
 SEPA_CURRENCIES = frozenset({"EUR"})  # SEPA credit transfers are in euro only
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip().lower() for part in (text or "").split(",") if part.strip()]
 
 
 def _currencies(text: str) -> frozenset[str]:
@@ -36,23 +33,15 @@ class Routing:
 
     @classmethod
     def from_settings(cls, default_rail: str | None = None) -> Routing:
-        """`default_rail` replaces PARTNERFLOW_PAYOUT_RAIL (for partners who chose no method)."""
+        """`default_rail` replaces PARTNERFLOW_PAYOUT_RAIL (for partners who chose no method). The settings
+        were checked when read (providers/payout/settings.py): every rail named here is known."""
         s = get_settings().payouts
         default = (default_rail or s.payout_rail).strip().lower()
-        method_rails: dict[str, str] = {}
-        for pair in _names(s.payout_method_rails or ""):
-            method, _, rail = pair.partition("=")
-            if rail.strip() not in RAILS:
-                raise ValueError(f"PARTNERFLOW_PAYOUT_METHOD_RAILS: {pair!r} names no known rail "
-                                 f"({', '.join(RAILS)})")
-            method_rails[method.strip()] = rail.strip()
+        method_rails = {method.strip(): rail.strip()
+                        for method, _, rail in (pair.partition("=") for pair in _names(s.payout_method_rails))}
         enabled = frozenset(_names(s.payout_rails_enabled) or [default])
         if s.payout_method_rails is None and enabled == {"ledger"}:  # the demo's stand-in for every method
             method_rails = dict.fromkeys(RAILS, "ledger")
-        unknown = sorted(enabled - set(RAILS))
-        if unknown:
-            raise ValueError(f"PARTNERFLOW_PAYOUT_RAILS_ENABLED names unknown rails {unknown}; "
-                             f"known: {', '.join(RAILS)}")
         currencies = {"sepa": SEPA_CURRENCIES}
         for rail, text in (("stripe", s.payout_stripe_currencies), ("paypal", s.payout_paypal_currencies)):
             if _currencies(text):

@@ -10,8 +10,11 @@ from sqlmodel import select
 
 from partnerflow.models import Partner, Payout, PayoutBatch, session_scope
 from partnerflow.models.payouts import LedgerTransfer, PayoutStatus
+from partnerflow.providers.errors import PermanentError
 from partnerflow.secrets import encrypt
+from partnerflow.settings import ConfigError, check_settings
 from partnerflow.tasks.payouts import batches as engine
+from partnerflow.tasks.payouts import execution
 from partnerflow.tasks.payouts.commissions import compute_commissions
 from partnerflow.tasks.payouts.execution import execute_batch
 from partnerflow.tasks.payouts.recovery import recover_open_batches
@@ -108,21 +111,37 @@ def test_an_explicit_empty_mapping_pays_each_method_only_through_its_own_rail(co
     assert _held(_built([stripe]))[stripe] == ["payout method stripe is not enabled (rails enabled: ledger)"]
 
 
-def test_recovery_resumes_each_payout_on_its_own_rail_while_a_broken_rail_waits(two_rails, configure, tmp_path):
+def test_recovery_resumes_each_payout_on_its_own_rail_while_a_broken_rail_waits(two_rails, monkeypatch, tmp_path):
     sepa_a, ledger_b = _partner(1, "sepa"), _partner(2, "ledger")
     batch_id = _built([sepa_a, ledger_b])
     engine.decide_batch(batch_id, approve=True, actor="test")
-    configure(sepa_debtor_iban=None, sepa_debtor_bic=None,  # the SEPA rail refuses to pay
-              payout_claim_lease_seconds=0)
+    working = execution.payout_rail
 
+    def sepa_down(name=None):
+        if name == "sepa":
+            raise PermanentError("the SEPA rail is down")
+        return working(name)
+
+    monkeypatch.setattr(execution, "payout_rail", sepa_down)
     result = recover_open_batches()
-    assert list(result["errors"]) == [batch_id]  # the broken rail is reported...
+    assert result["errors"] == {batch_id: "the SEPA rail is down"}  # the broken rail is reported...
     with session_scope() as s:
         statuses = {p.partner_id: p.status for p in s.exec(select(Payout)).all()}
-    assert statuses[ledger_b] == PayoutStatus.PAID  # ...and the ledger's part was paid all the same
-    assert statuses[sepa_a] in (PayoutStatus.PENDING, PayoutStatus.SENDING)
+    assert statuses == {sepa_a: PayoutStatus.PENDING, ledger_b: PayoutStatus.PAID}  # ...the ledger's part paid
     assert not list((tmp_path / "sepa").glob("pain001-*.xml"))
 
-    configure(sepa_debtor_iban="DE02120300000000202051", sepa_debtor_bic="BYLADEM1001")
+    monkeypatch.setattr(execution, "payout_rail", working)
     result = recover_open_batches()
     assert result["errors"] == {} and result["resumed"][0]["executed"] == {"processing": 1}
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"payout_rails_enabled": "ledger,cheques"}, "'cheques' is not a known choice"),
+    ({"payout_rails_enabled": "ledger,sepa", "sepa_debtor_iban": None}, "needs PARTNERFLOW_SEPA_DEBTOR_IBAN"),
+    ({"payout_method_rails": "sepa=bank"}, "'bank' is not a known choice"),
+    ({"payout_method_rails": "sepa"}, "is not method=rail"),
+    ({"payout_paypal_currencies": "USD,dollars"}, "not a three-letter currency code"),
+])
+def test_a_wrong_rail_setting_is_one_sentence_naming_it(configure, values, message):
+    with pytest.raises(ConfigError, match=message):
+        check_settings(configure(**values))
