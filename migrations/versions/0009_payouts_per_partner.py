@@ -17,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # No schema change: partner.payout_method and partner.payout_currency (onboarding) and payout.rail (one
+    # per payout since 0001) already hold what paying each partner through their own rail needs; the rails
+    # the team enabled are settings (PARTNERFLOW_PAYOUT_RAILS_ENABLED, PARTNERFLOW_PAYOUT_METHOD_RAILS).
     pass
 
 
