@@ -6,6 +6,7 @@ from typing import Any
 
 from partnerflow.models import Payout, PayoutBatch
 from partnerflow.models.payouts import PayoutStatus
+from partnerflow.tasks.shared.markdown import md_text
 from partnerflow.tasks.shared.money import format_money
 
 MAX_TABLE_ROWS = 1000
@@ -17,10 +18,18 @@ def batch_summary(batch: PayoutBatch, payouts: list[Payout]) -> str:
     totals = ", ".join(format_money(v, k) for k, v in sorted(s.get("totals", {}).items())) or "nothing"
     lines = [f"# Payout batch {batch.id} (period end {s.get('period_end', '')[:10]})", "",
              f"**{len(payouts)} payouts, total {totals}** through {_rails(s)}.", ""]
-    if s.get("held"):
+    if payouts:  # the ids a person types into hold_partner_ids, largest first
+        lines += ["In this batch (partner id: amount, rail):", ""]
+        lines += [f"- partner {p.partner_id}: {format_money(p.amount_minor, p.currency)}, `{p.rail}`"
+                  for p in sorted(payouts, key=lambda p: (-p.amount_minor, p.partner_id))[:50]]
+        if len(payouts) > 50:
+            lines.append(f"- … and {len(payouts) - 50} more (see the batch table artifact)")
+        lines.append("")
+    if s.get("held"):  # partner names come from the partners: escaped
         lines += ["Held (not in this batch):", ""]
-        lines += [f"- partner {h['partner_id']} {h['partner']}: {format_money(h['amount_minor'], h['currency'])} "
-                  f"— {', '.join(h['held'])}" for h in s["held"][:50]]
+        lines += [f"- partner {h['partner_id']} {md_text(h['partner'])}: "
+                  f"{format_money(h['amount_minor'], h['currency'])} — {md_text(', '.join(h['held']), 500)}"
+                  for h in s["held"][:50]]
         lines.append("")
     if s.get("below_threshold"):
         lines.append(f"{s['below_threshold']} partners are below their payout threshold.")
