@@ -73,11 +73,7 @@ def mark_payout_failed(payout_id: int, reason: str, actor: str) -> bool:
         payout = session.get(Payout, payout_id)
         partner = session.get(Partner, payout.partner_id) if payout else None
     if payout is not None and payout.status == PayoutStatus.FAILED:
-        deliver(f"payout-failed:{payout_id}", kind="payout_failed", to_email=get_settings().team_email,
-                template="payouts/payout_failed", context={
-                    "payout_id": payout_id, "partner_name": partner.legal_name, "partner_id": partner.id,
-                    "amount": format_money(payout.amount_minor, payout.currency), "reason": payout.error or reason,
-                })
+        _tell_team("payout_failed", payout, partner, reason)
     return changed
 
 
@@ -100,13 +96,19 @@ def mark_payout_needs_review(payout_id: int, reason: str, evidence: dict[str, An
         payout = session.get(Payout, payout_id)
         partner = session.get(Partner, payout.partner_id) if payout else None
     if payout is not None and payout.status == PayoutStatus.NEEDS_REVIEW:
-        deliver(f"payout-review:{payout_id}", kind="payout_review", to_email=get_settings().team_email,
-                template="payouts/payout_needs_review", context={
-                    "payout_id": payout_id, "partner_name": partner.legal_name, "partner_id": partner.id,
-                    "amount": format_money(payout.amount_minor, payout.currency), "reason": payout.error or reason,
-                    "evidence": evidence,
-                })
+        _tell_team("payout_review", payout, partner, reason, template="payouts/payout_needs_review",
+                   evidence=evidence)
     return changed
+
+
+def _tell_team(kind: str, payout: Payout, partner: Partner, reason: str, template: str | None = None,
+               **extra: Any) -> None:
+    """One team mail per payout and kind (key `<kind with - for _>:<payout id>`)."""
+    deliver(f"{kind.replace('_', '-')}:{payout.id}", kind=kind, to_email=get_settings().team_email,
+            template=template or f"payouts/{kind}", context={
+                "payout_id": payout.id, "partner_name": partner.legal_name, "partner_id": partner.id,
+                "amount": format_money(payout.amount_minor, payout.currency), "reason": payout.error or reason,
+                **extra})
 
 
 # Payout details are encrypted at rest: evidence that names them (kept in the audit log, mailed) shows them masked.
