@@ -1,17 +1,48 @@
-"""What every partner-facing page shares: the plain HTML frame, and who is at the page."""
+"""What every partner-facing page shares: Jinja2 templates with one base layout, and who is at the page.
+
+Pages live in templates/<stage>/pages/*.html and extend templates/shared/pages/base.html. Autoescape is
+on for every page and a missing variable is an error, so no partner-supplied text reaches HTML unescaped
+and no page renders half-empty.
+"""
 
 from __future__ import annotations
 
+import functools
 from html import escape
+from importlib import resources
+from typing import Any
 
+import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from partnerflow.tasks.shared.money import format_money
 from partnerflow.web.guard import client_address
 
 
+@functools.lru_cache(maxsize=1)
+def page_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.files("partnerflow.templates"))),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+    )
+    env.filters["money"] = lambda minor, currency: format_money(minor, currency)
+    return env
+
+
+def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """Render templates/<template> (e.g. "portal/pages/home.html") as an HTML answer."""
+    return HTMLResponse(page_env().get_template(template).render(**context), status_code=status)
+
+
+def message(title: str, text: str, status: int = 200) -> HTMLResponse:
+    """A page that only says one thing (a link expired, a thank-you)."""
+    return render("shared/pages/message.html", status, title=title, text=text)
+
+
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    """A page readable on a phone and usable without JavaScript."""
+    """Legacy frame for pages still built as HTML strings; being moved to templates."""
     return HTMLResponse(
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
