@@ -155,6 +155,22 @@ class ComplianceSettings(EnvSettings):
     compliance_approval_timeout_seconds: int = 3 * 24 * 3600
 
 
+class PortalSettings(EnvSettings):
+    """The partner portal: sign-in links, sessions, payout-detail changes."""
+
+
+class ReportSettings(EnvSettings):
+    """Program reports: the weekly report, the recruitment funnel, charts and exports."""
+
+
+class GrowthSettings(EnvSettings):
+    """Tier promotion and bonuses."""
+
+
+class NewsSettings(EnvSettings):
+    """News to partners: broadcasts and the weekly performance email."""
+
+
 class LimitSettings(EnvSettings):
     """Provider rate limits every worker shares (Prefect global concurrency limits, written to the server
     by `partnerflow up` and `partnerflow deploy`). Embedded providers (outbox, built-in signing, ledger,
@@ -259,6 +275,22 @@ class Settings(EnvSettings):
     def limits(self) -> LimitSettings:
         return _build(LimitSettings)
 
+    @functools.cached_property
+    def portal(self) -> PortalSettings:
+        return _build(PortalSettings)
+
+    @functools.cached_property
+    def reports(self) -> ReportSettings:
+        return _build(ReportSettings)
+
+    @functools.cached_property
+    def growth(self) -> GrowthSettings:
+        return _build(GrowthSettings)
+
+    @functools.cached_property
+    def news(self) -> NewsSettings:
+        return _build(NewsSettings)
+
     @property
     def resolved_database_url(self) -> str:
         url = self.database.database_url or f"sqlite:///{(self.var_dir / 'partnerflow.db').resolve()}"
@@ -274,7 +306,7 @@ class Settings(EnvSettings):
 
 
 CAPABILITIES = ("database", "web", "mail", "esign", "payouts", "discovery", "outreach", "contracting",
-                "onboarding", "compliance", "limits")
+                "onboarding", "compliance", "limits", "portal", "reports", "growth", "news")
 
 
 def check_settings(settings: Settings) -> Settings:
