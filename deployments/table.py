@@ -132,4 +132,7 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("settle-unconfirmed-mail", "shared", "mail_sweeps:sweep_unconfirmed_mail",
                "Settle one-off mail whose send was never confirmed, or mark it failed and tell the team (never "
                "re-sent).", cron="*/15 * * * *", concurrency_limit=1, retry_on_crash=True),
+    # reports
+    # growth: tier promotion and bonuses
+    # news to partners
 )

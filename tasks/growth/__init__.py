@@ -1,0 +1,1 @@
+"""The growth stage's tasks."""
