@@ -28,6 +28,7 @@ from partnerflow.tasks.shared.terms import CommissionTerms
 PAYING_KINDS = (ConversionKind.SALE, ConversionKind.RECURRING, ConversionKind.LEAD, ConversionKind.SIGNUP)
 REVERSAL_KINDS = (ConversionKind.REFUND, ConversionKind.CHARGEBACK, ConversionKind.REVERSAL)
 VOLUME_KINDS = (ConversionKind.SALE, ConversionKind.RECURRING)  # what counts toward tiers
+FLAT_FEE_KINDS = ("flat", "flat_plus_percentage")  # terms under which leads and sign-ups earn the flat fee
 FROZEN = (CommissionStatus.PAYABLE, CommissionStatus.PAID, CommissionStatus.CANCELLED)
 
 
@@ -122,7 +123,7 @@ def compute_period(terms: CommissionTerms, rows: list[Row], *, first_purchase: d
                     exact = amount * override.rate
                     rule = f"{override.rate} of sale ({override.product or override.category})"
             elif terms.kind == "flat" or r.kind not in VOLUME_KINDS:
-                if terms.kind != "flat":
+                if terms.kind not in FLAT_FEE_KINDS:
                     results.append(Result(r.id, 0, f"not qualifying: {r.kind} earns only under flat terms", False))
                     continue
                 exact = _convert_exact(Decimal(terms.flat_minor), terms.currency, r.currency, r.occurred_at, fx)
@@ -130,6 +131,11 @@ def compute_period(terms: CommissionTerms, rows: list[Row], *, first_purchase: d
             elif terms.kind == "percentage":
                 exact = amount * terms.rate
                 rule = f"{terms.rate} of sale"
+            elif terms.kind == "flat_plus_percentage":
+                # One exact sum, rounded once below: rounding the parts apart could differ by a unit.
+                exact = _convert_exact(Decimal(terms.flat_minor), terms.currency, r.currency, r.occurred_at,
+                                       fx) + amount * terms.rate
+                rule = f"flat {terms.flat_minor} {terms.currency} + {terms.rate} of sale"
             elif terms.tier_mode == "whole":
                 rate = _tier_rate(terms, total_volume)
                 exact = amount * rate

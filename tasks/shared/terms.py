@@ -8,6 +8,8 @@ Contract.commission_terms (`terms.model_dump(mode="json")`).
 Kinds:
 - flat: `flat_minor` per paying conversion;
 - percentage: `rate` x conversion amount;
+- flat_plus_percentage: `flat_minor` plus `rate` x conversion amount on the same sale (leads and sign-ups,
+  which have no sale amount, earn `flat_minor`), the sum rounded once;
 - tiered: the rate of the tier reached by the partner's sales volume in the calendar month (UTC),
   applied to the whole month (`tier_mode="whole"`) or only to the part of the volume inside each
   tier (`tier_mode="marginal"`).
@@ -100,7 +102,7 @@ class Override(BaseModel):
 class CommissionTerms(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["flat", "percentage", "tiered"] = "percentage"
+    kind: Literal["flat", "percentage", "flat_plus_percentage", "tiered"] = "percentage"
     currency: str = "USD"  # currency of flat amounts, caps, tier volumes and threshold
     rate: Decimal | None = None
     flat_minor: int | None = Field(default=None, ge=0)
@@ -127,6 +129,8 @@ class CommissionTerms(BaseModel):
             raise ValueError("flat terms need flat_minor")
         if self.kind == "percentage" and self.rate is None:
             raise ValueError("percentage terms need rate")
+        if self.kind == "flat_plus_percentage" and (self.flat_minor is None or self.rate is None):
+            raise ValueError("flat_plus_percentage terms need both flat_minor and rate")
         if self.kind == "tiered":
             if not self.tiers:
                 raise ValueError("tiered terms need at least one tier")
@@ -153,6 +157,9 @@ class CommissionTerms(BaseModel):
             parts = [f"{money(self.flat_minor)} for each qualifying sale or sign-up."]
         elif self.kind == "percentage":
             parts = [f"{_pct(self.rate)} of the net amount of each qualifying sale."]
+        elif self.kind == "flat_plus_percentage":
+            parts = [f"{money(self.flat_minor)} plus {_pct(self.rate)} of the net amount of each qualifying sale, "
+                     f"and {money(self.flat_minor)} for each qualifying lead or sign-up."]
         else:
             bands = []
             for i, tier in enumerate(self.tiers):

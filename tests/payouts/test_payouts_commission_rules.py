@@ -217,3 +217,56 @@ def test_partial_refund_deducts_its_share_and_unattributed_refunds_are_ignored()
         got = sorted(s.execute(select(Commission.amount_minor, Commission.status)).all())
     # 100.01 * 10% = 10.001 -> 1000; refund of 25.00/100.01 of it = 249.98 -> -250
     assert got == [(-250, "payable"), (1000, "payable")]
+
+
+def test_combined_terms_pay_a_flat_fee_plus_a_percentage_rounded_once():
+    terms = {"kind": "flat_plus_percentage", "flat_minor": 250, "rate": "0.05"}
+    # 2.50 + 5% of 123.45 = 8.6725 -> 867; 2.50 + 5% of 0.10 = 2.505 -> 250 (half-even on the sum, not the parts)
+    assert amounts(terms, rows(12345, 10)) == [867, 250]
+    # a lead has no sale amount: it earns the flat fee alone
+    assert amounts(terms, rows(0, kind="lead")) == [250]
+    capped = {**terms, "cap_per_conversion_minor": 700}
+    assert amounts(capped, rows(12345)) == [700]
+    described = CommissionTerms.model_validate(terms).describe()
+    assert "2.50 USD plus 5% of the net amount of each qualifying sale" in described
+    with pytest.raises(ValueError, match="both flat_minor and rate"):
+        CommissionTerms.model_validate({"kind": "flat_plus_percentage", "rate": "0.05"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=30),
+       st.integers(min_value=0, max_value=10**6),
+       st.decimals(min_value=0, max_value=1, places=4, allow_nan=False, allow_infinity=False))
+def test_combined_terms_match_independent_calculation(values, flat, rate):
+    got = amounts({"kind": "flat_plus_percentage", "flat_minor": flat, "rate": str(rate)}, rows(*values))
+    assert got == [half_even(flat + v * Fraction(str(rate))) for v in values]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**8), min_size=1, max_size=10),
+       st.integers(min_value=0, max_value=10**5),
+       st.decimals(min_value=0, max_value=1, places=3, allow_nan=False, allow_infinity=False),
+       st.decimals(min_value=Decimal("0.001"), max_value=1000, places=4, allow_nan=False, allow_infinity=False))
+def test_combined_terms_convert_the_flat_fee_into_the_sale_currency(values, flat, rate, usd_jpy):
+    # Terms in USD (2 decimals), sales in JPY (no decimals): the flat fee is converted exactly, then the sum rounded.
+    terms = CommissionTerms.model_validate({"kind": "flat_plus_percentage", "flat_minor": flat, "rate": str(rate)})
+    conv = rows(*values)
+    for r in conv:
+        r.currency = "JPY"
+    got = [r.amount_minor for r in compute_period(terms, conv, first_purchase={},
+                                                  fx=lambda base, quote, at: usd_jpy)]
+    flat_in_yen = Fraction(flat) * Fraction(str(usd_jpy)) / 100
+    assert got == [half_even(flat_in_yen + v * Fraction(str(rate))) for v in values]
+
+
+def test_combined_terms_flow_through_the_database_engine_to_the_payout():
+    p = make_partner(1, terms={"kind": "flat_plus_percentage", "flat_minor": 300, "rate": "0.1", "lock_days": 14})
+    add_conversions([{"partner_id": p, "amount_minor": 10005, "external_id": "a"},
+                     {"partner_id": p, "amount_minor": 20000, "external_id": "b"}])
+    compute_commissions(now=after_lock(45))
+    batch_id = engine.build_batch(after_lock(45))
+    with session_scope() as s:
+        lines = sorted(s.execute(select(Commission.amount_minor)).scalars())
+        paid = s.execute(select(Payout.amount_minor).where(Payout.batch_id == batch_id)).scalar_one()
+    # 3.00 + 10.005 = 13.005 -> 1300 (even); 3.00 + 20.00 = 2300
+    assert lines == [1300, 2300] and paid == 3600
