@@ -26,7 +26,7 @@ from typing import Any
 from prefect import get_client
 from prefect.events import Event, emit_event
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-from sqlalchemy import func, or_, update
+from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, select
 
 from partnerflow.models import session_scope, utcnow
@@ -44,6 +44,8 @@ COMPLIANCE_FINDING = "compliance.finding"
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c3f0e-2b7a-4c55-9d3e-0c9a4e1d7b21")
 LEASE = timedelta(seconds=60)  # a relay that died holding a row lets the next one send it after this
 CHUNK = 100  # events per request to the Prefect API
+# Relayed hand-offs are kept this long for looking back (Prefect keeps its own events 7 days by default).
+RELAYED_KEPT = timedelta(days=30)
 QUICK_TIMEOUT_SECONDS = 5.0  # the relay right after a commit gives up fast; the sweep tries again
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,17 @@ def pending_since() -> tuple[int, datetime | None]:
         waiting, oldest = session.execute(select(func.count(), func.min(OutboxEvent.created_at))
                                           .where(OutboxEvent.sent_at.is_(None))).one()
     return waiting, oldest
+
+
+def prune_relayed(older_than: timedelta = RELAYED_KEPT, now: datetime | None = None) -> int:
+    """Delete hand-offs relayed longer ago than `older_than`; returns how many.
+
+    Each row announces one state change that has already happened and cannot happen again, so once
+    Prefect has it (and has long since dropped its own copy) the row only grows the table."""
+    cutoff = (now or utcnow()) - older_than
+    with session_scope() as session:
+        return session.execute(delete(OutboxEvent).where(OutboxEvent.sent_at.is_not(None),
+                                                          OutboxEvent.sent_at < cutoff)).rowcount
 
 
 def post_to_prefect(rows: list[OutboxEvent], timeout: float | None = None) -> None:

@@ -133,6 +133,23 @@ def test_the_sweep_sends_what_piled_up_in_one_request_per_chunk(prefect):
     assert prefect.requests == 5 and len({e[1] for e in prefect.received}) == 3
 
 
+def test_the_sweep_prunes_only_handoffs_relayed_long_ago(prefect):
+    for n in range(3):
+        submit_application(application(email=f"p{n}@firm{n}.example", website=f"https://firm{n}.example"))
+    prefect.down = True
+    submit_application(application(email="late@firm9.example", website="https://firm9.example"))
+    prefect.down = False
+    old, recent, fresh, pending = _outbox()
+    with session_scope() as session:
+        session.get(OutboxEvent, old.id).sent_at = utcnow() - timedelta(days=31)
+        session.get(OutboxEvent, recent.id).sent_at = utcnow() - timedelta(days=29)
+        session.get(OutboxEvent, pending.id).created_at = utcnow() - timedelta(days=40)
+    assert events.prune_relayed() == 1
+    # the one relayed 31 days ago goes; never relayed is kept however old, until the relay sends it
+    assert [r.key for r in _outbox()] == [recent.key, fresh.key, pending.key]
+    assert _outbox()[-1].sent_at is None
+
+
 def test_two_relays_never_send_the_same_row_at_once(prefect):
     prefect.down = True
     submit_application(application())
