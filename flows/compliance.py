@@ -31,6 +31,7 @@ from partnerflow.tasks.compliance.review import (
 from partnerflow.tasks.compliance.sanctions import list_for_run, record_list_version, screen_partners
 from partnerflow.tasks.compliance.sanctions_list import load_sanctions_list
 from partnerflow.tasks.shared.approvals import ask_person
+from partnerflow.tasks.shared.customers import hash_clear_customer_emails
 
 
 def act_on_new_findings(opened: list[int], policy: dict, partner_id: int | None = None
@@ -44,6 +45,7 @@ def act_on_new_findings(opened: list[int], policy: dict, partner_id: int | None 
 def check_compliance(partner_id: int | None = None) -> dict:
     """Run every check over active partners (or one partner) and report."""
     policy = load_policy()
+    hash_clear_customer_emails()  # older rows kept the buyer's email in clear; the fraud check reads hashes
     run, previous = runs.start_run(partner_id)
     ids = runs.partners_to_check(partner_id)
     totals = runs.check_totals(len(ids))

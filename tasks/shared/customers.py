@@ -3,6 +3,11 @@ address. Conversion intake stores them; the self-referral fraud check compares t
 
 from __future__ import annotations
 
+from prefect import task
+from sqlmodel import select
+
+from partnerflow.models import session_scope
+from partnerflow.models.payouts import Conversion
 from partnerflow.secrets import pseudonym, pseudonyms
 
 EMAIL_PURPOSE = "customer-email"
@@ -28,3 +33,21 @@ def email_hashes(email: str) -> set[str]:
 
 def domain_hashes(domain: str) -> set[str]:
     return set(pseudonyms(domain.strip().lower(), DOMAIN_PURPOSE))
+
+
+@task(name="hash-clear-customer-emails")
+def hash_clear_customer_emails(chunk: int = 1000) -> int:
+    """Replace customer emails stored in clear (conversions recorded before intake hashed them) with their
+    keyed hashes; returns how many rows changed. Cheap once done: the query finds nothing."""
+    changed = 0
+    while True:
+        with session_scope() as session:
+            rows = session.exec(select(Conversion).where(Conversion.customer_email.is_not(None)).limit(chunk)).all()
+            for row in rows:
+                email = row.customer_email.strip().lower()
+                row.customer_email_hash, row.customer_domain_hash = customer_hashes(email) if "@" in email \
+                    else (row.customer_email_hash, row.customer_domain_hash)
+                row.customer_email = None
+        changed += len(rows)
+        if len(rows) < chunk:
+            return changed

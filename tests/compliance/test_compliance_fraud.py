@@ -53,6 +53,24 @@ def test_self_referral_by_email_and_own_domain_but_not_shared_free_mail():
     assert (b, "fraud.self_referral") not in found
 
 
+def test_emails_kept_in_clear_by_older_rows_are_hashed_and_still_caught():
+    from sqlmodel import select
+
+    from partnerflow.tasks.shared.customers import hash_clear_customer_emails
+
+    a = partner()
+    conv(a, customer_email="Ann@annblog.example")
+    conv(a, customer_email="someone@else.example")
+    conv(a, customer_email="not an email")
+    assert hash_clear_customer_emails.fn(chunk=2) == 3
+    with session_scope() as session:
+        rows = session.exec(select(Conversion).where(Conversion.partner_id == a)).all()
+        assert [r.customer_email for r in rows] == [None, None, None]
+        assert [bool(r.customer_email_hash) for r in rows] == [True, True, False]
+    assert signals([a])[(a, "fraud.self_referral")].evidence["conversions"] == 1
+    assert hash_clear_customer_emails.fn() == 0
+
+
 def test_click_to_conversion_too_fast_only_when_repeated():
     fast, normal = partner(email="f@f.example", domain="f.example"), partner(email="n@n.example", domain="n.example")
     for secs in (2, 3, 4):
