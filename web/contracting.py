@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from html import escape
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,58 +18,29 @@ from partnerflow.tasks.contracting.applications import (
     DuplicateApplication,
     submit_application,
 )
-from partnerflow.web.pages import page
+from partnerflow.web.pages import message, render
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 HONEYPOT = "homepage"  # a field hidden from people; whatever fills it is a robot
 
 
-def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = None) -> str:
-    values, errors = values or {}, errors or {}
-
-    def err(name: str) -> str:
-        return f" <span class='error' id='{name}-error'>{escape(errors[name])}</span>" if name in errors else ""
-
-    def text(name: str, label: str, kind: str = "text") -> str:
-        return (f"<label>{escape(label)}: <input type='{kind}' name='{name}' "
-                f"value='{escape(str(values.get(name) or ''))}'>{err(name)}</label>")
-
-    def select(name: str, label: str, options) -> str:
-        opts = "".join(f"<option value='{o}'{' selected' if values.get(name) == o else ''}>{o}</option>"
-                       for o in options)
-        return (f"<label>{escape(label)}: <select name='{name}'><option value=''></option>{opts}</select>"
-                f"{err(name)}</label>")
-
-    def boxes(name: str, label: str, options) -> str:
-        chosen = values.get(name) or []
-        items = "".join(f"<label style='display:inline'><input type='checkbox' name='{name}' value='{o}'"
-                        f"{' checked' if o in chosen else ''}> {o}</label> " for o in options)
-        return f"<fieldset><legend>{escape(label)}</legend>{items}{err(name)}</fieldset>"
-
-    summary = ("<p class='error'>Please correct the fields marked below.</p>" if errors else "")
-    return (summary + "<form method='post' action='/apply'>"
-            + text("legal_name", "Legal name (person or company)") + text("contact_name", "Contact name")
-            + text("email", "Email", "email") + text("country", "Country (two-letter code, e.g. US)")
-            + text("website", "Website") + boxes("channels", "Channels", CHANNELS)
-            + select("partner_type", "Partner type", tuple(PartnerType))
-            + boxes("promotional_methods", "Promotional methods", PROMOTIONAL_METHODS)
-            + select("tax_status", "Tax status", TAX_STATUSES)
-            + f"<div style='position:absolute;left:-10000px' aria-hidden='true'><label>Leave this empty: "
-              f"<input type='text' name='{HONEYPOT}' value='' tabindex='-1' autocomplete='off'></label></div>"
-            + f"<label><input type='checkbox' name='agreed_to_terms' value='yes'> I agree to the program terms."
-              f"{err('agreed_to_terms')}</label><button type='submit'>Apply</button></form>")
+def _form(values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
+          status: int = 200) -> HTMLResponse:
+    return render("contracting/pages/apply.html", status, title="Apply to the partner program", values=values or {},
+                  errors=errors or {}, channels=CHANNELS, partner_types=[t.value for t in PartnerType],
+                  promotional_methods=PROMOTIONAL_METHODS, tax_statuses=TAX_STATUSES, honeypot=HONEYPOT)
 
 
 @router.get("/apply", response_class=HTMLResponse)
 def apply_form() -> HTMLResponse:
-    return page("Apply to the partner program", _form())
+    return _form()
 
 
 # One answer for a new application, a repeated one and a trap-caught bot: nobody learns from it whether
 # an address already belongs to a partner.
-THANKS = ("<p>Thank you. If we can offer you a place in the program, you will hear from us by email; "
-          "if you applied before, there is nothing more to do.</p>")
+THANKS = ("Thank you. If we can offer you a place in the program, you will hear from us by email; "
+          "if you applied before, there is nothing more to do.")
 GENERIC_JSON = {"status": "received", "detail": "Thank you. We will reply by email."}
 TOO_MANY = "Too many applications from this network or email domain; please try again later."
 UNAVAILABLE = "We cannot take applications at the moment; please try again in a few minutes."
@@ -102,15 +72,15 @@ async def apply_submit(request: Request) -> HTMLResponse:
     data["promotional_methods"] = form.getlist("promotional_methods")
     allowed = await run_in_threadpool(_allowed, request, data)
     if not allowed:
-        return page("Please try again later", f"<p>{TOO_MANY if allowed is False else UNAVAILABLE}</p>",
-                    429 if allowed is False else 503)
+        return message("Please try again later", TOO_MANY if allowed is False else UNAVAILABLE,
+                       429 if allowed is False else 503)
     if data.pop(HONEYPOT, None):  # only a robot fills a field nobody can see
-        return page("Thank you", THANKS)
+        return message("Thank you", THANKS)
     try:
         await run_in_threadpool(_receive, data)
     except ApplicationInvalid as exc:
-        return page("Apply to the partner program", _form(data, exc.errors), 422)
-    return page("Thank you", THANKS)
+        return _form(data, exc.errors, 422)
+    return message("Thank you", THANKS)
 
 
 @router.post("/api/applications", status_code=202)

@@ -6,8 +6,6 @@ plain HTML form, usable without JavaScript.
 
 from __future__ import annotations
 
-from html import escape
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
@@ -15,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from partnerflow.models import Contract, SignatureRequest, utcnow
 from partnerflow.models.contracting import OPEN_SIGNATURE_STATUSES, SignatureStatus
 from partnerflow.settings import get_settings
-from partnerflow.tasks.contracting.signing_page import CONSENT, contract_page_html, find_by_token, sign_on_page
-from partnerflow.web.pages import client_of, page
+from partnerflow.tasks.contracting.signing_page import CONSENT, contract_blocks, find_by_token, sign_on_page
+from partnerflow.web.pages import client_of, message, render
 
 router = APIRouter()
 TITLE = "Sign your partner agreement"
@@ -26,32 +24,22 @@ def _open_request(token: str):
     """(row, contract, partner, error page)."""
     found = find_by_token(token)
     if found is None:
-        return None, None, None, page("Link not found", "<p>This signing link is not valid.</p>", 404)
+        return None, None, None, message("Link not found", "This signing link is not valid.", 404)
     row, contract, partner = found
     if row.status == SignatureStatus.SIGNED:
-        return row, contract, partner, page("Already signed",
-                                            f"<p>This agreement was signed on {row.signed_at:%d %B %Y}. Thank you.</p>")
+        return row, contract, partner, message("Already signed",
+                                               f"This agreement was signed on {row.signed_at:%d %B %Y}. Thank you.")
     if row.status not in OPEN_SIGNATURE_STATUSES or (row.expires_at and row.expires_at <= utcnow()):
-        return row, contract, partner, page("Link expired", "<p>This signing link has expired or was withdrawn. "
-                                            f"Please contact {escape(get_settings().team_email)}.</p>", 410)
+        return row, contract, partner, message("Link expired", "This signing link has expired or was withdrawn. "
+                                               f"Please contact {get_settings().team_email}.", 410)
     return row, contract, partner, None
 
 
 def _sign_form(token: str, row: SignatureRequest, contract: Contract, errors: dict[str, str] | None = None,
-               name: str = "") -> str:
-    errors = errors or {}
-
-    def err(key: str) -> str:
-        return f"<span class='error'>{escape(errors[key])}</span>" if key in errors else ""
-
-    return (f"<p>Please read the agreement for <strong>{escape(row.signer_name)}</strong> "
-            f"(document SHA-256 <code>{contract.document_sha256}</code>).</p>"
-            f"<div class='doc'>{contract_page_html(contract)}</div>"
-            f"<form method='post' action='/sign/{escape(token)}'>"
-            f"<label>Type your full name to sign: <input name='signer_name' value='{escape(name)}' required> "
-            f"{err('signer_name')}</label>"
-            f"<label><input type='checkbox' name='consent' value='yes'> {escape(CONSENT)} {err('consent')}</label>"
-            "<button type='submit'>Sign the agreement</button></form>")
+               name: str = "", status: int = 200) -> HTMLResponse:
+    return render("contracting/pages/sign.html", status, title=TITLE, token=token, signer_name=row.signer_name,
+                  document_sha256=contract.document_sha256, document=contract_blocks(contract), name=name,
+                  errors=errors or {}, consent=CONSENT)
 
 
 @router.get("/sign/{token}", response_class=HTMLResponse)
@@ -59,7 +47,7 @@ def signing_page(token: str) -> HTMLResponse:
     row, contract, _partner, error = _open_request(token)
     if error is not None:
         return error
-    return page(TITLE, _sign_form(token, row, contract))
+    return _sign_form(token, row, contract)
 
 
 @router.post("/sign/{token}", response_class=HTMLResponse)
@@ -81,8 +69,8 @@ def _sign(token: str, form: dict[str, str], ip: str, user_agent: str) -> HTMLRes
     if form["consent"].lower() not in ("yes", "on", "true", "1"):
         errors["consent"] = "Tick the box to consent to signing electronically."
     if errors:
-        return page(TITLE, _sign_form(token, row, contract, errors, name), 422)
+        return _sign_form(token, row, contract, errors, name, 422)
     if not sign_on_page(row, contract, signer_name=name, ip=ip, user_agent=user_agent):
-        return page("Already signed", "<p>This agreement was already signed. Thank you.</p>")
-    return page("Thank you", f"<p>{escape(partner.legal_name)}'s agreement is signed. We will email you the next "
-                "steps (your tracking link and payout setup) shortly.</p>")
+        return message("Already signed", "This agreement was already signed. Thank you.")
+    return message("Thank you", f"{partner.legal_name}'s agreement is signed. We will email you the next "
+                   "steps (your tracking link and payout setup) shortly.")

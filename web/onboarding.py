@@ -7,8 +7,6 @@ plain HTML form, usable without JavaScript. Secrets typed in are never echoed ba
 
 from __future__ import annotations
 
-from html import escape
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
@@ -25,60 +23,35 @@ from partnerflow.tasks.onboarding.details import (
     payout_summary,
     submit_onboarding,
 )
-from partnerflow.web.pages import client_of, page
+from partnerflow.web.pages import client_of, message, render
 
 router = APIRouter()
 TITLE = "Tax form and payout details"
 NEVER_ECHOED = ("tin", "iban", "stripe_account_id")
 
 
-def _form(token: str, kind: str, errors: dict[str, str] | None = None, values: dict | None = None) -> str:
-    errors, values = errors or {}, values or {}
-
-    def err(name: str) -> str:
-        return f" <span class='error'>{escape(errors[name])}</span>" if name in errors else ""
-
-    def field(name: str, label: str) -> str:
-        value = "" if name in NEVER_ECHOED else escape(str(values.get(name) or ""))
-        return (f"<label>{escape(label)}: <input type='text' name='{name}' value='{value}' autocomplete='off'>"
-                f"{err(name)}</label>")
-
-    tax = [field("tax_name", "Name (as shown on your tax return)"), field("tax_address", "Address")]
-    if kind == "W-9":
-        tax.append(field("tin", "SSN or EIN (9 digits)"))
-    else:
-        tax += [field("citizenship", "Country of citizenship (ISO code)"),
-                field("tin", "Foreign tax identifying number")]
-    options = "".join(f"<option value='{m}'{' selected' if values.get('payout_method') == m else ''}>{m}</option>"
-                      for m in PAYOUT_METHODS)
-    return (f"<form method='post' action='/onboarding/{escape(token)}'><h2>Tax form {kind}</h2>{''.join(tax)}"
-            f"<label><input type='checkbox' name='certify' value='yes'> I certify under penalties of perjury that "
-            f"the information above is correct.{err('certify')}</label>"
-            f"<h2>Payout details</h2><label>Method: <select name='payout_method'>{options}</select>"
-            f"{err('payout_method')}</label>"
-            + field("account_holder", "Account holder (SEPA)") + field("iban", "IBAN (SEPA)")
-            + field("bic", "BIC (SEPA, optional)") + field("paypal_email", "PayPal email")
-            + field("stripe_account_id", "Stripe account id (acct_…)")
-            + field("payout_currency", "Currency to be paid in (ISO code, e.g. EUR, USD; SEPA: EUR)")
-            + "<p><button type='submit'>Save</button></p></form>")
+def _form(token: str, kind: str, errors: dict[str, str] | None = None, values: dict | None = None,
+          status: int = 200) -> HTMLResponse:
+    return render("onboarding/pages/details.html", status, title=TITLE, token=token, kind=kind, errors=errors or {},
+                  values=values or {}, never_echoed=NEVER_ECHOED, payout_methods=PAYOUT_METHODS)
 
 
 def _open_row(token: str) -> tuple[Onboarding | None, HTMLResponse | None]:
     row = find_onboarding(token)
     if row is None:
-        return None, page("Link not found", "<p>This link is not valid.</p>", 404)
+        return None, message("Link not found", "This link is not valid.", 404)
     if row.expires_at <= utcnow():
-        return None, page("Link expired", f"<p>This link has expired. Please contact "
-                          f"{escape(get_settings().team_email)}.</p>", 410)
+        return None, message("Link expired", f"This link has expired. Please contact {get_settings().team_email}.",
+                             410)
     if row.completed_at is not None:
         return None, _used_page()
     return row, None
 
 
 def _used_page() -> HTMLResponse:
-    return page("Link already used", "<p>This link has already been used: we have your tax form and payout "
-                "details. It works only once, so nobody else can change where your money goes. To change your "
-                f"details, write to {escape(get_settings().team_email)} and we will send you a way to do it.</p>", 410)
+    return message("Link already used", "This link has already been used: we have your tax form and payout "
+                   "details. It works only once, so nobody else can change where your money goes. To change your "
+                   f"details, write to {get_settings().team_email} and we will send you a way to do it.", 410)
 
 
 @router.get("/onboarding/{token}", response_class=HTMLResponse)
@@ -86,7 +59,7 @@ def onboarding_page(token: str) -> HTMLResponse:
     row, error = _open_row(token)
     if error is not None:
         return error
-    return page(TITLE, _form(token, row.tax_form_kind))
+    return _form(token, row.tax_form_kind)
 
 
 @router.post("/onboarding/{token}", response_class=HTMLResponse)
@@ -103,11 +76,10 @@ def _submit(token: str, data: dict[str, str], ip: str) -> HTMLResponse:
     try:
         saved = submit_onboarding(token, data, ip=ip)
     except OnboardingInvalid as exc:
-        return page(TITLE, _form(token, row.tax_form_kind, exc.errors, data), 422)
+        return _form(token, row.tax_form_kind, exc.errors, data, 422)
     except LinkUsed:  # a second submission raced this one and lost
         return _used_page()
-    return page("Thank you", f"<p>Saved: {escape(saved.tax_form_masked or '')}; payouts to "
-                f"{escape(payout_summary(saved.partner_id))}.</p>")
+    return message("Thank you", f"Saved: {saved.tax_form_masked or ''}; payouts to {payout_summary(saved.partner_id)}.")
 
 
 @router.get("/r/{code}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import json
 import logging
 import re
@@ -38,6 +37,7 @@ from partnerflow.providers.email.settings import MailSettings
 from partnerflow.settings import ConfigError, get_settings
 from partnerflow.tasks.outreach.unsubscribe import enrollment_for_token
 from partnerflow.tasks.shared.suppression import stop_enrollments_for, suppress
+from partnerflow.web.pages import render
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -48,12 +48,8 @@ TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 # --- unsubscribe ---
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    company = html.escape(get_settings().company_name)
-    return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body style='font-family:sans-serif;max-width:36em;margin:3em auto'><h1>{html.escape(title)}</h1>"
-        f"{body}<p style='color:#666'>{company}</p></body></html>", status_code=status)
+def _page(title: str, text: str, status: int = 200) -> HTMLResponse:
+    return render("outreach/pages/message.html", status, title=title, text=text, company=get_settings().company_name)
 
 
 def _enrollment_email(token: str) -> str | None:
@@ -70,9 +66,9 @@ def unsubscribe_page(token: str) -> HTMLResponse:
     """Shows a confirmation button; a GET never unsubscribes (mail scanners follow links)."""
     email = _enrollment_email(token)
     if email is None:
-        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
-    return _page("Unsubscribe", f"<p>Stop all emails to <b>{html.escape(email)}</b>?</p>"
-                 f"<form method='post'><button type='submit'>Unsubscribe</button></form>")
+        return _page("Link not valid", "This unsubscribe link is not valid.", 404)
+    return render("outreach/pages/unsubscribe.html", title="Unsubscribe", email=email,
+                  company=get_settings().company_name)
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
@@ -86,10 +82,10 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
 def _unsubscribe(token: str, source: str) -> HTMLResponse:
     email = _enrollment_email(token)
     if email is None:
-        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+        return _page("Link not valid", "This unsubscribe link is not valid.", 404)
     with session_scope() as session:
         suppress(session, email, StopReason.UNSUBSCRIBE, source=source)
-    return _page("Unsubscribed", f"<p>{html.escape(email)} will not receive any more emails from us.</p>")
+    return _page("Unsubscribed", f"{email} will not receive any more emails from us.")
 
 
 # --- SendGrid Event Webhook ---

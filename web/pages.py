@@ -8,7 +8,6 @@ and no page renders half-empty.
 from __future__ import annotations
 
 import functools
-from html import escape
 from importlib import resources
 from typing import Any
 
@@ -39,17 +38,6 @@ def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
 def message(title: str, text: str, status: int = 200) -> HTMLResponse:
     """A page that only says one thing (a link expired, a thank-you)."""
     return render("shared/pages/message.html", status, title=title, text=text)
-
-
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    """Legacy frame for pages still built as HTML strings; being moved to templates."""
-    return HTMLResponse(
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        "<style>body{font-family:sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;line-height:1.5}"
-        ".doc{border:1px solid #ccc;padding:1rem 2rem;max-height:60vh;overflow:auto}.error{color:#b00020}"
-        "label{display:block;margin:.6rem 0}</style></head>"
-        f"<body><h1>{escape(title)}</h1>{body}</body></html>", status_code=status)
 
 
 def client_of(request: Request) -> tuple[str, str]:

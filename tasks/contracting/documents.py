@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import html
 import io
 import re
 from dataclasses import dataclass
@@ -239,21 +238,3 @@ def generate_contract(partner_id: int, *, application_id: int | None = None,
               details={"partner_id": partner_id, "version": version, "template_sha256": rendered.template_sha256,
                        "document_sha256": rendered.document_sha256, "clauses": rendered.clause_ids})
         return contract
-
-
-def contract_html(document: bytes) -> str:
-    """The contract text as simple HTML for the signing page (headings and paragraphs)."""
-    doc = Document(io.BytesIO(document))
-    parts = []
-    for paragraph in doc.paragraphs:
-        text = html.escape(paragraph.text)
-        if not text.strip():
-            continue
-        style = paragraph.style.name
-        if style == "Title":
-            parts.append(f"<h1>{text}</h1>")
-        elif style.startswith("Heading"):
-            parts.append(f"<h2>{text}</h2>")
-        else:
-            parts.append(f"<p>{text}</p>")
-    return "\n".join(parts)

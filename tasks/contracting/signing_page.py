@@ -4,14 +4,15 @@ show the contract, and sign it with the signer's evidence on a certificate page.
 from __future__ import annotations
 
 import hashlib
+import io
 
+from docx import Document
 from sqlmodel import select
 
 from partnerflow.models import Contract, Partner, SignatureRequest, session_scope, utcnow
 from partnerflow.providers.esign.builtin import reference_in, request_id, signed_copy
 from partnerflow.secrets import token_hashes
 from partnerflow.settings import get_settings
-from partnerflow.tasks.contracting.documents import contract_html
 from partnerflow.tasks.contracting.sending import signing_link_keys
 from partnerflow.tasks.contracting.signing import BUILTIN, complete_signature, contract_document, signing_base
 
@@ -35,9 +36,17 @@ def find_by_token(token: str) -> tuple[SignatureRequest, Contract, Partner] | No
         return row, contract, session.get(Partner, contract.partner_id)
 
 
-def contract_page_html(contract: Contract) -> str:
-    """The contract as the signer reads it (refuses a document whose hash changed)."""
-    return contract_html(contract_document(contract))
+def contract_blocks(contract: Contract) -> list[tuple[str, str]]:
+    """The contract as the signer reads it, as ("title" | "heading" | "paragraph", text) in document order; the
+    page's template lays them out. Refuses a document whose hash changed."""
+    blocks = []
+    for paragraph in Document(io.BytesIO(contract_document(contract))).paragraphs:
+        if not paragraph.text.strip():
+            continue
+        style = paragraph.style.name
+        kind = "title" if style == "Title" else "heading" if style.startswith("Heading") else "paragraph"
+        blocks.append((kind, paragraph.text))
+    return blocks
 
 
 def sign_on_page(row: SignatureRequest, contract: Contract, *, signer_name: str, ip: str, user_agent: str) -> bool:
