@@ -16,8 +16,8 @@ from sqlmodel import Field, SQLModel
 from partnerflow.models.types import UTCDateTime, utcnow
 from partnerflow.providers.payout.ledger import LedgerTransfer
 
-__all__ = ["Commission", "CommissionStatus", "Conversion", "ConversionKind", "ConversionSource", "FxRate",
-           "Installation", "LedgerTransfer", "Payout", "PayoutBatch", "PayoutBatchStatus", "PayoutStatus",
+__all__ = ["Commission", "CommissionKind", "CommissionStatus", "Conversion", "ConversionKind", "ConversionSource",
+           "FxRate", "Installation", "LedgerTransfer", "Payout", "PayoutBatch", "PayoutBatchStatus", "PayoutStatus",
            "SepaFileEntry"]
 
 
@@ -36,6 +36,11 @@ class CommissionStatus(StrEnum):
     PAYABLE = "payable"  # part of the partner's balance
     CANCELLED = "cancelled"  # earns nothing (not qualifying, or reversed)
     PAID = "paid"
+
+
+class CommissionKind(StrEnum):
+    CONVERSION = "conversion"
+    BONUS = "bonus"
 
 
 class PayoutBatchStatus(StrEnum):
@@ -102,7 +107,11 @@ class Commission(SQLModel, table=True):
     __table_args__ = (Index("ix_commission_partner_status_payout", "partner_id", "status", "payout_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    conversion_id: int = Field(foreign_key="conversion.id", index=True, unique=True)
+    # A conversion's commission, or a bonus line (kind "bonus": no conversion, its bonus and reason instead).
+    conversion_id: int | None = Field(default=None, foreign_key="conversion.id", index=True, unique=True)
+    kind: str = CommissionKind.CONVERSION
+    bonus_id: int | None = Field(default=None, foreign_key="bonus.id", unique=True)  # one line per bonus: paid once
+    reason: str | None = None  # why a bonus was granted, in the partner's words
     partner_id: int = Field(foreign_key="partner.id", index=True)
     amount_minor: int = Field(sa_type=BigInteger)
     currency: str
