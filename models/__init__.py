@@ -6,7 +6,7 @@ and audit are shared by every stage.
 """
 
 import partnerflow.models.growth  # noqa: F401  (registers its tables)
-from partnerflow.models import approvals, compliance, discovery, engine, events, onboarding, outreach, tracking  # noqa: F401  (register their tables)
+from partnerflow.models import approvals, compliance, discovery, engine, events, onboarding, outreach, portal, tracking  # noqa: F401  (register their tables)
 from partnerflow.models.audit import AuditLog, WebhookEvent, audit
 from partnerflow.models.contracting import (
     Application,

@@ -158,6 +158,28 @@ class ComplianceSettings(EnvSettings):
 class PortalSettings(EnvSettings):
     """The partner portal: sign-in links, sessions, payout-detail changes."""
 
+    portal_sign_in_link_minutes: int = Field(15, ge=1, le=24 * 60)  # an emailed sign-in link works this long, once
+    # Sign-in links asked for per address and per client address (limits' notation, ";" between rules); the
+    # counters live where /apply's do (PARTNERFLOW_WEB_RATE_LIMIT_STORAGE).
+    portal_sign_in_limit_per_email: str = "3/10 minutes;10/day"
+    portal_sign_in_limit_per_ip: str = "10/minute;50/hour"
+    portal_session_idle_minutes: int = Field(30, ge=1)  # signed out after this long without a page
+    portal_session_absolute_hours: int = Field(12, ge=1)  # ... and this long after signing in, however active
+    portal_details_link_minutes: int = Field(60, ge=1)  # the link confirming new payout details works this long
+    # Payouts to payout details changed in the portal wait this long after the partner confirmed them.
+    portal_payout_cooling_off_hours: int = Field(72, ge=0)
+
+    @field_validator("portal_sign_in_limit_per_email", "portal_sign_in_limit_per_ip")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many  # only where portal settings are read
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '3/10 minutes;10/day'") from None
+        return value
+
 
 class ReportSettings(EnvSettings):
     """Program reports: the weekly report, the recruitment funnel, charts and exports."""

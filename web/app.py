@@ -21,11 +21,12 @@ from partnerflow.web import (
     outreach,
     payouts,
     payouts_webhooks,
+    portal_access,
 )
 from partnerflow.web.guard import BodyLimit, RateLimits, SafeHeaders, trusted_networks
 
 STAGE_ROUTES = (outreach, contracting, contracting_signing, contracting_webhooks, onboarding, payouts,
-                payouts_webhooks)
+                payouts_webhooks, portal_access)
 
 
 @asynccontextmanager

@@ -1,0 +1,65 @@
+"""Portal test fixtures: a partner, and a web-app client already signed in as a given partner.
+
+    def test_home(portal_client, portal_partner):
+        client = portal_client(portal_partner)        # cookie set, as after following a sign-in link
+        client.get("/portal")
+        client.post("/portal/sign-out", data={"csrf_token": client.csrf_token})
+"""
+
+from __future__ import annotations
+
+import pytest
+from factories import make_partner
+from fastapi.testclient import TestClient
+
+from partnerflow.tasks.portal.sessions import COOKIE_NAME, start_session
+from partnerflow.web.app import create_app
+
+
+class PortalClient(TestClient):
+    """A TestClient of the web app signed in as `partner_id`; forms need `csrf_token`."""
+
+    partner_id: int
+    csrf_token: str
+    session_cookie: str
+
+
+def signed_in_client(partner_id: int) -> PortalClient:
+    cookie, csrf = start_session(partner_id)
+    client = PortalClient(create_app(), follow_redirects=False)
+    client.cookies.set(COOKIE_NAME, cookie)
+    client.partner_id, client.csrf_token, client.session_cookie = partner_id, csrf, cookie
+    return client
+
+
+@pytest.fixture
+def portal_partner() -> int:
+    """An active partner (tracking code P1, signed contract, tax form received)."""
+    return make_partner(1)
+
+
+@pytest.fixture
+def portal_client():
+    """portal_client(partner_id) -> PortalClient signed in as that partner (redirects are not followed)."""
+    clients: list[PortalClient] = []
+
+    def _client(partner_id: int) -> PortalClient:
+        clients.append(signed_in_client(partner_id))
+        return clients[-1]
+
+    yield _client
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def portal_csrf():
+    """portal_csrf(client) -> the CSRF token its session's forms must carry."""
+    return lambda client: client.csrf_token
+
+
+@pytest.fixture
+def anonymous_client():
+    """A client of the web app with no session (redirects are not followed)."""
+    with TestClient(create_app(), follow_redirects=False) as client:
+        yield client
