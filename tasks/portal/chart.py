@@ -1,0 +1,98 @@
+"""The portal home's chart: one partner's own clicks, conversions and commission per week, as a PNG.
+
+Weeks are counted back from the current week's Monday (UTC); each figure is one GROUP BY over a CASE
+that maps a timestamp to its week. Drawn with matplotlib's Agg canvas (no display, no pyplot state),
+so concurrent requests never share a figure.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from sqlalchemy import case, func, select
+
+from partnerflow.models import Commission, Conversion, session_scope, utcnow
+from partnerflow.models.payouts import CommissionStatus
+from partnerflow.models.tracking import Click
+from partnerflow.tasks.payouts.commission_rules import PAYING_KINDS
+from partnerflow.tasks.shared.money import format_money
+
+WEEKS = 12
+
+
+@dataclass
+class WeeklySeries:
+    week_starts: list[datetime]
+    clicks: list[int]
+    conversions: list[int]
+    commission: dict[str, list[int]] = field(default_factory=dict)  # minor units per currency
+
+
+def _week_bucket(column, starts: list[datetime]):
+    return case(*[(column < starts[i + 1], i) for i in range(len(starts) - 1)], else_=None)
+
+
+def weekly_series(partner_id: int, now: datetime | None = None, weeks: int = WEEKS) -> WeeklySeries:
+    """The last `weeks` weeks (this one included) of the partner's people clicks, conversions and commission."""
+    now = now or utcnow()
+    monday = (now - timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    starts = [monday - timedelta(weeks=weeks - 1 - i) for i in range(weeks + 1)]
+    series = WeeklySeries(starts[:-1], [0] * weeks, [0] * weeks)
+    with session_scope() as session:
+        bucket = _week_bucket(Click.clicked_at, starts)
+        for index, count in session.execute(
+                select(bucket, func.count()).where(Click.partner_id == partner_id, Click.is_bot == False,  # noqa: E712
+                                                   Click.clicked_at >= starts[0], Click.clicked_at < starts[-1])
+                .group_by(bucket)):
+            series.clicks[index] = int(count)
+        bucket = _week_bucket(Conversion.occurred_at, starts)
+        for index, count in session.execute(
+                select(bucket, func.count()).where(
+                    Conversion.partner_id == partner_id, Conversion.kind.in_([str(k) for k in PAYING_KINDS]),
+                    Conversion.occurred_at >= starts[0], Conversion.occurred_at < starts[-1])
+                .group_by(bucket)):
+            series.conversions[index] = int(count)
+        earned_at = func.coalesce(Conversion.occurred_at, Commission.created_at)  # a bonus: when it was granted
+        bucket = _week_bucket(earned_at, starts)
+        for index, currency, total in session.execute(
+                select(bucket, Commission.currency, func.sum(Commission.amount_minor))
+                .outerjoin(Conversion, Conversion.id == Commission.conversion_id)
+                .where(Commission.partner_id == partner_id, Commission.status != CommissionStatus.CANCELLED,
+                       earned_at >= starts[0], earned_at < starts[-1])
+                .group_by(bucket, Commission.currency)):
+            series.commission.setdefault(currency, [0] * weeks)[index] = int(total or 0)
+    return series
+
+
+def chart_png(series: WeeklySeries) -> bytes:
+    """Two panels sharing the weeks: clicks and conversions above, commission per currency below."""
+    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    counts, money = figure.subplots(2, 1, sharex=True)
+    labels = [f"{start:%d %b}" for start in series.week_starts]
+    positions = list(range(len(labels)))
+    counts.plot(positions, series.clicks, marker="o", label="clicks")
+    counts.plot(positions, series.conversions, marker="s", label="conversions")
+    counts.yaxis.set_major_locator(MaxNLocator(integer=True))
+    counts.set_ylim(bottom=0)
+    counts.legend(loc="upper left")
+    counts.set_title("Your links, per week")
+    for currency, values in sorted(series.commission.items()):
+        money.plot(positions, values, marker="o", label=f"commission ({currency})")
+    if len(series.commission) == 1:  # one currency: the axis reads in money
+        (currency,) = series.commission
+        money.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: format_money(round(value), currency)))
+    money.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if series.commission:
+        money.legend(loc="upper left")
+    else:
+        money.text(0.5, 0.5, "no commission yet", ha="center", va="center", transform=money.transAxes)
+    money.set_xticks(positions, labels, rotation=45, ha="right")
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
