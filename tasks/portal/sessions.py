@@ -106,3 +106,15 @@ def end_session(cookie_value: str | None) -> bool:
     with session_scope() as session:
         return session.execute(delete(PortalSession).where(
             PortalSession.session_hash.in_(token_hashes(session_id)))).rowcount > 0
+
+
+def form_token(nonce: str) -> str:
+    """The CSRF token of a form shown before sign-in (request a link, use a link), bound to the random
+    nonce in the visitor's form cookie: a page elsewhere can neither read the nonce nor guess the token."""
+    return token_hash(f"portal-form:{nonce}")
+
+
+def form_token_matches(nonce: str | None, token: object) -> bool:
+    if not nonce or not isinstance(token, str) or not token:
+        return False
+    return any(hmac.compare_digest(token, expected) for expected in token_hashes(f"portal-form:{nonce}"))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import time_machine
+from fastapi.testclient import TestClient
 from sqlmodel import select
+from support import link, mail_text, mails
 
 from partnerflow.models import session_scope, utcnow
 from partnerflow.models.portal import PortalSession
 from partnerflow.tasks.portal import sessions
 from partnerflow.tasks.portal.sessions import COOKIE_NAME, start_session, visitor_for
+from partnerflow.web.app import create_app
 
 
 def _sessions() -> list[PortalSession]:
@@ -80,3 +84,88 @@ def test_a_busy_session_still_ends_at_its_absolute_expiry(configure, portal_part
             assert visitor_for(cookie) is not None
     with time_machine.travel(start + timedelta(minutes=121)):
         assert visitor_for(cookie) is None
+
+
+# --- signing in by emailed link ----------------------------------------------------------------------
+
+def _form_token(client) -> str:
+    page = client.get("/portal/sign-in")
+    assert page.status_code == 200
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def _ask(client, email: str):
+    return client.post("/portal/sign-in", data={"email": email, "csrf_token": _form_token(client)})
+
+
+def _use(client, path: str):
+    page = client.get(path)
+    if page.status_code != 200:
+        return page
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return client.post(path, data={"csrf_token": token})
+
+
+def test_the_answer_is_the_same_whether_or_not_the_address_is_a_partners(portal_partner, anonymous_client, outbox):
+    known = _ask(anonymous_client, "P1@Example.com")
+    unknown = _ask(anonymous_client, "nobody@example.com")
+    assert known.status_code == unknown.status_code == 200
+    assert known.text.replace("p1@example.com", "X") == unknown.text.replace("nobody@example.com", "X")
+    sent = mails(outbox)
+    assert [m["To"] for m in sent] == ["p1@example.com"]
+    assert "/portal/sign-in/" in mail_text(sent[0])
+
+
+def test_a_sign_in_link_works_once(portal_partner, anonymous_client, outbox):
+    _ask(anonymous_client, "p1@example.com")
+    path = link(outbox, "/portal/sign-in/")
+    assert anonymous_client.get(path).status_code == 200  # opening the page (or a mail scanner) spends nothing
+    assert anonymous_client.get(path).status_code == 200
+    signed = _use(anonymous_client, path)
+    assert signed.status_code == 303 and signed.headers["location"] == "/portal"
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/portal" in cookie and "Secure" not in cookie
+    assert visitor_for(anonymous_client.cookies.get(COOKIE_NAME)).partner_id == portal_partner
+    with TestClient(create_app(), follow_redirects=False) as elsewhere:
+        again = _use(elsewhere, path)
+        assert again.status_code == 410 and "already used" in again.text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', elsewhere.get("/portal/sign-in").text).group(1)
+        assert elsewhere.post(path, data={"csrf_token": token}).status_code == 410
+    assert len(_sessions()) == 1
+
+
+def test_a_sign_in_link_expires(configure, portal_partner, anonymous_client, outbox):
+    configure(portal_sign_in_link_minutes=10)
+    _ask(anonymous_client, "p1@example.com")
+    path = link(outbox, "/portal/sign-in/")
+    with time_machine.travel(utcnow() + timedelta(minutes=11)):
+        assert _use(anonymous_client, path).status_code == 410
+        token = _form_token(anonymous_client)
+        assert anonymous_client.post(path, data={"csrf_token": token}).status_code == 410
+    assert _sessions() == [] and anonymous_client.get("/portal/sign-in/not-a-link").status_code == 404
+
+
+def test_the_session_cookie_is_secure_behind_https(configure, portal_partner, outbox):
+    configure(public_base_url="https://partners.acme.example")
+    with TestClient(create_app(), base_url="https://testserver", follow_redirects=False) as client:
+        _ask(client, "p1@example.com")
+        signed = _use(client, link(outbox, "/portal/sign-in/"))
+    assert "Secure" in signed.headers["set-cookie"]
+
+
+def test_sign_in_links_are_rate_limited_per_address_and_per_client(configure, portal_partner, outbox):
+    configure(portal_sign_in_limit_per_email="2/minute", portal_sign_in_limit_per_ip="4/minute")
+    with TestClient(create_app(), follow_redirects=False) as client:
+        assert [_ask(client, "p1@example.com").status_code for _ in range(3)] == [200, 200, 429]
+        assert len(mails(outbox)) == 2
+        assert [_ask(client, f"x{i}@example.com").status_code for i in range(2)] == [200, 429]  # 4 from here
+    with TestClient(create_app(), client=("10.1.1.1", 5000), follow_redirects=False) as other:
+        assert _ask(other, "someone@example.com").status_code == 200
+
+
+def test_a_sign_in_form_without_its_token_is_refused(portal_partner, anonymous_client, outbox):
+    assert anonymous_client.post("/portal/sign-in", data={"email": "p1@example.com"}).status_code == 403
+    _form_token(anonymous_client)
+    bad = anonymous_client.post("/portal/sign-in", data={"email": "p1@example.com", "csrf_token": "0" * 64})
+    assert bad.status_code == 403 and mails(outbox) == []
+    assert _ask(anonymous_client, "not an address").status_code == 422
