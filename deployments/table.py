@@ -133,6 +133,11 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
                "Settle one-off mail whose send was never confirmed, or mark it failed and tell the team (never "
                "re-sent).", cron="*/15 * * * *", concurrency_limit=1, retry_on_crash=True),
     # reports
+    Deployment("weekly-program-report", "reports", "reports:weekly_program_report",
+               "Last week per partner (clicks, conversions, revenue, refunds, commission, EPC, AOV) against the week "
+               "before, top and bottom performers, newly dormant partners, the recruitment funnel and charts; "
+               "CSV/XLSX in the reports folder. period_end=<a day of another week> reports that week.",
+               cron="0 7 * * 1", concurrency_limit=1, retry_on_crash=True),
     # growth: tier promotion and bonuses
     # news to partners
 )

@@ -184,6 +184,23 @@ class PortalSettings(EnvSettings):
 class ReportSettings(EnvSettings):
     """Program reports: the weekly report, the recruitment funnel, charts and exports."""
 
+    reports_export_dir: Path | None = None  # default: var/reports (one folder per reported week)
+    reports_currency: str = "USD"  # every amount is converted into it with the rate of the conversion's day
+    reports_top_n: int = Field(10, ge=1, le=100)  # top and bottom performers shown in the artifacts
+    reports_chart_weeks: int = Field(12, ge=2, le=104)  # weeks of revenue and commission in the chart
+    # Where the export folder is served over HTTP, if anywhere: charts then also become image artifacts.
+    reports_public_url: str = ""
+    # Charts embedded in the Markdown artifact as data: URLs, so the Prefect UI shows them without a server.
+    reports_embed_charts: bool = True
+
+    @field_validator("reports_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        code = value.strip().upper()
+        if len(code) != 3 or not code.isalpha():
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code such as USD")
+        return code
+
 
 class GrowthSettings(EnvSettings):
     """Tier promotion and bonuses."""
