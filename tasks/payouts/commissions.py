@@ -24,7 +24,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 import yaml
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal_column, select, update
 from sqlmodel import Session
 
 from partnerflow.models import Commission, Conversion, Partner, get_engine, session_scope, utcnow
@@ -39,6 +39,7 @@ from partnerflow.tasks.payouts.commission_rules import (
     compute_period,
     period_of,
 )
+from partnerflow.tasks.payouts.commissions_sql import compute_in_sql, period_sql
 from partnerflow.tasks.shared.money import exponent, round_minor
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
@@ -83,27 +84,18 @@ def _load_rows(session: Session, partner_ids: list[int], start: datetime, end: d
     return [Row(*values) for values in session.execute(q)]
 
 
-def compute_commissions(now: datetime | None = None, *, partner_ids: list[int] | None = None) -> dict[str, Any]:
-    """Create or refresh commissions for every attributed conversion; apply reversals; release locks."""
+def compute_commissions(now: datetime | None = None, *, partner_ids: list[int] | None = None,
+                        engine: str = "sql") -> dict[str, Any]:
+    """Create or refresh commissions for every attributed conversion; apply reversals; release locks.
+
+    `engine="sql"` computes in SQL what it can (commissions_sql.py) and the rest in Python; "python" computes
+    everything with the reference engine (the equivalence test compares the two)."""
     now = now or utcnow()
     stats: dict[str, Any] = defaultdict(int)
     with session_scope() as session:
-        # Which partner-months need work: conversions without a commission, and months with pending ones.
-        todo: dict[int, set[str]] = defaultdict(set)
-        q = (select(Conversion.partner_id, Conversion.occurred_at)
-             .outerjoin(Commission, Commission.conversion_id == Conversion.id)
-             .where(Commission.id.is_(None), Conversion.partner_id.is_not(None), Conversion.kind.in_(PAYING_KINDS)))
-        if partner_ids:
-            q = q.where(Conversion.partner_id.in_(partner_ids))
-        for pid, at in session.execute(q):
-            todo[pid].add(period_of(at))
-        q2 = (select(Commission.partner_id, Commission.period)
-              .where(Commission.status == CommissionStatus.PENDING).distinct())
-        if partner_ids:
-            q2 = q2.where(Commission.partner_id.in_(partner_ids))
-        for pid, period in session.execute(q2):
-            if period:
-                todo[pid].add(period)
+        todo = _months_with_work(session, partner_ids)
+        if engine == "sql":
+            todo = compute_in_sql(session, todo, now, stats)
     pids = sorted(todo)
     for i in range(0, len(pids), PARTNER_CHUNK):
         chunk = pids[i:i + PARTNER_CHUNK]
@@ -113,6 +105,28 @@ def compute_commissions(now: datetime | None = None, *, partner_ids: list[int] |
         _apply_reversals(session, now, stats)
     stats["released"] = release_locked(now)
     return dict(stats)
+
+
+def _months_with_work(session: Session, partner_ids: list[int] | None) -> dict[int, set[str]]:
+    """Which partner-months need work: conversions without a commission, and months with pending ones."""
+    todo: dict[int, set[str]] = defaultdict(set)
+    period = literal_column(period_sql(session.connection().dialect.name, "conversion.occurred_at"))
+    q = (select(Conversion.partner_id, period)
+         .outerjoin(Commission, Commission.conversion_id == Conversion.id)
+         .where(Commission.id.is_(None), Conversion.partner_id.is_not(None), Conversion.kind.in_(PAYING_KINDS))
+         .group_by(Conversion.partner_id, period))
+    if partner_ids:
+        q = q.where(Conversion.partner_id.in_(partner_ids))
+    for pid, month in session.execute(q):
+        todo[pid].add(month)
+    q2 = (select(Commission.partner_id, Commission.period)
+          .where(Commission.status == CommissionStatus.PENDING).distinct())
+    if partner_ids:
+        q2 = q2.where(Commission.partner_id.in_(partner_ids))
+    for pid, month in session.execute(q2):
+        if month:
+            todo[pid].add(month)
+    return todo
 
 
 def _compute_chunk(session: Session, todo: dict[int, set[str]], now: datetime, stats: dict[str, int]) -> None:
