@@ -17,19 +17,17 @@ from partnerflow.web import (
     contracting,
     contracting_signing,
     contracting_webhooks,
-    news,
     onboarding,
     outreach,
     payouts,
     payouts_webhooks,
     portal,
     portal_access,
-    portal_details,
 )
 from partnerflow.web.guard import BodyLimit, RateLimits, SafeHeaders, trusted_networks
 
 STAGE_ROUTES = (outreach, contracting, contracting_signing, contracting_webhooks, onboarding, payouts,
-                payouts_webhooks, portal_access, portal_details, portal, news)
+                payouts_webhooks, portal_access, portal)
 
 
 @asynccontextmanager
