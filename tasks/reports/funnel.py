@@ -90,7 +90,8 @@ class FunnelRow:
 
     def median(self, stage: int) -> timedelta | None:
         value = self.median_seconds[stage]
-        return None if value is None else timedelta(seconds=int(value))
+        # SQLite's julianday arithmetic is off by microseconds: whole seconds are what is meant.
+        return None if value is None else timedelta(seconds=int(value.quantize(Decimal(1))))
 
 
 def _medians(session: Session, grouped: bool) -> dict[tuple[str, str], dict[int, Decimal]]:
