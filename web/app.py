@@ -23,11 +23,12 @@ from partnerflow.web import (
     payouts_webhooks,
     portal,
     portal_access,
+    portal_details,
 )
 from partnerflow.web.guard import BodyLimit, RateLimits, SafeHeaders, trusted_networks
 
 STAGE_ROUTES = (outreach, contracting, contracting_signing, contracting_webhooks, onboarding, payouts,
-                payouts_webhooks, portal_access, portal)
+                payouts_webhooks, portal_access, portal_details, portal)
 
 
 @asynccontextmanager

@@ -1,7 +1,9 @@
 """The partner's tax form and payout details, sent through the onboarding form (/onboarding/{token}).
 
 Validation names every wrong field; what is stored is encrypted (partnerflow.secrets.encrypt)
-and only masked values are ever shown.
+and only masked values are ever shown. Every change of payout details is audited field by field (masked)
+and holds the partner's payouts: an onboarding-form change until a person confirms it, a change confirmed
+in the partner portal for the cooling-off period (`payout_details_holds` says which and why).
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
 from sqlalchemy import update
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from partnerflow.models import Partner, audit, session_scope, utcnow
 from partnerflow.models.onboarding import Onboarding, TaxFormStatus
-from partnerflow.secrets import encrypt, mask, token_hashes
+from partnerflow.models.portal import PayoutDetailsChange
+from partnerflow.secrets import decrypt, encrypt, mask, token_hashes
 from partnerflow.settings import get_settings
 from partnerflow.tasks.shared.identity import normalise_email
 from partnerflow.tasks.shared.mail import deliver
@@ -158,6 +162,7 @@ def submit_onboarding(token: str, data: dict[str, Any], *, ip: str | None = None
         row.tax_form_masked = f"{row.tax_form_kind}, TIN {mask(form['tin'])}"
         partner = session.get(Partner, row.partner_id)
         previous = partner.payout_details_masked if partner.payout_details_encrypted else None
+        changes = field_changes(partner, details, currency or partner.payout_currency)
         partner.tax_form_status = TaxFormStatus.RECEIVED
         partner.payout_method = details["method"]
         previous_currency = partner.payout_currency
@@ -177,7 +182,8 @@ def submit_onboarding(token: str, data: dict[str, Any], *, ip: str | None = None
             audit(session, actor=f"partner:{partner.id}", action="onboarding.payout_details_changed",
                   subject_type="partner", subject_id=partner.id,
                   details={"from": previous, "to": masked, "ip": ip, "payouts_held": True,
-                           "currency_from": previous_currency, "currency_to": partner.payout_currency})
+                           "currency_from": previous_currency, "currency_to": partner.payout_currency,
+                           "fields": changes})
         session.flush()
         notice = {"key": f"payout-details:{partner.id}:{entry.id}", "partner_id": partner.id,
                   "to_email": partner.email, "name": partner.contact_name or partner.legal_name,
@@ -234,3 +240,93 @@ def payout_summary(partner_id: int) -> str:
     """The masked payout details the partner gave, for the thank-you page."""
     with session_scope() as session:
         return session.get(Partner, partner_id).payout_details_masked or ""
+
+
+# --- which fields changed (masked), and what holds payouts after a change ---------------------------
+
+# The payout details' fields, as the audit log names them; method and currency are not secret and shown whole.
+DETAIL_FIELDS = {"account_holder": 4, "iban": 4, "bic": 4, "paypal_email": 6, "stripe_account_id": 4}
+
+
+def stored_details(partner: Partner) -> dict[str, str]:
+    """The partner's payout details on file, decrypted ({} when none, or written under a retired key)."""
+    if not partner.payout_details_encrypted:
+        return {}
+    try:
+        return json.loads(decrypt(partner.payout_details_encrypted)) or {}
+    except (InvalidToken, ValueError):
+        log.warning("payout details of partner %s cannot be decrypted any more", partner.id)
+        return {}
+
+
+def field_changes(partner: Partner, new: dict[str, str], new_currency: str) -> dict[str, dict[str, str]]:
+    """{field: {"from": masked old, "to": masked new}} for every payout-detail field that differs."""
+    old = stored_details(partner)
+    changes: dict[str, dict[str, str]] = {}
+    if (partner.payout_method or "") != (new.get("method") or ""):
+        changes["method"] = {"from": partner.payout_method or "", "to": new.get("method") or ""}
+    if partner.payout_currency != new_currency:
+        changes["currency"] = {"from": partner.payout_currency, "to": new_currency}
+    for name, keep in DETAIL_FIELDS.items():
+        before, after = old.get(name) or "", new.get(name) or ""
+        if before != after:
+            changes[name] = {"from": mask(before, keep=keep), "to": mask(after, keep=keep)}
+    return changes
+
+
+def apply_payout_details(session: Session, partner: Partner, details: dict[str, str], masked: str, currency: str,
+                         *, actor: str, via: str, hold_since: datetime | None,
+                         extra: dict[str, Any] | None = None) -> dict[str, dict[str, str]]:
+    """Replace the partner's payout details (encrypted) in the caller's transaction; the audit log gets each
+    changed field, masked. `hold_since` holds the partner's payouts (tasks/compliance/blockers.py) from then,
+    unless a hold a person must lift is already in place. Returns the masked field changes."""
+    changes = field_changes(partner, details, currency)
+    previous = partner.payout_details_masked
+    partner.payout_method = details["method"]
+    partner.payout_currency = currency
+    partner.payout_details_encrypted = encrypt(json.dumps(details))
+    partner.payout_details_masked = masked
+    partner.updated_at = utcnow()
+    session.add(partner)
+    if hold_since is not None:
+        onboarding = session.exec(select(Onboarding).where(Onboarding.partner_id == partner.id)).one()
+        if onboarding.payout_hold_since is None or _timed_hold_of(session, partner.id, onboarding.payout_hold_since):
+            onboarding.payout_hold_since, onboarding.payout_confirmed_by = hold_since, None
+            onboarding.payout_confirmed_at = None
+            session.add(onboarding)
+    audit(session, actor=actor, action="onboarding.payout_details_changed", subject_type="partner",
+          subject_id=partner.id, details={"via": via, "from": previous, "to": masked, "fields": changes,
+                                          "payouts_held": hold_since is not None, **(extra or {})})
+    return changes
+
+
+def _timed_hold_of(session: Session, partner_id: int, since: datetime) -> PayoutDetailsChange | None:
+    """The portal change whose cooling-off started the hold `since`, if that is what the hold is."""
+    rows = session.exec(select(PayoutDetailsChange).where(PayoutDetailsChange.partner_id == partner_id,
+                                                          PayoutDetailsChange.confirmed_at.is_not(None))).all()
+    return next((row for row in rows if row.confirmed_at == since), None)
+
+
+def payout_details_holds(session: Session, partner_ids: list[int], now: datetime | None = None
+                         ) -> dict[int, list[str]]:
+    """{partner_id: [reason]} for partners whose payouts wait because their payout details changed: until
+    a person confirms an onboarding-form change, until the cooling-off ends for a change made and confirmed
+    in the portal (or a person confirms it sooner)."""
+    now = now or utcnow()
+    ids = sorted({int(p) for p in partner_ids})
+    holds: dict[int, list[str]] = {}
+    for start in range(0, len(ids), 500):  # keep IN lists small on every backend
+        chunk = ids[start:start + 500]
+        held = dict(session.exec(select(Onboarding.partner_id, Onboarding.payout_hold_since)
+                                 .where(Onboarding.partner_id.in_(chunk), Onboarding.payout_hold_since.is_not(None))
+                                 ).all())
+        timed = {(row.partner_id, row.confirmed_at): row.hold_until for row in session.exec(
+            select(PayoutDetailsChange).where(PayoutDetailsChange.partner_id.in_(list(held)),
+                                              PayoutDetailsChange.confirmed_at.is_not(None)))}
+        for pid, since in held.items():
+            if (pid, since) not in timed:
+                holds[pid] = [f"payout details changed on {since:%Y-%m-%d}: held until a person confirms them"]
+            elif timed[(pid, since)] > now:
+                holds[pid] = [f"payout details changed in the portal on {since:%Y-%m-%d}: held until "
+                              f"{timed[(pid, since)]:%Y-%m-%d %H:%M} UTC (cooling-off)"]
+    return holds
