@@ -139,5 +139,12 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
                "CSV/XLSX in the reports folder. period_end=<a day of another week> reports that week.",
                cron="0 7 * * 1", concurrency_limit=1, retry_on_crash=True),
     # growth: tier promotion and bonuses
+    Deployment("grant-bonuses-daily", "growth", "growth:grant_bonuses",
+               "Grant signing bonuses of signed contracts and performance bonuses of complete months (once each); "
+               "they are paid as commission lines after the lock period.",
+               cron="45 5 * * *", concurrency_limit=1, retry_on_crash=True),
+    Deployment("grant-bonus", "growth", "growth:grant_bonus",
+               "Grant one partner a one-off bonus (contest prize, goodwill) with the reason they see; the same key "
+               "again grants nothing.", retry_on_crash=True),
     # news to partners
 )

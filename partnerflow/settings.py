@@ -205,6 +205,32 @@ class ReportSettings(EnvSettings):
 class GrowthSettings(EnvSettings):
     """Tier promotion and bonuses."""
 
+    # Performance bonuses are looked for in this many complete months back (a month's bonus waits until none
+    # of the partner's commissions of that month is still in its lock period).
+    growth_bonus_months_back: int = Field(3, ge=1, le=12)
+    # How long a tier-change proposal waits for a person; unanswered, nothing changes (the safe default).
+    growth_tier_approval_timeout_seconds: int = Field(7 * 24 * 3600, ge=60)
+    # Tier changes whose headline commission rate moves by less than this (e.g. "0.02") apply without asking;
+    # "0" asks a person about every change. Flat terms have no rate: they are always asked.
+    growth_tier_auto_apply_below: str = "0"  # a Decimal as text: never a float
+    # The contract's notice period: a demotion applies this many days after it is decided, signed or not.
+    growth_notice_days: int = Field(30, ge=0, le=365)
+
+    @field_validator("growth_tier_auto_apply_below", mode="before")
+    @classmethod
+    def _rate_difference(cls, value: object) -> str:
+        from decimal import Decimal, InvalidOperation  # here: the module's import lines are shared
+
+        if isinstance(value, float):
+            raise ValueError("growth_tier_auto_apply_below is a decimal string such as \"0.02\", not a float")
+        try:
+            rate = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a rate difference such as 0.02") from None
+        if not rate.is_finite() or not 0 <= rate <= 1:
+            raise ValueError(f"{value!r} is not a rate difference between 0 and 1 such as 0.02")
+        return str(rate)
+
 
 class NewsSettings(EnvSettings):
     """News to partners: broadcasts and the weekly performance email."""

@@ -16,7 +16,8 @@ Kinds:
 Then: `overrides` per product or category (first match wins), `recurring_months` (recurring
 payments earn only within N months of the customer's first purchase; None = always, 0 = never),
 `first_purchase_only`, caps per conversion and per month, `lock_days` before a commission becomes
-payable, `payout_threshold_minor` (the least balance paid out).
+payable, `payout_threshold_minor` (the least balance paid out), `signing_bonus_minor` (paid once per partner
+from the signature on, as a bonus line: tasks/growth/bonuses.py; the per-conversion engines ignore it).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class CommissionTerms(BaseModel):
     cap_per_period_minor: int | None = Field(default=None, ge=0)
     lock_days: int = Field(default=30, ge=0)
     payout_threshold_minor: int | None = Field(default=None, ge=0)
+    signing_bonus_minor: int | None = Field(default=None, gt=0)
 
     _check_rate = field_validator("rate", mode="before")(lambda cls, v: None if v is None else _rate(v))
     _check_currency = field_validator("currency")(lambda cls, v: check_currency(v))
@@ -192,6 +194,9 @@ class CommissionTerms(BaseModel):
                      "within that period cancel them, later ones are deducted from the next payout.")
         if self.payout_threshold_minor is not None:
             parts.append(f"Payouts are made once the balance reaches {money(self.payout_threshold_minor)}.")
+        if self.signing_bonus_minor is not None:
+            parts.append(f"A one-time signing bonus of {money(self.signing_bonus_minor)} is earned on signature "
+                         f"and becomes payable {self.lock_days} days later, like a commission.")
         parts.append("Amounts are rounded half-to-even to the smallest currency unit.")
         return " ".join(parts)
 
@@ -219,3 +224,13 @@ def default_for(partner_type: str, tier: str = "standard") -> CommissionTerms:
 def terms_for_partner(partner) -> CommissionTerms:
     """The partner's own terms (from the signed contract) or the program default."""
     return CommissionTerms.parse(partner.commission_terms) or default_for(partner.partner_type, partner.tier)
+
+
+def program_policy() -> dict[str, Any]:
+    """The program policy YAML (default terms by type and tier, bonus rules, tier rules)."""
+    return _policy()
+
+
+def parse_rate(value: Any) -> Decimal:
+    """A rate from text or Decimal, between 0 and 1 (floats refused)."""
+    return _rate(value)
