@@ -147,4 +147,12 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
                "Grant one partner a one-off bonus (contest prize, goodwill) with the reason they see; the same key "
                "again grants nothing.", retry_on_crash=True),
     # news to partners
+    Deployment("send-broadcast", "news", "news:send_broadcast",
+               "Send a templated announcement (new offer, coupon, policy change) to a segment of partners, after a "
+               "person approves the audience and the preview; running it again with the same key mails nobody twice.",
+               retry_on_crash=True),
+    Deployment("weekly-performance-email", "news", "news:send_weekly_performance",
+               "Each active partner's clicks, conversions and commission for the week that ended, against the week "
+               "before (partners turn it off in the portal).", cron="0 8 * * 1", concurrency_limit=1,
+               retry_on_crash=True),
 )

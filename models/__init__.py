@@ -18,6 +18,7 @@ from partnerflow.models.contracting import (
 from partnerflow.models.discovery import Prospect, ProspectStatus
 from partnerflow.models.engine import get_engine, session_scope
 from partnerflow.models.mail import Message, MessageStatus, Suppression
+from partnerflow.models.news import Broadcast  # noqa: F401  (registers the news tables)
 from partnerflow.models.partners import Partner, PartnerType, Stage
 from partnerflow.models.payouts import Commission, Conversion, Payout, PayoutBatch
 from partnerflow.models.types import utcnow

@@ -235,6 +235,12 @@ class GrowthSettings(EnvSettings):
 class NewsSettings(EnvSettings):
     """News to partners: broadcasts and the weekly performance email."""
 
+    news_batch_size: int = Field(1000, ge=1, le=10_000)  # mails per Prefect task (and per provider request at most)
+    # How long a broadcast waits for its approval before it is dropped (nothing sent, the safe default).
+    news_approval_timeout_seconds: int = Field(3 * 24 * 3600, ge=60)
+    # The weekly performance email for the whole program; each partner can still turn theirs off in the portal.
+    news_weekly_email: bool = True
+
 
 class LimitSettings(EnvSettings):
     """Provider rate limits every worker shares (Prefect global concurrency limits, written to the server
