@@ -9,6 +9,7 @@ commissions back to the balance.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
@@ -39,6 +40,7 @@ from partnerflow.tasks.payouts.routing import Routing
 
 SQL_IN_CHUNK = 900  # ids per IN (...) list, below SQLite's parameter limit
 SUMMARY_ROWS = 500
+INSERT_CHUNK = 5000
 
 
 def _chunks(items: list, size: int = SQL_IN_CHUNK) -> Iterator[list]:
@@ -111,12 +113,16 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
         fx = fx_lookup(session)
         summary_rows, eligible = _eligible(session, partners, groups, period_end, routing, fx)
         rails: dict[str, int] = defaultdict(int)
-        for pid, (p, used) in eligible.items():
+        now = utcnow()
+        rows = []
+        for pid, (p, used, amount) in eligible.items():
             rail = routing.rail_for(p)[0]
             rails[rail] += 1
-            session.add(Payout(batch_id=batch.id, partner_id=pid, amount_minor=0, currency=p.payout_currency,
-                               rail=rail, idempotency_key=payout_key(namespace, batch.id, pid), fx_rates=used))
-        session.flush()
+            rows.append({"batch_id": batch.id, "partner_id": pid, "amount_minor": amount, "currency": p.payout_currency,
+                         "rail": rail, "idempotency_key": payout_key(namespace, batch.id, pid), "fx_rates": used,
+                         "status": PayoutStatus.PENDING, "attempts": 0, "created_at": now})
+        for chunk in _chunks(rows, INSERT_CHUNK):  # Core bulk insert: every key recorded before anything moves
+            session.connection().execute(Payout.__table__.insert(), chunk)
         totals = _attach_commissions(session, batch.id, period_end, fx)
         batch.summary = {
             "period_end": period_end.isoformat(), "rail": routing.default_rail, "rails": dict(rails),
@@ -133,11 +139,12 @@ def build_batch(period_end: datetime, *, key: str | None = None, rail_name: str 
 
 
 def _eligible(session: Session, partners: list[Partner], groups: dict[int, Sums], period_end: datetime,
-              routing: Routing, fx) -> tuple[list[dict[str, Any]], dict[int, tuple[Partner, dict[str, str]]]]:
-    """(a summary row per partner, the partners to pay with the rates used for them)."""
+              routing: Routing, fx) -> tuple[list[dict[str, Any]], dict[int, tuple[Partner, dict[str, str], int]]]:
+    """(a summary row per partner, the partners to pay with the rates used for them and their balance)."""
     reasons = blockers_for(session, partners, routing)
     summary_rows: list[dict[str, Any]] = []
-    eligible: dict[int, tuple[Partner, dict[str, str]]] = {}
+    eligible: dict[int, tuple[Partner, dict[str, str], int]] = {}
+    thresholds: dict[tuple, int] = {}
     for p in partners:
         try:
             amount, used = balance(groups[p.id], p.payout_currency, period_end, fx)
@@ -149,26 +156,30 @@ def _eligible(session: Session, partners: list[Partner], groups: dict[int, Sums]
         row = {"partner_id": p.id, "partner": p.legal_name, "amount_minor": amount,
                "currency": p.payout_currency, "commissions": sum(n for _, n in groups[p.id].values()),
                "held": list(reasons[p.id])}
-        if not reasons[p.id] and amount < payout_threshold(p):
+        # Partners on the same terms share a threshold: parse each set of terms once.
+        same = (json.dumps(p.commission_terms, sort_keys=True, default=str), p.partner_type, p.tier, p.payout_threshold_minor)
+        if not reasons[p.id] and same not in thresholds:
+            thresholds[same] = payout_threshold(p)
+        if not reasons[p.id] and amount < thresholds[same]:
             row["below_threshold"] = True
         elif not reasons[p.id]:
-            eligible[p.id] = (p, used)
+            eligible[p.id] = (p, used, amount)
         summary_rows.append(row)
     return summary_rows, eligible
 
 
 def _attach_commissions(session: Session, batch_id: int, period_end: datetime, fx) -> dict[str, int]:
-    """Attach each partner's payable commissions to their payout, then set the payout's amount from
-    what is attached. Returns the batch total per currency."""
-    created = session.execute(select(Payout.id, Payout.partner_id).where(Payout.batch_id == batch_id)).all()
-    if created:
-        c = Commission.__table__.c
-        session.execute(
-            update(Commission.__table__).where(
-                c.partner_id == bindparam("p_partner"), c.status == CommissionStatus.PAYABLE, c.payout_id.is_(None),
-                c.payable_at <= bindparam("p_end", type_=c.payable_at.type))
-            .values(payout_id=bindparam("p_payout")),
-            [{"p_partner": pid, "p_payout": payout_id, "p_end": period_end} for payout_id, pid in created])
+    """Attach each partner's payable commissions to their payout (one UPDATE for the batch), then set the
+    payout's amount from what is attached (a commission made payable since the balance was read counts).
+    Returns the batch total per currency."""
+    c, p = Commission.__table__.c, Payout.__table__.c
+    in_batch = select(p.partner_id).where(p.batch_id == batch_id)
+    session.execute(
+        update(Commission.__table__).where(
+            c.partner_id.in_(in_batch), c.status == CommissionStatus.PAYABLE, c.payout_id.is_(None),
+            c.payable_at <= period_end)
+        .values(payout_id=select(p.id).where(p.batch_id == batch_id, p.partner_id == c.partner_id)
+                .scalar_subquery()))
     attached: dict[int, Sums] = defaultdict(dict)
     for payout_id, cur, total, n in session.execute(
         select(Commission.payout_id, Commission.currency, func.sum(Commission.amount_minor), func.count())
@@ -177,15 +188,16 @@ def _attach_commissions(session: Session, batch_id: int, period_end: datetime, f
     ):
         attached[payout_id][cur] = (int(total), int(n))
     totals: dict[str, int] = defaultdict(int)
-    amounts = {}
-    for payout in session.exec(select(Payout).where(Payout.batch_id == batch_id)).all():
-        amount, _ = balance(attached[payout.id], payout.currency, period_end, fx)
-        amounts[payout.id] = amount
-        totals[payout.currency] += amount
-    if amounts:
-        t = Payout.__table__
-        session.execute(update(t).where(t.c.id == bindparam("p_id")).values(amount_minor=bindparam("p_amount")),
-                        [{"p_id": pid, "p_amount": amount} for pid, amount in amounts.items()])
+    changed = []
+    for payout_id, currency, estimate in session.execute(
+            select(p.id, p.currency, p.amount_minor).where(p.batch_id == batch_id)).all():
+        amount, _ = balance(attached[payout_id], currency, period_end, fx)
+        totals[currency] += amount
+        if amount != estimate:
+            changed.append({"p_id": payout_id, "p_amount": amount})
+    if changed:
+        session.execute(update(Payout.__table__).where(p.id == bindparam("p_id"))
+                        .values(amount_minor=bindparam("p_amount")), changed)
     return dict(totals)
 
 
