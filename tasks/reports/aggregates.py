@@ -39,8 +39,7 @@ def utc_day(session: Session, column: Any) -> ColumnElement:
     return func.date(column)
 
 
-# Computed columns are labelled and grouped by their label: PostgreSQL sees two copies of an expression with
-# bound parameters ($1, $5) as different expressions.
+# Computed columns are labelled: the label names them in the result, and GROUP BY repeats the same expression.
 def _week(column: Any, period: Period) -> ColumnElement:
     return case((column >= period.start, 1), else_=0).label("week")
 

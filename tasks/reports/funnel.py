@@ -60,13 +60,14 @@ def _reached(stage: int) -> str:
     return f"COUNT(COALESCE({later}, NULL))"
 
 
-def _seconds(session: Session, earlier: str, later: str) -> str:
-    if session.get_bind().dialect.name == "postgresql":
+def _seconds(dialect: str, earlier: str, later: str) -> str:
+    if dialect == "postgresql":
         return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
     return f"(julianday({later}) - julianday({earlier})) * 86400"
 
 
-def _params() -> dict[str, str]:
+def params() -> dict[str, str]:
+    """The bound values of the funnel's SQL."""
     return {"approved": str(ApplicationStatus.APPROVED), "signed": str(ContractStatus.SIGNED),
             "reply": str(StopReason.REPLY), "none": NO_SEQUENCE}
 
@@ -94,30 +95,39 @@ class FunnelRow:
         return None if value is None else timedelta(seconds=int(value.quantize(Decimal(1))))
 
 
-def _medians(session: Session, grouped: bool) -> dict[tuple[str, str], dict[int, Decimal]]:
+def medians_sql(dialect: str, grouped: bool) -> str:
+    """Median seconds from the stage before, per (source, sequence, stage) or for the whole program."""
     keys = "source, sequence" if grouped else f"'{ALL}' AS source, '{ALL}' AS sequence"
     parts = " UNION ALL ".join(
-        f"SELECT {keys}, {k} AS stage, {_seconds(session, f't{k - 1}', f't{k}')} AS took FROM base "
+        f"SELECT {keys}, {k} AS stage, {_seconds(dialect, f't{k - 1}', f't{k}')} AS took FROM base "
         f"WHERE t{k - 1} IS NOT NULL AND t{k} IS NOT NULL" for k in range(1, len(STAGES)))
-    sql = _base() + f""", took AS ({parts}), ranked AS (
+    return _base() + f""", took AS ({parts}), ranked AS (
         SELECT source, sequence, stage, took,
                ROW_NUMBER() OVER (PARTITION BY source, sequence, stage ORDER BY took) AS n,
                COUNT(*) OVER (PARTITION BY source, sequence, stage) AS total
         FROM took)
     SELECT source, sequence, stage, AVG(took) FROM ranked
     WHERE n IN ((total + 1) / 2, (total + 2) / 2) GROUP BY source, sequence, stage"""
+
+
+def counts_sql() -> str:
+    """How many prospects reached each stage, per (source, sequence)."""
+    counts = ", ".join(_reached(k) for k in range(len(STAGES)))
+    return _base() + f"SELECT source, sequence, {counts} FROM base GROUP BY source, sequence ORDER BY source, sequence"
+
+
+def _medians(session: Session, grouped: bool) -> dict[tuple[str, str], dict[int, Decimal]]:
+    sql = medians_sql(session.get_bind().dialect.name, grouped)
     found: dict[tuple[str, str], dict[int, Decimal]] = {}
-    for source, sequence, stage, took in session.execute(text(sql), _params()).all():
+    for source, sequence, stage, took in session.execute(text(sql), params()).all():
         found.setdefault((source, sequence), {})[int(stage)] = Decimal(str(took))
     return found
 
 
 def recruitment_funnel(session: Session) -> list[FunnelRow]:
     """One row per (source, sequence), then the whole program as (all, all)."""
-    counts = ", ".join(_reached(k) for k in range(len(STAGES)))
-    sql = _base() + f"SELECT source, sequence, {counts} FROM base GROUP BY source, sequence ORDER BY source, sequence"
     rows = [FunnelRow(source or "", sequence, [int(n) for n in rest])
-            for source, sequence, *rest in session.execute(text(sql), _params()).all()]
+            for source, sequence, *rest in session.execute(text(counts_sql()), params()).all()]
     total = FunnelRow(ALL, ALL, [sum(r.counts[k] for r in rows) for k in range(len(STAGES))])
     medians = {**_medians(session, grouped=True), **_medians(session, grouped=False)}
     for row in [*rows, total]:
