@@ -17,6 +17,7 @@ from partnerflow.web import (
     contracting,
     contracting_signing,
     contracting_webhooks,
+    news,
     onboarding,
     outreach,
     payouts,
@@ -28,7 +29,7 @@ from partnerflow.web import (
 from partnerflow.web.guard import BodyLimit, RateLimits, SafeHeaders, trusted_networks
 
 STAGE_ROUTES = (outreach, contracting, contracting_signing, contracting_webhooks, onboarding, payouts,
-                payouts_webhooks, portal_access, portal_details, portal)
+                payouts_webhooks, portal_access, portal_details, portal, news)
 
 
 @asynccontextmanager
