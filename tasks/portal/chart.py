@@ -71,28 +71,34 @@ def weekly_series(partner_id: int, now: datetime | None = None, weeks: int = WEE
 
 def chart_png(series: WeeklySeries) -> bytes:
     """Two panels sharing the weeks: clicks and conversions above, commission per currency below."""
-    figure = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")  # read on phones: few, large labels
     FigureCanvasAgg(figure)
     counts, money = figure.subplots(2, 1, sharex=True)
     labels = [f"{start:%d %b}" for start in series.week_starts]
     positions = list(range(len(labels)))
     counts.plot(positions, series.clicks, marker="o", label="clicks")
     counts.plot(positions, series.conversions, marker="s", label="conversions")
-    counts.yaxis.set_major_locator(MaxNLocator(integer=True))
+    counts.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     counts.set_ylim(bottom=0)
-    counts.legend(loc="upper left")
-    counts.set_title("Your links, per week")
+    counts.legend(loc="upper left", fontsize=11)
+    counts.set_title("Your links, per week", fontsize=13)
     for currency, values in sorted(series.commission.items()):
         money.plot(positions, values, marker="o", label=f"commission ({currency})")
     if len(series.commission) == 1:  # one currency: the axis reads in money
         (currency,) = series.commission
         money.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: format_money(round(value), currency)))
-    money.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if series.commission:
-        money.legend(loc="upper left")
     else:
-        money.text(0.5, 0.5, "no commission yet", ha="center", va="center", transform=money.transAxes)
-    money.set_xticks(positions, labels, rotation=45, ha="right")
+        money.set_ylabel("minor units")
+    money.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    money.set_ylim(bottom=min([0, *(v for values in series.commission.values() for v in values)]))
+    if series.commission:
+        money.legend(loc="upper left", fontsize=11)
+    else:
+        money.text(0.5, 0.5, "no commission yet", ha="center", va="center", transform=money.transAxes, fontsize=12)
+    money.set_xticks(positions[::2], labels[::2], rotation=45, ha="right")
+    for axes in (counts, money):
+        axes.tick_params(labelsize=11)
+        axes.grid(axis="y", alpha=0.3)
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()
