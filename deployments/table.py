@@ -146,6 +146,13 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("grant-bonus", "growth", "growth:grant_bonus",
                "Grant one partner a one-off bonus (contest prize, goodwill) with the reason they see; the same key "
                "again grants nothing.", retry_on_crash=True),
+    Deployment("review-tiers-monthly", "growth", "growth:review_tiers",
+               "Evaluate the tier rules for the last month and ask a person about the proposed promotions and "
+               "demotions (evidence in the form); approved ones get an amendment sent for signature.",
+               cron="0 7 1 * *", concurrency_limit=1),
+    Deployment("apply-tier-changes-daily", "growth", "growth:apply_tier_changes",
+               "Send amendments of approved tier changes; apply signed promotions and demotions whose notice "
+               "period is over.", cron="0 6 * * *", concurrency_limit=1, retry_on_crash=True),
     # news to partners
     Deployment("send-broadcast", "news", "news:send_broadcast",
                "Send a templated announcement (new offer, coupon, policy change) to a segment of partners, after a "

@@ -85,7 +85,20 @@ def compute_period(terms: CommissionTerms, rows: list[Row], *, first_purchase: d
 
     `first_purchase` maps customer_ref -> (when, conversion id) of the customer's first sale anywhere.
     Rows whose commission is frozen keep their amount (it counts toward the monthly cap).
+    Terms changed during the month (effective_from, previous) split it: conversions before the change are
+    computed under the previous terms, later ones under the new; each part has its own tiers and caps.
     """
+    if terms.effective_from is not None and terms.previous is not None:
+        before = [r for r in rows if r.occurred_at < terms.effective_from]
+        current = terms.model_copy(update={"effective_from": None, "previous": None})
+        if not before:
+            return compute_period(current, rows, first_purchase=first_purchase, fx=fx,
+                                  frozen_statuses=frozen_statuses)
+        after = [r for r in rows if r.occurred_at >= terms.effective_from]
+        return (compute_period(terms.previous, before, first_purchase=first_purchase, fx=fx,
+                               frozen_statuses=frozen_statuses)
+                + compute_period(current, after, first_purchase=first_purchase, fx=fx,
+                                 frozen_statuses=frozen_statuses))
     frozen_statuses = set(frozen_statuses)
     results: list[Result] = []
     with localcontext() as ctx:

@@ -23,6 +23,7 @@ from the signature on, as a bonus line: tasks/growth/bonuses.py; the per-convers
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Literal
@@ -117,6 +118,10 @@ class CommissionTerms(BaseModel):
     lock_days: int = Field(default=30, ge=0)
     payout_threshold_minor: int | None = Field(default=None, ge=0)
     signing_bonus_minor: int | None = Field(default=None, gt=0)
+    # After a tier change: these terms apply to conversions from `effective_from` (the amendment's signature,
+    # or the end of a demotion's notice); earlier ones keep `previous` (compute_period splits the month).
+    effective_from: datetime | None = None
+    previous: CommissionTerms | None = None
 
     _check_rate = field_validator("rate", mode="before")(lambda cls, v: None if v is None else _rate(v))
     _check_currency = field_validator("currency")(lambda cls, v: check_currency(v))
@@ -133,6 +138,10 @@ class CommissionTerms(BaseModel):
             raise ValueError("percentage terms need rate")
         if self.kind == "flat_plus_percentage" and (self.flat_minor is None or self.rate is None):
             raise ValueError("flat_plus_percentage terms need both flat_minor and rate")
+        if (self.previous is None) != (self.effective_from is None):
+            raise ValueError("effective_from and previous go together")
+        if self.effective_from is not None and self.effective_from.tzinfo is None:
+            raise ValueError("effective_from needs a time zone (UTC)")
         if self.kind == "tiered":
             if not self.tiers:
                 raise ValueError("tiered terms need at least one tier")
@@ -198,6 +207,9 @@ class CommissionTerms(BaseModel):
             parts.append(f"A one-time signing bonus of {money(self.signing_bonus_minor)} is earned on signature "
                          f"and becomes payable {self.lock_days} days later, like a commission.")
         parts.append("Amounts are rounded half-to-even to the smallest currency unit.")
+        if self.effective_from is not None:
+            parts.append(f"These terms apply to sales from {self.effective_from:%Y-%m-%d %H:%M} UTC; earlier sales "
+                         "keep the terms that applied when they were made.")
         return " ".join(parts)
 
 
