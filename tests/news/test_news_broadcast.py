@@ -3,6 +3,8 @@ RFC 8058 headers, exactly once on a re-run, and the report of sent, opened and c
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from factories import make_partner
 from prefect.input import keyset_from_paused_state, read_flow_run_input
@@ -19,6 +21,7 @@ from partnerflow.providers.errors import RetryableError
 from partnerflow.settings import get_settings
 from partnerflow.tasks.news import broadcasts, reports
 from partnerflow.tasks.news.preferences import read_token, set_choice
+from partnerflow.tasks.shared.approvals import expire_overdue
 from partnerflow.tasks.shared.mail import TemplateError
 from partnerflow.web.outreach import apply_sendgrid_events
 
@@ -111,13 +114,16 @@ def test_a_cancelled_broadcast_sends_nothing(outbox):
     assert broadcasts.send_batch(row.id, [1, 2]) == {"not_approved": 2}  # a late batch cannot send it either
 
 
-def test_nobody_answering_in_time_drops_the_broadcast():
+def test_nobody_answering_in_time_drops_the_broadcast_and_sends_nothing(outbox):
     _partners(1)
-    broadcast_id, status = broadcasts.prepare("k-expire", "new_offer", "Hi", OFFER, None)
-    assert status == BroadcastStatus.AWAITING_APPROVAL
-    broadcasts.expire(str(broadcast_id), {})
-    assert _only_broadcast().status == BroadcastStatus.EXPIRED
-    assert broadcasts.record_decision(broadcast_id, broadcasts.BroadcastDecision(**SEND)) == "expired"
+    waiting = run_deployed(send_broadcast, {"template": "new_offer", "subject": "Hi", "offer": OFFER})
+    assert isinstance(waiting, WaitingForPerson)
+    later = utcnow() + timedelta(seconds=get_settings().news.news_approval_timeout_seconds + 1)
+    assert expire_overdue({"broadcast": broadcasts.expire}, now=later) == [f"broadcast-{_only_broadcast().id}"]
+    row = _only_broadcast()
+    assert (row.status, row.decided_by) == (BroadcastStatus.EXPIRED, "policy")
+    assert broadcasts.record_decision(row.id, broadcasts.BroadcastDecision(**SEND)) == "expired"  # too late
+    assert _messages() == [] and (not outbox.exists() or mails(outbox) == [])
 
 
 def test_segment_and_opt_out_at_send_time(outbox):
