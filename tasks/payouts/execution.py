@@ -16,8 +16,9 @@
 A failed payout gives its commissions back to the partner's balance; one whose money moved, but not
 as we asked (amount, currency, destination), keeps them and waits for a person (needs review).
 
-The crash tests kill the process at `payouts.before_call`, `payouts.after_accept` and
-`payouts.after_record` (tasks/shared/faults.py).
+The crash tests kill the process at `payouts.after_claim` (a chunk claimed, no rail called),
+`payouts.before_call`, `payouts.after_accept`, `payouts.before_record` (every payout of the chunk
+answered, none recorded) and `payouts.after_record` (tasks/shared/faults.py).
 """
 
 from __future__ import annotations
@@ -41,18 +42,18 @@ from partnerflow.providers.payout.base import NeedsReview, PayoutInstruction, Pa
 from partnerflow.secrets import decrypt
 from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts.bank_files import pay_in_files
+from partnerflow.tasks.payouts.bulk_outcomes import record_paid
 from partnerflow.tasks.payouts.outcomes import (
     finish_batch,
     mark_payout_failed,
     mark_payout_needs_review,
-    mark_payouts_paid,
 )
 from partnerflow.tasks.payouts.rails import payout_rail
 from partnerflow.tasks.shared import limits
 from partnerflow.tasks.shared.faults import kill_point
 from partnerflow.tasks.shared.money import exponent
 
-CLAIM_CHUNK = 200
+CLAIM_CHUNK = 500  # payouts claimed, then recorded paid, per transaction
 
 class Outcome(StrEnum):
     """What the executor does with a payout after the rail answered (or did not)."""
@@ -157,8 +158,8 @@ def _claim(batch_id: int, lease_seconds: int, after_id: int = 0, rail_name: str 
         return list(session.exec(select(Payout.id).where(Payout.claim_token == token).order_by(Payout.id)).all())
 
 
-def instruction_for(session: Session, payout: Payout) -> PayoutInstruction:
-    partner = session.get(Partner, payout.partner_id)
+def instruction_for(session: Session, payout: Payout, partner: Partner | None = None) -> PayoutInstruction:
+    partner = partner or session.get(Partner, payout.partner_id)
     destination: dict[str, Any] = {}
     if partner.payout_details_encrypted:
         clear = decrypt(partner.payout_details_encrypted)
@@ -192,8 +193,11 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
     """
     with session_scope() as session:
         payouts = session.exec(select(Payout).where(Payout.id.in_(ids)).order_by(Payout.id)).all()
-        work = [Work(p.id, p.attempts > 1, p.provider_ref, p.first_sent_at, p.error, instruction_for(session, p))
-                for p in payouts]
+        partners = {p.id: p for p in session.exec(select(Partner).where(
+            Partner.id.in_({p.partner_id for p in payouts}))).all()}  # one query for the chunk, not one per payout
+        work = [Work(p.id, p.attempts > 1, p.provider_ref, p.first_sent_at, p.error,
+                     instruction_for(session, p, partners.get(p.partner_id))) for p in payouts]
+    kill_point("payouts.after_claim")
     paid: list[tuple[int, str]] = []
     outcomes: list[Outcome] = []
     permits = limits.Permits(limits.PAYOUT, rail.name, len(work))  # the rail's rate, shared by every worker
@@ -206,9 +210,10 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
             answer = answered.get(w.payout_id) or _call(rail, w, permits)
             outcomes.append(answer.outcome)
             _record(w.payout_id, answer, rail, paid)
+        kill_point("payouts.before_record")
     finally:
         if paid:
-            mark_payouts_paid(paid, actor=rail.name)
+            record_paid(paid, actor=rail.name)
             kill_point("payouts.after_record")
     return outcomes
 

@@ -33,7 +33,9 @@ CUSTOMERS = [None, "", "c1", "c2", "c3"]
 MONTH_ENDS = [datetime(2026, 1, 31, 23, 0, tzinfo=UTC), datetime(2026, 3, 31, 10, 0, tzinfo=UTC),
               datetime(2026, 2, 28, 9, 30, tzinfo=UTC), datetime(2026, 4, 30, 12, 0, 0, 1, tzinfo=UTC)]
 
-rates = st.decimals(min_value=0, max_value=1, places=4).map(str)
+# Rates and amounts that often land on exact halves, where half-even rounding shows.
+rates = st.one_of(st.sampled_from(["0.5", "0.25", "0.125", "0.05", "0.1", "0.0625", "1"]),
+                  st.decimals(min_value=0, max_value=1, places=4).map(str))
 overrides = st.one_of(
     st.builds(lambda p, r: {"product": p, "rate": r}, st.sampled_from(["Pro", "Lite"]), rates),
     st.builds(lambda c, f: {"category": c, "kind": "flat", "flat_minor": f}, st.sampled_from(["books", "apps"]),
@@ -45,7 +47,7 @@ def terms_strategy(draw) -> dict | None:
     if draw(st.integers(0, 9)) == 0:
         return None  # the program's default terms
     kind = draw(st.sampled_from(KINDS))
-    terms = {"kind": kind, "currency": draw(st.sampled_from(["USD", "USD", "EUR", "JPY"])),
+    terms = {"kind": kind, "currency": draw(st.sampled_from(["USD"] * 5 + ["EUR"])),
              "lock_days": draw(st.integers(0, 40)), "first_purchase_only": draw(st.booleans()),
              "recurring_months": draw(st.sampled_from([None, 0, 1, 2])),
              "overrides": draw(st.lists(overrides, max_size=2))}
@@ -68,10 +70,12 @@ def terms_strategy(draw) -> dict | None:
 def conversion_strategy(draw, partners: int) -> dict:
     when = draw(st.one_of(st.sampled_from(MONTH_ENDS),
                           st.integers(0, 150 * 86400).map(lambda s: T0 + timedelta(seconds=s))))
-    amount = draw(st.one_of(st.integers(0, 10**6), st.integers(-500, -1), st.just(10**12 + 1)))
+    size = draw(st.integers(0, 39))  # now and then a negative amount, rarely one too large for SQL's integers
+    amount = draw(st.just(10**12 + 1) if size == 0 else st.integers(-500, -1) if size < 3
+                  else st.integers(0, 200) if size < 25 else st.integers(0, 10**6))
     return {"partner_id": draw(st.integers(1, partners)), "occurred_at": when, "amount_minor": amount,
             "kind": draw(st.sampled_from(["sale", "sale", "sale", "recurring", "recurring", "lead", "signup"])),
-            "currency": draw(st.sampled_from(["USD", "USD", "USD", "EUR", "JPY"])),
+            "currency": draw(st.sampled_from(["USD"] * 12 + ["EUR", "JPY"])),
             "customer_ref": draw(st.sampled_from(CUSTOMERS)), "product": draw(st.sampled_from(PRODUCTS)),
             "category": draw(st.sampled_from(CATEGORIES))}
 
@@ -132,7 +136,9 @@ def _run(program: dict, engine: str) -> tuple[list[tuple], list[dict]]:
             return f"commission of {of_commission[int(m.group(1))]}"
         return f"by {m.group(2)} {external[int(m.group(3))]}"
 
-    return sorted((external[c], *rest[:3], rule.sub(named, rest[3]), *rest[4:]) for c, *rest in rows), stats
+    number = {pid: n for n, pid in pid_of.items()}  # ids differ between runs on PostgreSQL (sequences go on)
+    return sorted((external[c], number[pid], amount, currency, rule.sub(named, text_), *rest)
+                  for c, pid, amount, currency, text_, *rest in rows), stats
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,8 +1,10 @@
 """Exactly once, proved: the payout process is SIGKILLed inside a batch, then run again.
 
 Kill points (tasks/shared/faults.py; armed only together with the test switch):
+- payouts.after_claim:N   — the Nth chunk is claimed (every payout `sending`, key recorded), no rail called;
 - payouts.before_call:N   — payout N is claimed (status `sending`, key recorded) but the rail was not called;
 - payouts.after_accept:N  — the rail (provider) accepted payout N but we did not record it;
+- payouts.before_record:N — every payout of the Nth chunk was accepted by the rail, none recorded yet;
 - payouts.after_record:N  — the Nth chunk of payouts is recorded paid, the process dies before the next chunk.
 After each kill the batch is executed again (and again, with another kill, until it completes).
 The provider's own record (the ledger rail's table) must show every partner paid exactly once,
@@ -75,7 +77,8 @@ def _assert_paid_exactly_once(batch_id: int) -> None:
     assert status == "paid"
 
 
-@pytest.mark.parametrize("kill_at", ["before_call:1", "before_call:4", "after_accept:1", "after_accept:7",
+@pytest.mark.parametrize("kill_at", ["after_claim:1", "after_claim:2", "before_call:1", "before_call:4",
+                                     "after_accept:1", "after_accept:7", "before_record:1", "before_record:2",
                                      "after_record:1", "after_record:2"])
 def test_sigkill_then_rerun_pays_every_partner_exactly_once(kill_at):
     batch_id = _approved_batch()
@@ -88,7 +91,8 @@ def test_sigkill_then_rerun_pays_every_partner_exactly_once(kill_at):
 
 def test_killed_again_and_again_at_every_point_still_pays_exactly_once():
     batch_id = _approved_batch()
-    for kill_at in ("after_accept:2", "before_call:2", "after_record:2", "after_accept:1", "before_call:3"):
+    for kill_at in ("after_accept:2", "before_call:2", "after_record:2", "before_record:1", "after_accept:1",
+                    "after_claim:1", "before_call:3"):
         result = _run(batch_id, kill_at)
         assert result.returncode in (0, -signal.SIGKILL), result.stderr[-2000:]
     assert _run(batch_id, None).returncode == 0
