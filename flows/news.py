@@ -17,13 +17,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from partnerflow.tasks.news import broadcasts, steps, weekly
-from partnerflow.tasks.news.segments import Segment
+from partnerflow.tasks.news.segments import ACTIVE_PARTNERS, Segment
 from partnerflow.tasks.shared.approvals import ask_person
 
 
 @flow(name="send-broadcast", persist_result=True)
 def send_broadcast(template: str, subject: str, offer: dict[str, str] | None = None,
-                   segment: Segment | None = None, key: str | None = None) -> dict[str, Any]:
+                   segment: Segment = ACTIVE_PARTNERS, key: str | None = None) -> dict[str, Any]:
     """Announce something to a segment of partners after a person approved the audience and the preview.
 
     `template`: a folder of templates/news/broadcast/ (new_offer, coupon, policy_change); `offer`: the

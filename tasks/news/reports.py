@@ -84,7 +84,8 @@ def report_markdown(figures: dict[str, Any]) -> str:
     f = figures
     lines = [f"# Broadcast {f['broadcast_id']}: {md_text(f['subject'])}", "",
              f"Status **{f['status']}**" + (f", decided by {md_text(f['decided_by'])}" if f["decided_by"] else "")
-             + f"; template `{md_text(f['template'])}`.", "",
+             + f"; template `{md_text(f['template'])}`; key `{md_text(f['key'])}` (run the deployment again "
+               "with this key to continue it).", "",
              "| audience | sent | opened | clicked | failed | unconfirmed | skipped | not sent yet |",
              "|---|---|---|---|---|---|---|---|",
              f"| {f['audience']} | {f['sent']} | {f['opened']} ({_rate(f['opened'], f['sent'])}) | "

@@ -70,10 +70,13 @@ class Segment(BaseModel):
         return [*rows, ("activity", activity)]
 
 
+ACTIVE_PARTNERS = Segment()  # the default: every active partner (never changed: parse_segment copies)
+
+
 def parse_segment(value: Segment | dict | None) -> Segment:
     """The segment from a flow parameter; SegmentError naming the first wrong field."""
     if isinstance(value, Segment):
-        return value
+        return value.model_copy(deep=True)
     try:
         return Segment.model_validate(value or {})
     except ValidationError as exc:
