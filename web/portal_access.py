@@ -183,9 +183,11 @@ async def use_link(token: str, request: Request) -> Response:
 
 
 def _refused(reason: LinkRefused) -> HTMLResponse:
-    return render("portal/pages/sign_in_sent.html", 404 if reason == LinkRefused.UNKNOWN else 410,
-                  title="Sign-in link not valid", email="", refused=REFUSED_TEXT[reason],
-                  minutes=get_settings().portal.portal_sign_in_link_minutes)
+    response = render("portal/pages/sign_in_sent.html", 404 if reason == LinkRefused.UNKNOWN else 410,
+                      title="Sign-in link not valid", email="", refused=REFUSED_TEXT[reason],
+                      minutes=get_settings().portal.portal_sign_in_link_minutes)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.post("/portal/sign-out")

@@ -71,10 +71,12 @@ def _ask(visitor: PortalVisitor, data: dict[str, str]) -> HTMLResponse:
     except ChangeUnavailable as exc:
         return message("Payout details", str(exc), 409)
     profile = payout_profile(visitor.partner_id)
-    return render("portal/pages/details_sent.html", title="Confirm by email", current="profile",
-                  csrf_token=visitor.csrf_token, partner_name=profile["legal_name"], email=profile["email"],
-                  masked=change.details_masked, currency=change.payout_currency,
-                  minutes=get_settings().portal.portal_details_link_minutes)
+    response = render("portal/pages/details_sent.html", title="Confirm by email", current="profile",
+                      csrf_token=visitor.csrf_token, partner_name=profile["legal_name"], email=profile["email"],
+                      masked=change.details_masked, currency=change.payout_currency,
+                      minutes=get_settings().portal.portal_details_link_minutes)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @router.get(FORM_PATH + "/confirm/{token}", response_class=HTMLResponse)
@@ -93,10 +95,14 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
     outcome = await run_in_threadpool(confirm_change, token)
     if isinstance(outcome, LinkRefused):
         return _refused(outcome)
-    return render("portal/pages/details_done.html", title="Payout details changed", masked=outcome.details_masked,
-                  currency=outcome.payout_currency, hold_until=outcome.hold_until)
+    response = render("portal/pages/details_done.html", title="Payout details changed",
+                      masked=outcome.details_masked, currency=outcome.payout_currency, hold_until=outcome.hold_until)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _refused(reason: LinkRefused) -> HTMLResponse:
-    return message("Confirmation link not valid", REFUSED_TEXT[reason] + " You can ask for the change again in "
-                   "the partner portal.", 404 if reason == LinkRefused.UNKNOWN else 410)
+    response = message("Confirmation link not valid", REFUSED_TEXT[reason] + " You can ask for the change again "
+                       "in the partner portal.", 404 if reason == LinkRefused.UNKNOWN else 410)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -129,6 +129,7 @@ def test_a_sign_in_link_works_once(portal_partner, anonymous_client, outbox):
     with TestClient(create_app(), follow_redirects=False) as elsewhere:
         again = _use(elsewhere, path)
         assert again.status_code == 410 and "already used" in again.text
+        assert again.headers["cache-control"] == "no-store"  # a page of a secret link is never kept
         token = re.search(r'name="csrf_token" value="([^"]+)"', elsewhere.get("/portal/sign-in").text).group(1)
         assert elsewhere.post(path, data={"csrf_token": token}).status_code == 410
     assert len(_sessions()) == 1
