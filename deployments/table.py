@@ -153,6 +153,9 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment("apply-tier-changes-daily", "growth", "growth:apply_tier_changes",
                "Send amendments of approved tier changes; apply signed promotions and demotions whose notice "
                "period is over.", cron="0 6 * * *", concurrency_limit=1, retry_on_crash=True),
+    Deployment("apply-tier-changes-on-signature", "growth", "growth:apply_tier_changes",
+               "A signed contract may be a tier amendment: apply the promotions signed (from the signature).",
+               on_event=CONTRACT, concurrency_limit=1, retry_on_crash=True),
     # news to partners
     Deployment("send-broadcast", "news", "news:send_broadcast",
                "Send a templated announcement (new offer, coupon, policy change) to a segment of partners, after a "

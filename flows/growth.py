@@ -49,6 +49,7 @@ def review_tiers(now: str | None = None) -> dict[str, Any]:
 
 
 @flow(name="apply-tier-changes", persist_result=True)
-def apply_tier_changes(now: str | None = None) -> dict[str, Any]:
-    """Send amendments of approved changes; apply signed promotions and demotions whose notice is over."""
+def apply_tier_changes(now: str | None = None, contract_id: int | None = None) -> dict[str, Any]:
+    """Send amendments of approved changes; apply signed promotions and demotions whose notice is over.
+    `contract_id`: the signed contract whose event started this run (every due change is applied anyway)."""
     return steps.carry_out_tier_changes(now)

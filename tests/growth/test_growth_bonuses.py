@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from factories import T0, add_conversions, after_lock, make_partner
 from sqlalchemy import func, select
+from support import mail_text, mails
 
 from partnerflow.flows.payouts import run_payout_batch
 from partnerflow.models import AuditLog, Commission, Contract, ContractStatus, session_scope
@@ -189,3 +190,17 @@ def test_the_grant_bonus_deployment_grants_once_and_the_daily_one_runs_the_rules
     assert first["granted"] and not again["granted"] and first["bonus_id"] == again["bonus_id"]
     assert grant_bonuses() == {"signing": 0, "performance": 0}
     assert [row[1] for row in _lines(p)] == [5000]
+
+
+@pytest.mark.xfail(strict=True, reason="tasks/payouts/remittance.py (not growth's) inner-joins conversions, so a "
+                   "bonus line is paid but not itemised; the patch is in the growth handoff")
+def test_bonus_lines_are_itemised_with_their_reason_on_the_remittance(outbox, configure):
+    configure(payout_approval_above_minor=AUTO)
+    p = make_partner(1)
+    bonuses.grant_bonus(partner_id=p, amount_minor=2500, currency="USD", reason="Spring contest: 1st prize",
+                        granted_by="Dana", key="contest", earned_at=T0)
+    compute_commissions(now=after_lock(31))
+    run_payout_batch(period_end=after_lock(31).isoformat(), auto_approve_below_minor=AUTO)
+    assert _ledger() == {p: 2500}
+    (mail,) = mails(outbox)
+    assert "Spring contest: 1st prize" in mail_text(mail)
