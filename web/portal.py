@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 
 from partnerflow.models import Partner, session_scope
 from partnerflow.tasks.portal import chart, statements, statements_links, statements_payouts
-from partnerflow.tasks.shared.money import exponent, format_money
+from partnerflow.tasks.shared.money import exponent
 from partnerflow.web.pages import render
 from partnerflow.web.portal_access import SignedIn
 
@@ -59,16 +59,7 @@ def _partner(partner_id: int) -> Partner:
 def home(visitor: SignedIn) -> HTMLResponse:
     this_month, last_month = statements.current_periods()
     months = {m.period: m for m in statements.month_figures(visitor.partner_id, [last_month, this_month])}
-    upcoming = statements_payouts.upcoming_payout(visitor.partner_id)
-    lines = statements.balance_lines(visitor.partner_id)
-    for line in lines:  # payable money the next batch would hold is shown as held, with the batch's reasons
-        if line.status == "payable" and upcoming.held:
-            line.status, line.reason = "held", "; ".join(upcoming.held)
-        elif line.status == "payable" and upcoming.below_threshold:
-            line.status = "held"
-            line.reason = (f"payout threshold not reached: the next payout would be "
-                           f"{format_money(upcoming.amount_minor, upcoming.currency)} of the "
-                           f"{format_money(upcoming.threshold_minor, upcoming.currency)} needed")
+    lines, upcoming = statements_payouts.balance_with_holds(visitor.partner_id)
     return _page("home.html", visitor, "home", title="Your partner account",
                  months=[months[this_month], months[last_month]], month_names=["This month", "Last month"],
                  lines=lines, upcoming=upcoming)

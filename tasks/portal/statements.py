@@ -116,8 +116,8 @@ class BalanceLine:
 def balance_lines(partner_id: int) -> list[BalanceLine]:
     """The partner's commissions summed per status and currency.
 
-    `payable` is what the next batch would take; the caller moves it to `held` when the batch would hold
-    the partner (statements_payouts.upcoming_payout says why), since only the batch rules decide that."""
+    `payable` is what the next batch would take; statements_payouts.balance_with_holds turns it into `held`
+    when the batch's own rules would hold the partner."""
     lines: list[BalanceLine] = []
     with session_scope() as session:
         attached = Commission.payout_id.is_not(None)

@@ -19,6 +19,8 @@ from partnerflow.tasks.payouts.batches import blockers_for
 from partnerflow.tasks.payouts.commission_rules import add_months
 from partnerflow.tasks.payouts.remittance import remittance_lines
 from partnerflow.tasks.payouts.routing import Routing
+from partnerflow.tasks.portal.statements import BalanceLine, balance_lines
+from partnerflow.tasks.shared.money import format_money
 
 # The payout-batch-monthly deployment's schedule (deployments/table.py: cron "0 6 1 * *");
 # tests/portal/test_portal_statements.py fails if the two drift apart.
@@ -81,6 +83,22 @@ def upcoming_payout(partner_id: int, now: datetime | None = None) -> Upcoming:
                         by_currency={cur: total for cur, (total, _n) in groups.items()}, threshold_minor=threshold,
                         held=held, below_threshold=not held and amount < threshold)
 
+
+
+def balance_with_holds(partner_id: int, now: datetime | None = None) -> tuple[list[BalanceLine], Upcoming]:
+    """The balance by status, where the payable part reads "held" with the batch's reasons when the next
+    batch would hold it; and the next payout itself."""
+    upcoming = upcoming_payout(partner_id, now)
+    lines = balance_lines(partner_id)
+    for line in lines:
+        if line.status == "payable" and upcoming.held:
+            line.status, line.reason = "held", "; ".join(upcoming.held)
+        elif line.status == "payable" and upcoming.below_threshold:
+            line.status = "held"
+            line.reason = (f"payout threshold not reached: the next payout would be "
+                           f"{format_money(upcoming.amount_minor, upcoming.currency)} of the "
+                           f"{format_money(upcoming.threshold_minor, upcoming.currency)} needed")
+    return lines, upcoming
 
 @dataclass
 class PayoutEntry:

@@ -181,8 +181,10 @@ def test_the_next_payout_is_held_for_the_same_reasons_the_batch_gives_the_team()
     with session_scope() as session:
         session.add(Finding(partner_id=not_ready, kind="sanctions", rule="sanctions.match", severity="high",
                             title="Possible sanctions match", fingerprint="f", blocking=True))
-    upcoming = statements_payouts.upcoming_payout(not_ready, now=FEB)
+    lines, upcoming = statements_payouts.balance_with_holds(not_ready, now=FEB)
     assert upcoming.held[:2] == ["unsigned contract", "missing tax form"]
+    assert [(line.status, line.amount_minor, line.reason) for line in lines] == [
+        ("held", 9000, "; ".join(upcoming.held))]
     assert any(r.startswith("compliance finding #") and "Possible sanctions match" in r for r in upcoming.held)
     from partnerflow.tasks.payouts.batches import build_batch  # the batch itself, for the same sentences
 
@@ -196,8 +198,14 @@ def test_below_the_threshold_the_payout_waits_and_says_so():
     small = make_partner(8, threshold=5000)
     (sale,) = add_conversions([{"partner_id": small, "amount_minor": 10000, "external_id": "s"}])
     commission(small, sale, 1000, CommissionStatus.PAYABLE)
-    upcoming = statements_payouts.upcoming_payout(small, now=FEB)
+    lines, upcoming = statements_payouts.balance_with_holds(small, now=FEB)
     assert upcoming.held == [] and upcoming.below_threshold and upcoming.threshold_minor == 5000
+    assert [(line.status, line.reason) for line in lines] == [
+        ("held", "payout threshold not reached: the next payout would be 10.00 USD of the 50.00 USD needed")]
+    (sale,) = add_conversions([{"partner_id": small, "amount_minor": 40000, "external_id": "big"}])
+    commission(small, sale, 4000, CommissionStatus.PAYABLE)
+    lines, upcoming = statements_payouts.balance_with_holds(small, now=FEB)
+    assert [(line.status, line.amount_minor) for line in lines] == [("payable", 5000)] and not upcoming.below_threshold
 
 
 def test_commissions_that_unlock_before_the_batch_count_for_it():
