@@ -32,7 +32,7 @@ def weekly_program_report(period_end: date | None = None, top_n: int | None = No
     pngs = {"Revenue and commission by week": money_png}
     if "funnel chart" in funnel_files:
         pngs["Recruitment funnel"] = funnel_files["funnel chart"]
-    summary.exports.update({"funnel CSV": funnel_files["funnel CSV"], **pngs})
+    summary.exports = {**summary.exports, "funnel CSV": funnel_files["funnel CSV"], **pngs}
     links = chart_links(pngs, p.folder)
 
     create_table_artifact(table_rows(summary), key="program-report-table",
