@@ -138,6 +138,9 @@ class PayoutBatch(SQLModel, table=True):
 
 
 class Payout(SQLModel, table=True):
+    # A batch's payouts by partner: attaching the batch's commissions looks each partner's payout up by it.
+    __table_args__ = (Index("ix_payout_batch_partner", "batch_id", "partner_id"),)
+
     id: int | None = Field(default=None, primary_key=True)
     batch_id: int = Field(foreign_key="payout_batch.id", index=True)
     partner_id: int = Field(foreign_key="partner.id", index=True)

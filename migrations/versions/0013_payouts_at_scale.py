@@ -17,8 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('payout', schema=None) as batch_op:
+        batch_op.create_index('ix_payout_batch_partner', ['batch_id', 'partner_id'], unique=False)
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('payout', schema=None) as batch_op:
+        batch_op.drop_index('ix_payout_batch_partner')
