@@ -24,7 +24,8 @@ def add_commission(partner_id: int, conversion_id: int, amount: int, status: str
     now = utcnow()
     with session_scope() as session:
         return session.execute(insert(Commission).values(
-            conversion_id=conversion_id, partner_id=partner_id, amount_minor=amount, currency="USD",
+            conversion_id=conversion_id, partner_id=partner_id, amount_minor=amount,
+            currency=values.pop("currency", "USD"),
             rule=values.pop("rule", "10% of sale"), period=values.pop("period", f"{now:%Y-%m}"), status=status,
             payable_at=values.pop("payable_at", now + timedelta(days=20)), **values).returning(Commission.id)
         ).scalar_one()
@@ -215,3 +216,24 @@ def test_profile_shows_method_masked_details_and_currency(portal_client):
     text = portal_client(me).get("/portal/profile").text
     assert "sepa" in text and "IBAN DE•••• 3000" in text and "EUR" in text
     assert 'href="/portal/payout-details"' in text
+
+
+def test_balances_in_two_currencies_are_shown_apart(portal_client):
+    me = make_partner(5, currency="EUR")
+    eur, usd = add_conversions([
+        {"partner_id": me, "amount_minor": 12000, "currency": "EUR", "occurred_at": utcnow(), "external_id": "e"},
+        {"partner_id": me, "amount_minor": 8000, "currency": "USD", "occurred_at": utcnow(), "external_id": "u"}])
+    add_commission(me, eur, 1200, CommissionStatus.PENDING, currency="EUR")
+    add_commission(me, usd, 800, CommissionStatus.PENDING)
+    text = portal_client(me).get("/portal").text
+    assert "120.00 EUR" in text and "80.00 USD" in text  # revenue, per currency
+    assert "12.00 EUR" in text and "8.00 USD" in text  # pending balance, per currency
+
+
+def test_a_built_deep_link_leads_to_the_page_through_the_tracking_link(world, portal_client):
+    client = portal_client(world["me"])
+    page = client.get("/portal/links", params={"url": "https://acme.example/pricing"}).text
+    built = page.split('id="deep-link">', 1)[1].split("<", 1)[0].replace("&amp;", "&")
+    path = built.removeprefix(get_settings().public_base_url.rstrip("/"))
+    answer = client.get(path)
+    assert answer.status_code == 302 and answer.headers["location"].startswith("https://acme.example/pricing?ref=P1")

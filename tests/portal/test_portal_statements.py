@@ -268,3 +268,16 @@ def test_weekly_series_counts_only_the_partners_own(data):
     assert sum(series.clicks) == 5 and sum(series.conversions) == 4
     assert series.commission == {"USD": [0] * 6 + [1300] + [0] * 4 + [2000]}
     assert chart.chart_png(series).startswith(b"\x89PNG")
+
+
+def test_a_bonus_line_is_listed_with_its_reason(data):
+    with session_scope() as session:
+        session.execute(insert(Commission).values(
+            conversion_id=None, kind="bonus", reason="Top partner of January", partner_id=data["one"],
+            amount_minor=2500, currency="USD", period="2026-01", status=CommissionStatus.PAYABLE,
+            payable_at=JAN, created_at=datetime(2026, 1, 31, tzinfo=UTC)))
+    rows, total = statements.commission_page(data["one"], period="2026-01")
+    bonus = next(r for r in rows if r.kind == "bonus")
+    assert total == 5 and (bonus.rule, bonus.amount_minor, bonus.reference) == ("Top partner of January", 2500, "")
+    (jan,) = statements.month_figures(data["one"], ["2026-01"])
+    assert jan.commission == {"USD": 1300 + 2500}
