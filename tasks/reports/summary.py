@@ -39,9 +39,12 @@ def _pct(value: Decimal | None) -> str:
     return "—" if value is None else f"{(value * 100).quantize(Decimal('0.1'))}%"
 
 
-def _change(now: int | Decimal | None, before: int | Decimal | None) -> str:
+def _change(now: int | Decimal | None, before: int | Decimal | None, points: bool = False) -> str:
+    """Relative change of an amount or count; a rate's change in percentage points."""
     if now is None or before is None:
         return "—"
+    if points:
+        return f"{((now - before) * 100).quantize(Decimal('0.1')):+} pp"
     if before == 0:
         return "new" if now else "0"
     return f"{((Decimal(now) - Decimal(before)) * 100 / abs(Decimal(before))).quantize(Decimal('0.1')):+}%"
@@ -123,7 +126,7 @@ def markdown(summary: WeeklySummary, funnel: list[FunnelRow], charts: dict[str, 
              "## Changes since the week before", "", "| | this week | week before | change |", "|---|---|---|---|"]
     for name, get, shown in _metrics(cur):
         now, before = get(summary.week), get(summary.before)
-        lines.append(f"| {name} | {shown(now)} | {shown(before)} | {_change(now, before)} |")
+        lines.append(f"| {name} | {shown(now)} | {shown(before)} | {_change(now, before, shown is _pct)} |")
     lines += ["", f"## Top {len(summary.top)} partners (net revenue)", "", *_partner_table(summary.top, cur),
               f"## Bottom {len(summary.bottom)} active partners", "", *_partner_table(summary.bottom, cur),
               "## Newly dormant partners", ""]

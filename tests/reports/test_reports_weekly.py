@@ -204,6 +204,7 @@ def test_the_flow_writes_artifacts_and_exports(configure, tmp_path):
     markdown = Artifact.get("program-report").data
     assert "# Program report 2026-W48 (2026-11-23 to 2026-11-29)" in markdown
     assert "| net revenue | 180.25 USD | 40.00 USD | +350.6% |" in markdown
+    assert "| conversion rate | 46.7% | 25.0% | +21.7 pp |" in markdown  # a rate moves in points
     assert "Gone Quiet" in markdown and "\\=HYPERLINK" not in markdown.split("## Top")[1].split("## Bottom")[0]
     assert "![Revenue and commission by week](data:image/png;base64," in markdown
     assert str(folder / "program-report-2026-W48.xlsx") in markdown
