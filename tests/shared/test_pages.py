@@ -230,8 +230,8 @@ def test_no_partner_page_scrolls_sideways_on_a_phone(served, outbox):
             page = browser.new_page(**PHONE)
             page.set_default_timeout(30_000)
 
-            def fits(path: str, status: int, heading: str) -> None:
-                answer = page.goto(served + path)
+            def fits(path: str, status: int, heading: str, answer=None) -> None:
+                answer = answer or page.goto(served + path)
                 assert answer.status == status, (path, answer.status)
                 assert page.locator("h1").inner_text() == heading
                 # A mobile browser zooms out of a page too wide for it, so its window grows past 390 px too.
@@ -239,6 +239,11 @@ def test_no_partner_page_scrolls_sideways_on_a_phone(served, outbox):
                 assert wide <= window == 390, f"{path} is {wide} px wide in a {window} px window on a 390 px phone"
 
             fits("/apply", 200, "Apply to the partner program")
+            page.get_by_label("Legal name (person or company)").fill(LONG_WORD)
+            with page.expect_navigation() as sent:  # no terms agreed: the form comes back with its errors
+                page.get_by_role("button", name="Apply").click()
+            fits("/apply (refused)", 422, "Apply to the partner program", sent.value)
+            assert page.locator(".error").count() > 1
             fits(sign_path, 200, "Sign your partner agreement")
             fits(onboarding_path, 200, "Tax form and payout details")
             assert web.post(onboarding_path, data=W9_FORM).status_code == 200
