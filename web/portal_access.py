@@ -176,6 +176,8 @@ async def use_link(token: str, request: Request) -> Response:
     outcome = await run_in_threadpool(use_sign_in_link, token, ip=client_of(request)[0])
     if isinstance(outcome, LinkRefused):
         return _refused(outcome)
+    # A session this browser had (perhaps another partner's) ends: one browser, one signed-in partner.
+    await run_in_threadpool(end_session, request.cookies.get(COOKIE_NAME))
     cookie, _ = await run_in_threadpool(start_session, outcome)
     response = RedirectResponse("/portal", status_code=303)
     set_session_cookie(response, cookie)

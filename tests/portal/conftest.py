@@ -12,7 +12,7 @@ import pytest
 from factories import make_partner
 from fastapi.testclient import TestClient
 
-from partnerflow.tasks.portal.sessions import COOKIE_NAME, start_session
+from partnerflow.tasks.portal.sessions import COOKIE_NAME, COOKIE_PATH, start_session
 from partnerflow.web.app import create_app
 
 
@@ -27,7 +27,9 @@ class PortalClient(TestClient):
 def signed_in_client(partner_id: int) -> PortalClient:
     cookie, csrf = start_session(partner_id)
     client = PortalClient(create_app(), follow_redirects=False)
-    client.cookies.set(COOKIE_NAME, cookie)
+    # Where the server's own Set-Cookie puts it (httpx files a dotless host under .local), so a later
+    # sign-in or sign-out replaces this cookie instead of adding a second one.
+    client.cookies.set(COOKIE_NAME, cookie, domain="testserver.local", path=COOKIE_PATH)
     client.partner_id, client.csrf_token, client.session_cookie = partner_id, csrf, cookie
     return client
 

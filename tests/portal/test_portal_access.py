@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import time_machine
+from factories import make_partner
 from fastapi.testclient import TestClient
 from sqlmodel import select
 from support import link, mail_text, mails
@@ -170,3 +171,14 @@ def test_a_sign_in_form_without_its_token_is_refused(portal_partner, anonymous_c
     bad = anonymous_client.post("/portal/sign-in", data={"email": "p1@example.com", "csrf_token": "0" * 64})
     assert bad.status_code == 403 and mails(outbox) == []
     assert _ask(anonymous_client, "not an address").status_code == 422
+
+
+def test_signing_in_again_ends_the_session_the_browser_had(portal_client, portal_partner, outbox):
+    other = make_partner(2)
+    client = portal_client(other)
+    old_cookie = client.session_cookie
+    _ask(client, "p1@example.com")
+    assert _use(client, link(outbox, "/portal/sign-in/")).status_code == 303
+    assert visitor_for(old_cookie) is None
+    assert visitor_for(client.cookies.get(COOKIE_NAME)).partner_id == portal_partner
+    assert [row.partner_id for row in _sessions()] == [portal_partner]
