@@ -4,7 +4,6 @@ brand rules (fetching them politely, analysing one chunk while the next download
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from prefect import task
@@ -46,32 +45,25 @@ def register_pages(partner_id: int, urls: list[str]) -> int:
     return added
 
 
-def fetch_and_analyse(pages: list, analyse, *, chunk_size: int = 200, **fetch_options) -> list[tuple]:
-    """[(page, FetchResult, analyse(page, result))] in page order, analysing one chunk while the next downloads.
+def fetch_and_analyse(pages: list, analyse, **fetch_options) -> list[tuple]:
+    """[(page, FetchResult, analyse(page, result))] in page order, each page analysed as soon as it is read
+    while the others download (one fetcher: one robots.txt read per host, politeness kept across all pages)."""
+    by_url: dict[str, list] = {}
+    for page in pages:
+        by_url.setdefault(page.url, []).append(page)
+    urls = list(by_url)  # a URL two partners registered is fetched once and analysed for each
 
-    Pages are grouped by host so one host's pages share a chunk (one robots.txt read, politeness kept
-    within the fetcher); the next chunk's downloads overlap this chunk's parsing.
-    """
-    order = sorted(range(len(pages)), key=lambda i: (urlsplit(pages[i].url).netloc, i))
-    chunks: list[list[int]] = []
-    for i in order:
-        host = urlsplit(pages[i].url).netloc
-        if chunks and (len(chunks[-1]) < chunk_size or urlsplit(pages[chunks[-1][-1]].url).netloc == host):
-            chunks[-1].append(i)
-        else:
-            chunks.append([i])
-    out: dict[int, tuple] = {}
-    if not chunks:
-        return []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch_pages, [pages[i].url for i in chunks[0]], **fetch_options)
-        for n, chunk in enumerate(chunks):
-            results = pending.result()
-            if n + 1 < len(chunks):
-                pending = pool.submit(fetch_pages, [pages[i].url for i in chunks[n + 1]], **fetch_options)
-            for i, result in zip(chunk, results, strict=True):
-                out[i] = (pages[i], result, analyse(pages[i], result))
-    return [out[i] for i in range(len(pages))]
+    def analyse_all(result) -> list:
+        return [analyse(page, result) for page in by_url[result.url]]
+
+    fetched = dict(zip(urls, fetch_pages(urls, process=analyse_all, **fetch_options), strict=True))
+    seen: dict[str, int] = {}
+    out = []
+    for page in pages:
+        result, found = fetched[page.url]
+        n = seen[page.url] = seen.get(page.url, -1) + 1
+        out.append((page, result, found[n]))
+    return out
 
 
 def analyse_page(result, partner: Partner, policy: dict, rules: list[dict]) -> list[Detected]:
