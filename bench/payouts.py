@@ -141,8 +141,8 @@ def bare_sql_floor(engine, db: str) -> float:
         f0 = time.perf_counter()
         conn.execute(text(
             "INSERT INTO commission (conversion_id, partner_id, amount_minor, currency, rule, period, status, "
-            f"payable_at, created_at) SELECT id, partner_id, amount_minor / 10, currency, '0.1 of sale', "
-            f"{period_sql(db, 'occurred_at')}, 'payable', {payable}, {now} FROM conversion"))
+            f"payable_at, created_at, kind) SELECT id, partner_id, amount_minor / 10, currency, '0.1 of sale', "
+            f"{period_sql(db, 'occurred_at')}, 'payable', {payable}, {now}, 'conversion' FROM conversion"))
         batch_id = conn.execute(text(
             f"INSERT INTO payout_batch (status, key, period_end, summary, created_at) VALUES ('approved', 'floor', "
             f"{now}, '{{}}', {now}) RETURNING id")).scalar_one()

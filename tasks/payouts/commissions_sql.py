@@ -6,9 +6,11 @@ exact commission is (flat x den + amount x num) / den, rounded half-even with in
 money.round_minor to the unit, on SQLite and PostgreSQL alike. Each partner's terms are written once into
 temporary tables (partners with the same terms share a row), so one statement covers every partner and
 rule kind, and one UPDATE refreshes the pending ones (a new earlier first purchase, changed terms).
+Bonus lines (no conversion) are never touched: every statement starts from a conversion.
 
 The Python engine (commission_rules.compute_period) stays the reference and does the rest: tiers and caps
-(they read the whole month), terms it cannot parse, and every partner-month holding a conversion in
+(they read the whole month), terms that switched inside a month (a tier change), terms that do not parse,
+and every partner-month holding a conversion in
 another currency than the terms' (converting needs the day's FX rate in Decimal) or an amount too large for
 64-bit arithmetic. tests/payouts/test_payouts_commission_engines.py proves the two agree.
 """
@@ -25,7 +27,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from partnerflow.models.payouts import CommissionStatus
+from partnerflow.models.payouts import CommissionKind, CommissionStatus
 from partnerflow.models.types import UTCDateTime
 from partnerflow.tasks.shared.terms import CommissionTerms, default_for
 
@@ -50,6 +52,8 @@ def sql_terms(terms: CommissionTerms) -> tuple[dict[str, Any], list[dict[str, An
     """The terms as rows of the temporary tables (terms, overrides), or None when SQL cannot compute them."""
     if terms.kind not in ("flat", "percentage", "flat_plus_percentage") or terms.cap_per_conversion_minor \
             is not None or terms.cap_per_period_minor is not None or (terms.flat_minor or 0) > MAX_MINOR:
+        return None
+    if getattr(terms, "effective_from", None) is not None:  # terms switched mid-month: Python splits the month
         return None
     rate = _fraction(terms.rate) if terms.kind != "flat" else (0, 1)
     if rate is None:
@@ -262,8 +266,9 @@ def compute_in_sql(session: Session, todo: Todo, now: datetime, stats: dict[str,
              "first": any(row["first_only"] or row["recurring_months"] for row, _ in groups.values())}
     created = conn.execute(text(
         "INSERT INTO commission (conversion_id, partner_id, amount_minor, currency, rule, period, status, "
-        "payable_at, created_at) SELECT z.conversion_id, z.partner_id, z.amount_minor, z.currency, z.rule, "
-        f"z.period, z.status, z.payable_at, :now FROM ({_candidates(dialect, refresh=False, **shape)}) z")
+        "payable_at, created_at, kind) SELECT z.conversion_id, z.partner_id, z.amount_minor, z.currency, z.rule, "
+        f"z.period, z.status, z.payable_at, :now, '{CommissionKind.CONVERSION}' "
+        f"FROM ({_candidates(dialect, refresh=False, **shape)}) z")
         .bindparams(bindparam("now", type_=UTCDateTime())), {"now": now})
     updated = conn.execute(text(
         "UPDATE commission SET amount_minor = z.amount_minor, rule = z.rule "
