@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from factories import T0, add_conversions, after_lock, make_partner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from support import mail_text, mails
 
@@ -152,6 +155,19 @@ def test_performance_bonus_pays_the_rate_on_net_sales_above_the_threshold_once_t
         evidence = s.execute(select(Bonus.evidence).where(Bonus.partner_id == euro)).scalar_one()
     assert evidence["sales_minor"] == 1320000 and evidence["sales_minor_by_currency"] == {"EUR": 1100000}
     assert evidence["threshold_minor"] == 1000000
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=10**12), st.integers(min_value=0, max_value=10**10),
+       st.decimals(min_value=0, max_value=1, places=4, allow_nan=False, allow_infinity=False),
+       st.sampled_from(["excess", "whole"]))
+def test_bonus_amount_matches_an_independent_calculation(sales, threshold, rate, basis):
+    rule = BonusRule(name="r", threshold_minor=threshold, rate=str(rate), basis=basis)
+    exact = Fraction(0) if sales < threshold else \
+        (sales - threshold if basis == "excess" else sales) * Fraction(str(rate))
+    q, r = divmod(exact.numerator, exact.denominator)  # half-to-even, by hand
+    expected = q + (1 if 2 * r > exact.denominator or (2 * r == exact.denominator and q % 2) else 0)
+    assert bonuses.bonus_amount(rule, sales) == expected
 
 
 def test_bonus_amount_excess_and_whole_month_rounded_half_even():

@@ -4,13 +4,15 @@ from the signature, a demotion at the end of the notice period; commissions swit
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from docx import Document
 from factories import add_conversions, make_partner
+from fastapi.testclient import TestClient
 from sqlalchemy import select
-from support import mails, run_deployed
+from support import mail_text, mails, run_deployed
 
 from partnerflow.flows.growth import apply_tier_changes, review_tiers
 from partnerflow.models import AuditLog, Commission, Contract, ContractStatus, Partner, session_scope
@@ -20,6 +22,7 @@ from partnerflow.tasks.growth import tiers
 from partnerflow.tasks.growth.policy import PolicyError, tier_rules
 from partnerflow.tasks.payouts.commissions import compute_commissions
 from partnerflow.tasks.shared.terms import CommissionTerms
+from partnerflow.web.app import create_app
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 JAN, FEB = datetime(2026, 1, 15, tzinfo=UTC), datetime(2026, 2, 10, tzinfo=UTC)
@@ -105,22 +108,27 @@ def test_approved_changes_become_amendments_promotion_from_signature_demotion_af
     assert "You have been promoted to the gold tier" in subjects
     assert "Your tier changes to standard on 2026-04-01" in subjects
 
-    # A sale before the signature keeps the old terms; after it the gold terms apply.
-    signed_at = datetime(2026, 3, 5, tzinfo=UTC)
-    _sales(a, (datetime(2026, 3, 3, tzinfo=UTC), 2000000), (datetime(2026, 3, 10, tzinfo=UTC), 2000000))
+    # The partner signs the amendment on the built-in signing page; sales before the signature keep the old
+    # terms, later ones earn the gold terms.
+    (to_a,) = [m for m in mails(outbox) if m["To"] == "p1@example.com" and "/sign/" in mail_text(m)]
+    sign_path = re.search(r"https?://[^/\s]+(/sign/[A-Za-z0-9_\-]+)", mail_text(to_a)).group(1)
+    page = TestClient(create_app()).post(sign_path, data={"signer_name": "Pat 1", "consent": "yes"})
+    assert page.status_code == 200
     with session_scope() as s:
-        s.get(Contract, promo.contract_id).status = ContractStatus.SIGNED
-        s.get(Contract, promo.contract_id).signed_at = signed_at
-    assert apply_tier_changes(now=(NOW + timedelta(days=10)).isoformat())["applied"] == [promo.id]
+        signed_at = s.get(Contract, promo.contract_id).signed_at
+    assert signed_at is not None
+    _sales(a, (signed_at - timedelta(minutes=1), 2000000), (signed_at + timedelta(minutes=1), 2000000))
+    applied = apply_tier_changes(now=(NOW + timedelta(days=10)).isoformat())["applied"]
+    assert applied == [promo.id]
     assert apply_tier_changes(now=(NOW + timedelta(days=10)).isoformat())["applied"] == []
-    compute_commissions(now=NOW + timedelta(days=10))
+    compute_commissions(now=signed_at + timedelta(minutes=2))
     with session_scope() as s:
         partner = s.get(Partner, a)
-        march = sorted(s.execute(select(Commission.amount_minor).where(
-            Commission.partner_id == a, Commission.period == "2026-03")).scalars())
+        latest = sorted(s.execute(select(Commission.amount_minor).where(
+            Commission.partner_id == a, Commission.period == f"{signed_at:%Y-%m}")).scalars())
     assert partner.tier == "gold" and CommissionTerms.parse(partner.commission_terms).effective_from == signed_at
     # before: 10% of 20,000.00; after: gold marginal tiers, 10% of the first 10,000.00 and 15% of the next
-    assert march == [200000, 250000]
+    assert latest == [200000, 250000]
 
     # The demotion applies at the end of the notice period, unsigned.
     assert apply_tier_changes(now=(NOW + timedelta(days=29)).isoformat())["applied"] == []
