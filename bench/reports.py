@@ -39,9 +39,18 @@ NOW = datetime(2026, 11, 30, 7, tzinfo=UTC)
 
 
 def one(db: str, conversions: int, partners: int, clicks: int) -> dict:
-    with sandbox("bench-reports", database_url=PG_URL if db == "postgres" else None) as work:
+    """Load the data here, then measure in a child process on the same database: its peak memory is the
+    report's, not the bulk load's."""
+    with sandbox("bench-reports", database_url=PG_URL if db == "postgres" else None):
         load(db, conversions, partners, clicks)
-        return measure(db, work) | {"conversions": conversions, "partners": partners, "clicks": clicks}
+        from partnerflow.models import get_engine
+
+        get_engine().dispose()
+        out = subprocess.run([sys.executable, __file__, "--measure", db], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr[-3000:])
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        return result | {"conversions": conversions, "partners": partners, "clicks": clicks}
 
 
 def _stamp(db: str, when: datetime):
@@ -203,7 +212,7 @@ def floor_queries(db: str) -> list[tuple[str, dict]]:
     ]
 
 
-def measure(db: str, work) -> dict:
+def measure(db: str) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     from sqlalchemy import text
@@ -247,7 +256,7 @@ def measure(db: str, work) -> dict:
     return {"db": db, "wall_s": round(wall, 2), "steps_s": steps, "floor_s": round(floor_s, 3),
             "ratio_to_floor": round(wall / floor_s, 1), "report_partners": summary.partners,
             "week_revenue_minor": summary.week.revenue_minor,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # report only
 
 
 def spawn(db: str, conversions: int, partners: int, clicks: int) -> dict:
@@ -267,7 +276,11 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite", help="sqlite, postgres, or both: sqlite,postgres")
     parser.add_argument("--smoke", action="store_true", help="small sizes, SQLite: a quick check that it runs")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure:  # the environment (database, folders) is the parent's sandbox
+        print(json.dumps(measure(args.measure)))
+        return
     if args.smoke:
         args.conversions, args.partners, args.clicks, args.scales, args.db = 5_000, 50, 20_000, "1", "sqlite"
     if args.one:
