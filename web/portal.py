@@ -68,7 +68,8 @@ def home(visitor: SignedIn) -> HTMLResponse:
 @router.get("/portal/chart.png")
 def chart_image(visitor: SignedIn) -> Response:
     png = chart.chart_png(chart.weekly_series(visitor.partner_id))
-    return Response(png, media_type="image/png", headers=PRIVATE)
+    # Drawing takes a few hundred ms: the partner's own browser may keep it a while, no shared cache ever.
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
 
 @router.get("/portal/commissions", response_class=HTMLResponse)

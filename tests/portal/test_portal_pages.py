@@ -77,6 +77,7 @@ def test_home_shows_this_and_last_month_and_the_balance(world, portal_client):
     assert page.headers["cache-control"] == "private, no-store"
     image = client.get("/portal/chart.png")
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.headers["cache-control"].startswith("private")
     assert image.content.startswith(b"\x89PNG")
 
 
