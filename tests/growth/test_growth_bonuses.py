@@ -220,3 +220,27 @@ def test_bonus_lines_are_itemised_with_their_reason_on_the_remittance(outbox, co
     assert _ledger() == {p: 2500}
     (mail,) = mails(outbox)
     assert "Spring contest: 1st prize" in mail_text(mail)
+
+
+def test_two_workers_granting_the_same_bonus_at_once_grant_it_once():
+    import threading
+
+    p = make_partner(1)
+    start, results, errors = threading.Barrier(4), [], []
+
+    def grant():
+        start.wait()
+        try:
+            results.append(bonuses.grant_bonus(partner_id=p, amount_minor=1000, currency="USD", reason="prize",
+                                               granted_by="Dana", key="race"))
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=grant) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len({bonus_id for bonus_id, _ in results}) == 1 and sum(created for _, created in results) == 1
+    assert [row[1] for row in _lines(p)] == [1000]
