@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
 from partnerflow.models import Commission, Conversion, session_scope, utcnow
 from partnerflow.models.payouts import CommissionStatus
 from partnerflow.models.tracking import Click
 from partnerflow.tasks.payouts.commission_rules import PAYING_KINDS
+from partnerflow.tasks.portal.statements import bucket
 from partnerflow.tasks.shared.money import format_money
 
 WEEKS = 12
@@ -33,10 +34,6 @@ class WeeklySeries:
     commission: dict[str, list[int]] = field(default_factory=dict)  # minor units per currency
 
 
-def _week_bucket(column, starts: list[datetime]):
-    return case(*[(column < starts[i + 1], i) for i in range(len(starts) - 1)], else_=None)
-
-
 def weekly_series(partner_id: int, now: datetime | None = None, weeks: int = WEEKS) -> WeeklySeries:
     """The last `weeks` weeks (this one included) of the partner's people clicks, conversions and commission."""
     now = now or utcnow()
@@ -44,27 +41,27 @@ def weekly_series(partner_id: int, now: datetime | None = None, weeks: int = WEE
     starts = [monday - timedelta(weeks=weeks - 1 - i) for i in range(weeks + 1)]
     series = WeeklySeries(starts[:-1], [0] * weeks, [0] * weeks)
     with session_scope() as session:
-        bucket = _week_bucket(Click.clicked_at, starts)
+        by_week = bucket(Click.clicked_at, starts)
         for index, count in session.execute(
-                select(bucket, func.count()).where(Click.partner_id == partner_id, Click.is_bot == False,  # noqa: E712
+                select(by_week, func.count()).where(Click.partner_id == partner_id, Click.is_bot == False,  # noqa: E712
                                                    Click.clicked_at >= starts[0], Click.clicked_at < starts[-1])
-                .group_by(bucket)):
+                .group_by(by_week)):
             series.clicks[index] = int(count)
-        bucket = _week_bucket(Conversion.occurred_at, starts)
+        by_week = bucket(Conversion.occurred_at, starts)
         for index, count in session.execute(
-                select(bucket, func.count()).where(
+                select(by_week, func.count()).where(
                     Conversion.partner_id == partner_id, Conversion.kind.in_([str(k) for k in PAYING_KINDS]),
                     Conversion.occurred_at >= starts[0], Conversion.occurred_at < starts[-1])
-                .group_by(bucket)):
+                .group_by(by_week)):
             series.conversions[index] = int(count)
         earned_at = func.coalesce(Conversion.occurred_at, Commission.created_at)  # a bonus: when it was granted
-        bucket = _week_bucket(earned_at, starts)
+        by_week = bucket(earned_at, starts)
         for index, currency, total in session.execute(
-                select(bucket, Commission.currency, func.sum(Commission.amount_minor))
+                select(by_week, Commission.currency, func.sum(Commission.amount_minor))
                 .outerjoin(Conversion, Conversion.id == Commission.conversion_id)
                 .where(Commission.partner_id == partner_id, Commission.status != CommissionStatus.CANCELLED,
                        earned_at >= starts[0], earned_at < starts[-1])
-                .group_by(bucket, Commission.currency)):
+                .group_by(by_week, Commission.currency)):
             series.commission.setdefault(currency, [0] * weeks)[index] = int(total or 0)
     return series
 

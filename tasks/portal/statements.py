@@ -51,8 +51,9 @@ class MonthFigures:
     commission: dict[str, int] = field(default_factory=dict)  # earned on the month's sales, net of reversals
 
 
-def _month_bucket(column, starts: list[datetime]):
-    """CASE mapping a timestamp to the index of the month it falls in (starts ascending, one past the end)."""
+def bucket(column, starts: list[datetime]):
+    """CASE mapping a timestamp to the index of the span it falls in (span starts ascending, plus the end),
+    so one GROUP BY counts every month or week on SQLite and PostgreSQL alike."""
     return case(*[(column < starts[i + 1], i) for i in range(len(starts) - 1)], else_=None)
 
 
@@ -67,24 +68,24 @@ def month_figures(partner_id: int, periods: list[str]) -> list[MonthFigures]:
         return [month_figures(partner_id, [p])[0] for p in ordered]
     figures = {p: MonthFigures(p) for p in ordered}
     with session_scope() as session:
-        bucket = _month_bucket(Click.clicked_at, starts)
+        by_month = bucket(Click.clicked_at, starts)
         for index, is_bot, count in session.execute(
-                select(bucket, Click.is_bot, func.count()).where(
+                select(by_month, Click.is_bot, func.count()).where(
                     Click.partner_id == partner_id, Click.clicked_at >= starts[0], Click.clicked_at < starts[-1])
-                .group_by(bucket, Click.is_bot)):
+                .group_by(by_month, Click.is_bot)):
             target = figures[ordered[index]]
             if is_bot:
                 target.bot_clicks += count
             else:
                 target.clicks += count
-        bucket = _month_bucket(Conversion.occurred_at, starts)
+        by_month = bucket(Conversion.occurred_at, starts)
         paying = Conversion.kind.in_([str(k) for k in PAYING_KINDS])
         for index, is_paying, currency, count, total in session.execute(
-                select(bucket, paying, Conversion.currency, func.count(), func.sum(Conversion.amount_minor))
+                select(by_month, paying, Conversion.currency, func.count(), func.sum(Conversion.amount_minor))
                 .where(Conversion.partner_id == partner_id, Conversion.occurred_at >= starts[0],
                        Conversion.occurred_at < starts[-1],
                        Conversion.kind.in_([str(k) for k in (*PAYING_KINDS, *REVERSAL_KINDS)]))
-                .group_by(bucket, paying, Conversion.currency)):
+                .group_by(by_month, paying, Conversion.currency)):
             target = figures[ordered[index]]
             if is_paying:
                 target.conversions += count
