@@ -160,7 +160,28 @@ def apply_due_changes(now: datetime | None = None) -> list[int]:
         if _apply(change_id, effective_at, now):
             applied.append(change_id)
             notify(change_id, applied=True)
+    _close_unsigned_promotions(now)
     return applied
+
+
+def _close_unsigned_promotions(now: datetime) -> None:
+    """A promotion whose amendment expired or was voided unsigned never applies; closing it lets the next
+    evaluation propose again."""
+    with session_scope() as session:
+        lapsed = session.execute(
+            select(TierChange.id, TierChange.partner_id, Contract.status)
+            .join(Contract, Contract.id == TierChange.contract_id)
+            .where(TierChange.status == TierChangeStatus.SENT, TierChange.direction == "promotion",
+                   Contract.status.in_((ContractStatus.EXPIRED, ContractStatus.VOIDED)))).all()
+        for change_id, partner_id, contract_status in lapsed:
+            closed = session.execute(update(TierChange).where(TierChange.id == change_id,
+                                                              TierChange.status == TierChangeStatus.SENT)
+                                     .values(status=TierChangeStatus.EXPIRED, applied_at=None,
+                                             decision_note=f"amendment {contract_status} unsigned"))
+            if closed.rowcount:
+                audit(session, actor="system", action="tier_change.expired", subject_type="partner",
+                      subject_id=partner_id, details={"tier_change_id": change_id, "contract": contract_status,
+                                                      "at": now.isoformat()})
 
 
 def _apply(change_id: int, effective_at: datetime, now: datetime) -> bool:

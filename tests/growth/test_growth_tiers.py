@@ -177,3 +177,18 @@ def test_terms_switch_inside_a_month_from_the_change():
     assert [r.amount_minor for r in compute_period(terms, rows, first_purchase={})] == [100, 200, 200]
     with pytest.raises(ValueError, match="go together"):
         CommissionTerms.model_validate({"kind": "percentage", "rate": "0.2", "effective_from": at.isoformat()})
+
+
+def test_a_promotion_whose_amendment_lapses_unsigned_never_applies_and_can_be_proposed_again(program, configure):
+    configure(growth_tier_auto_apply_below="0.06")  # approved by policy: no form
+    run_deployed(review_tiers, {"now": NOW.isoformat()})
+    a = program["A"]
+    with session_scope() as s:
+        promo = s.execute(select(TierChange).where(TierChange.partner_id == a)).scalar_one()
+        s.get(Contract, promo.contract_id).status = ContractStatus.EXPIRED
+    apply_tier_changes(now=(NOW + timedelta(days=40)).isoformat())
+    assert _changes()[a] == ("gold", "promotion", "expired")
+    with session_scope() as s:
+        assert s.get(Partner, a).tier == "standard"
+    assert a not in [p["partner_id"] for p in tiers.evaluate(NOW + timedelta(days=31))]  # no sales in March
+    assert a in [p["partner_id"] for p in tiers.evaluate(NOW)]  # open again for February's evidence
