@@ -159,7 +159,7 @@ def links(visitor: SignedIn, url: str | None = None) -> HTMLResponse:
             hosts = ", ".join(statements_links.allowed_hosts()) or "none"
             error = f"That address is not on the program's domains ({hosts}); use a full https:// address there."
     return _page("links.html", visitor, "links", 400 if error else 200, title="Your links",
-                 tracking_link=statements_links.tracking_link(code) if code else None, coupon=partner.coupon_code,
+                 tracking_link=statements_links.tracking_url(code) if code else None, coupon=partner.coupon_code,
                  url=(url or "")[:2048], built=built, error=error, allowed=statements_links.allowed_hosts(),
                  landings=statements_links.clicks_by_landing(visitor.partner_id))
 

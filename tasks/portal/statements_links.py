@@ -19,6 +19,7 @@ from partnerflow.models.onboarding import Onboarding
 from partnerflow.models.tracking import Click
 from partnerflow.settings import get_settings
 from partnerflow.tasks.contracting.signing import countersign_key
+from partnerflow.tasks.onboarding.activation import tracking_url
 from partnerflow.tasks.onboarding.clicks import allowed_hosts, safe_target
 
 # The tracking link appends "?ref=<code>&pf_click=<click id>" (or "&ref=...") to the target it leads to
@@ -26,17 +27,13 @@ from partnerflow.tasks.onboarding.clicks import allowed_hosts, safe_target
 _SUFFIX_CHARS = len("?ref=&pf_click=")
 LANDING_ROWS = 50
 __all__ = ["allowed_hosts", "certificate", "certificate_text", "clicks_by_landing", "deep_link", "documents",
-           "signed_contract_file", "tracking_link"]
-
-
-def tracking_link(code: str) -> str:
-    return f"{get_settings().public_base_url.rstrip('/')}/r/{quote(code, safe='')}"
+           "signed_contract_file", "tracking_url"]
 
 
 def deep_link(code: str, url: str) -> str | None:
     """The tracking link leading to `url`, or None when `url` is not on the program's allowed domains."""
     target = safe_target((url or "").strip())
-    return f"{tracking_link(code)}?to={quote(target, safe='')}" if target else None
+    return f"{tracking_url(code)}?to={quote(target, safe='')}" if target else None
 
 
 @dataclass(frozen=True)
