@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 from prefect.input import RunInput
 from pydantic import Field
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 
 from partnerflow.models import Message, MessageStatus, Partner, audit, session_scope, utcnow
 from partnerflow.models.news import Broadcast, BroadcastRecipient, BroadcastStatus
 from partnerflow.providers.email import EmailProvider
 from partnerflow.settings import get_settings
-from partnerflow.tasks.news.delivery import NewsMail, deliver_batch
+from partnerflow.tasks.news.delivery import NewsMail, deliver_batch, settled
 from partnerflow.tasks.news.preferences import list_headers, opt_out_url, opted_out_among
 from partnerflow.tasks.news.rendering import check_request, render_broadcast
 from partnerflow.tasks.news.segments import Segment, fix_audience, parse_segment
@@ -142,19 +142,24 @@ def send_batch(broadcast_id: int, partner_ids: list[int], *, provider: EmailProv
         left = opted_out_among(session, [p.id for p in partners], "news")  # at send time: a late opt-out wins
         _skip(session, broadcast_id, left, "opted out of program news before it was sent")
         session.expunge_all()
+    done = settled([message_key(broadcast_id, p.id) for p in partners if p.id not in left])
     mails = []
-    for partner in (p for p in partners if p.id not in left):
+    for partner in (p for p in partners if p.id not in left and message_key(broadcast_id, p.id) not in done):
         url = opt_out_url("news", partner.id)
         mails.append(NewsMail(message_key(broadcast_id, partner.id), KIND, partner.id, partner.email,
                               render_broadcast(row.template, row.subject, row.fields, partner, url),
-                              list_headers("news", partner.id)))
+                              list_headers(url)))
     delivered = deliver_batch(mails, provider=provider, now=now)
-    with session_scope() as session:
-        for mail in mails:
-            session.execute(update(R).where(R.broadcast_id == broadcast_id, R.partner_id == mail.partner_id,
-                                            R.message_id.is_(None))
-                            .values(message_id=delivered.message_ids[mail.key]))
+    table = R.__table__
+    if mails:
+        with session_scope() as session:  # one executemany links each recipient to their mail
+            session.execute(update(table).where(table.c.broadcast_id == broadcast_id,
+                                                table.c.partner_id == bindparam("_partner"),
+                                                table.c.message_id.is_(None))
+                            .values(message_id=bindparam("_message")),
+                            [{"_partner": m.partner_id, "_message": delivered.message_ids[m.key]} for m in mails])
     counts = Counter(delivered.counts)
+    counts["already_sent"] += len(done)
     counts["opted_out"] += len(left)
     result: dict[str, Any] = {k: v for k, v in counts.items() if v}
     if delivered.provider_error:

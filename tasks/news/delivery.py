@@ -54,6 +54,8 @@ class Delivered:
 def deliver_batch(mails: list[NewsMail], *, provider: EmailProvider | None = None,
                   now: datetime | None = None) -> Delivered:
     """Record, claim and send `mails`; each key is mailed at most once whatever runs it again."""
+    if not mails:
+        return Delivered(Counter(), {})
     provider = provider or get_email_provider(get_settings().mail)
     now = now or utcnow()
     counts: Counter = Counter()
@@ -81,6 +83,16 @@ def deliver_batch(mails: list[NewsMail], *, provider: EmailProvider | None = Non
         raise error
     return Delivered(counts, ids, error.reason if error is not None and not isinstance(error, AmbiguousError)
                      else None)
+
+
+def settled(keys: list[str]) -> set[str]:
+    """The keys whose mail is final (sent, failed, bounced): nothing to render or send for them again."""
+    found: set[str] = set()
+    with session_scope() as session:
+        for i in range(0, len(keys), 500):
+            found.update(session.exec(select(Message.idempotency_key).where(
+                Message.idempotency_key.in_(keys[i:i + 500]), Message.status.in_(FINAL))).all())
+    return found
 
 
 def _record_intents(session: Session, mails: list[NewsMail],
@@ -169,13 +181,11 @@ def _write(tried: list[OutgoingEmail], outcomes: list[SendOutcome], error: Provi
     retry += [(item.message_id, error.reason if error else "not sent") for item in untried]
     table = Message.__table__
     with session_scope() as session:
-        for pmid in {o.provider_message_id for o in sent}:
-            ids = [o.message_id for o in sent if o.provider_message_id == pmid]
-            for i in range(0, len(ids), 500):
-                session.execute(update(table).where(table.c.id.in_(ids[i:i + 500]),
-                                                    table.c.status == MessageStatus.SENDING)
-                                .values(status=MessageStatus.SENT, provider=provider, provider_message_id=pmid,
-                                        sent_at=now, error=None))
+        if sent:  # one executemany: the outbox names each message apart, SendGrid one id per request
+            session.execute(update(table).where(table.c.id == bindparam("_id"), table.c.status == MessageStatus.SENDING)
+                            .values(status=MessageStatus.SENT, provider=provider, sent_at=now, error=None,
+                                    provider_message_id=bindparam("_pmid")),
+                            [{"_id": o.message_id, "_pmid": o.provider_message_id} for o in sent])
         if failed:
             session.execute(update(table).where(table.c.id == bindparam("_id"))
                             .values(status=MessageStatus.FAILED, provider=provider, error=bindparam("_err")),

@@ -53,10 +53,10 @@ def opt_out_url(news_list: NewsList, partner_id: int) -> str:
     return f"{get_settings().public_base_url.rstrip('/')}/news/u/{opt_out_token(news_list, partner_id)}"
 
 
-def list_headers(news_list: NewsList, partner_id: int) -> dict[str, str]:
-    """RFC 8058: a one-click https link in List-Unsubscribe, and the header saying a POST is enough."""
-    return {"List-Unsubscribe": f"<{opt_out_url(news_list, partner_id)}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+def list_headers(url: str) -> dict[str, str]:
+    """RFC 8058 for an opt-out link: the one-click https link in List-Unsubscribe, and the header saying
+    a POST is enough."""
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from partnerflow.models.payouts import CommissionStatus
 from partnerflow.models.tracking import Click
 from partnerflow.providers.email import EmailProvider
 from partnerflow.settings import get_settings
-from partnerflow.tasks.news.delivery import FINAL, NewsMail, deliver_batch
+from partnerflow.tasks.news.delivery import FINAL, NewsMail, deliver_batch, settled
 from partnerflow.tasks.news.preferences import list_headers, opt_out_url, opted_out_among
 from partnerflow.tasks.news.rendering import partner_context, render_weekly
 from partnerflow.tasks.payouts.commission_rules import REVERSAL_KINDS
@@ -139,11 +139,15 @@ def send_weekly_batch(week: str, partner_ids: list[int], *, provider: EmailProvi
         left = opted_out_among(session, [p.id for p in partners], "weekly")
         own = figures(session, [p.id for p in partners if p.id not in left], week)
         session.expunge_all()
-    mails = [NewsMail(message_key(week, p.id), KIND, p.id, p.email, render_weekly(mail_context(p, own[p.id], week)),
-                      list_headers("weekly", p.id))
-             for p in partners if p.id not in left]
+    done = settled([message_key(week, p.id) for p in partners if p.id not in left])
+    mails = []
+    for partner in (p for p in partners if p.id not in left and message_key(week, p.id) not in done):
+        context = mail_context(partner, own[partner.id], week)
+        mails.append(NewsMail(message_key(week, partner.id), KIND, partner.id, partner.email, render_weekly(context),
+                              list_headers(context["opt_out_url"])))
     delivered = deliver_batch(mails, provider=provider, now=now)
     counts = Counter(delivered.counts)
+    counts["already_sent"] += len(done)
     counts["turned_off"] += len(left)
     result: dict[str, Any] = {k: v for k, v in counts.items() if v}
     if delivered.provider_error:
