@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import csv
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 from openpyxl import load_workbook
 from prefect.artifacts import Artifact
 
+from partnerflow.deployments import RETRY_ON_CRASH_TAG, all_deployments
 from partnerflow.deployments.table import DEPLOYMENTS
 from partnerflow.flows.reports import weekly_program_report
 from partnerflow.models import AuditLog, Commission, Conversion, Partner, Stage, session_scope
@@ -217,4 +218,6 @@ def test_the_weekly_deployment_is_in_the_table():
     spec = next(d for d in DEPLOYMENTS if d.name == "weekly-program-report")
     assert (spec.flow, spec.cron, spec.concurrency_limit, spec.retry_on_crash) == (
         "reports:weekly_program_report", "0 7 * * 1", 1, True)
-    assert timedelta(0) < WEEK.end - WEEK.start
+    built = {d.name: d for d in all_deployments("reports")}["weekly-program-report"]
+    assert built.entrypoint == "partnerflow.flows.reports.weekly_program_report"
+    assert built.schedules[0].schedule.cron == "0 7 * * 1" and RETRY_ON_CRASH_TAG in built.tags
