@@ -221,3 +221,33 @@ def test_a_hard_bounced_address_is_not_mailed(outbox):
     assert broadcasts.send_batch(broadcast_id, [a, b]) == {"sent": 1, "suppressed": 1}
     assert [m["To"] for m in mails(outbox)] == ["p1@example.com"]
     assert _messages(partner_id=b)[0].status == MessageStatus.FAILED
+
+
+class _Recording(OutboxProvider):
+    """A provider that cannot tell a repeat from a new mail (like SendGrid or SMTP): remembers what it got."""
+
+    idempotent = False
+
+    def __init__(self):
+        super().__init__(get_settings().mail)
+        self.got: list[str] = []
+
+    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendOutcome]:
+        self.got += [e.to for e in emails]
+        return super().send_batch(emails)
+
+
+def test_a_mail_whose_send_was_cut_off_is_never_sent_blindly_again(outbox):
+    a, b = _partners(2)
+    broadcast_id, _ = broadcasts.prepare("k5", "new_offer", "Hi", OFFER, None)
+    broadcasts.record_decision(broadcast_id, broadcasts.BroadcastDecision(**SEND))
+    provider = _Recording()
+    assert broadcasts.send_batch(broadcast_id, [a], provider=provider) == {"sent": 1}
+    with session_scope() as session:  # a worker died after handing b's mail over, before writing the answer
+        key = broadcasts.message_key(broadcast_id, b)
+        session.add(Message(idempotency_key=key, kind="news_broadcast", to_email="p2@example.com", subject="Hi",
+                            partner_id=b, status=MessageStatus.SENDING, attempts=1))
+    again = broadcasts.send_batch(broadcast_id, [a, b], provider=provider)
+    assert again == {"already_sent": 1, "awaiting_confirmation": 1}
+    assert provider.got == ["p1@example.com"]  # b waits for the provider's events or the unconfirmed-mail sweep
+    assert broadcasts.finish(broadcast_id) == BroadcastStatus.APPROVED
