@@ -23,6 +23,7 @@ from partnerflow.models.payouts import CommissionStatus, PayoutBatchStatus, Payo
 from partnerflow.models.tracking import Click
 from partnerflow.secrets import token_hash
 from partnerflow.settings import get_settings
+from partnerflow.tasks.onboarding.clicks import landing_with
 from partnerflow.web.app import create_app
 
 # Routes anyone may reach: asking for and using a sign-in link, confirming payout details from the mail.
@@ -65,7 +66,8 @@ def _fill(path: str, values: dict[str, object]) -> str:
     return re.sub(r"{([^}:]+)(:[^}]*)?}", lambda m: str(values[m.group(1)]), path)
 
 
-def _everything_of(n: int, *, amount: int, product: str, landing: str, document: bytes) -> dict[str, int]:
+def _everything_of(n: int, *, amount: int, product: str, landing: str, document: bytes,
+                   profile: dict[str, str] | None = None) -> dict[str, int]:
     """A partner with a signed contract (file and signature), a conversion and commission, a paid payout,
     a click and an onboarding row: {kind: id}."""
     partner_id = make_partner(n, currency="USD")
@@ -77,6 +79,9 @@ def _everything_of(n: int, *, amount: int, product: str, landing: str, document:
         contract.signed_path, contract.status = f"signed-{n}.pdf", ContractStatus.SIGNED
         session.add(contract)
         partner = session.get(Partner, partner_id)
+        for name, value in (profile or {}).items():
+            setattr(partner, name, value)
+        session.add(partner)
         session.add(SignatureRequest(contract_id=contract.id, idempotency_key=f"contract:{contract.id}:sign",
                                      provider="builtin", signer_name=partner.contact_name, signer_email=partner.email,
                                      status=SignatureStatus.SIGNED, signed_at=T0, signed_name=partner.contact_name))
@@ -92,8 +97,9 @@ def _everything_of(n: int, *, amount: int, product: str, landing: str, document:
         commission = Commission(conversion_id=conversion.id, partner_id=partner_id, amount_minor=amount,
                                 currency="USD", status=CommissionStatus.PAID, payout_id=payout.id, period="2026-01",
                                 payable_at=T0 + timedelta(days=30))
-        click = Click(click_id=uuid.uuid4().hex, partner_id=partner_id, tracking_code=partner.tracking_code,
-                      clicked_at=T0, landing_url=landing)
+        click_id = uuid.uuid4().hex
+        click = Click(click_id=click_id, partner_id=partner_id, tracking_code=partner.tracking_code, clicked_at=T0,
+                      landing_url=landing_with(landing, partner.tracking_code, click_id))  # as /r/{code} records it
         session.add_all([commission, click, Onboarding(partner_id=partner_id, token_hash=token_hash(f"t{n}"),
                                                        tax_form_kind="W-9", expires_at=T0, completed_at=T0,
                                                        tax_form_masked=f"W-9, TIN •••••{n}{n}{n}{n}")])
@@ -105,16 +111,10 @@ def _everything_of(n: int, *, amount: int, product: str, landing: str, document:
 @pytest.fixture
 def two_partners() -> tuple[dict[str, int], dict[str, int]]:
     """(the signed-in partner's ids, the victim's ids)."""
-    mine = _everything_of(1, amount=1234, product="own-product", landing="https://acme.example/own-page?ref=P1",
+    mine = _everything_of(1, amount=1234, product="own-product", landing="https://acme.example/own-page",
                           document=b"OWN-CONTRACT-BODY")
-    theirs = _everything_of(9, amount=987654, product="victim-product",
-                            landing="https://acme.example/victim-landing?ref=VICTIMCODE",
-                            document=b"VICTIM-CONTRACT-BODY")
-    with session_scope() as session:
-        victim = session.get(Partner, theirs["partner"])
-        for name, value in VICTIM.items():
-            setattr(victim, name, value)
-        session.add(victim)
+    theirs = _everything_of(9, amount=987654, product="victim-product", landing="https://acme.example/victim-landing",
+                            document=b"VICTIM-CONTRACT-BODY", profile=VICTIM)
     return mine, theirs
 
 
