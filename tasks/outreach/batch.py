@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
@@ -51,7 +52,7 @@ class _Plan:
     unsubscribe_url: str
     rendered: RenderedStep
 
-    @property
+    @cached_property
     def key(self) -> str:
         return message_key(self.enrollment.id, self.step)
 
@@ -161,22 +162,23 @@ def _decide(session: Session, batch: _Batch, enrollment_ids: list[int]) -> dict[
 
 
 def _record_intents(session: Session, batch: _Batch, existing: dict[str, Message]) -> dict[str, int]:
-    """Intent first: the message rows exist (pending) before the provider is called; then `sending`."""
+    """Intent first: every planned message's row is committed as `sending`, under its key, before the provider
+    is called. New rows are inserted so (their ids come back from the insert); earlier attempts move to it."""
     default_sender = get_settings().mail.sender_email
+    table = Message.__table__
     new_rows = [{"idempotency_key": p.key, "kind": KIND, "to_email": p.prospect.email, "subject": p.rendered.subject,
-                 "prospect_id": p.prospect.id, "status": MessageStatus.PENDING, "attempts": 0, "created_at": batch.now,
-                 "enrollment_id": p.enrollment.id, "step": p.step,
+                 "prospect_id": p.prospect.id, "status": MessageStatus.SENDING, "attempts": 1,
+                 "created_at": batch.now, "enrollment_id": p.enrollment.id, "step": p.step,
                  "sender_email": p.sender.get("email") or default_sender}
                 for p in batch.plans if p.key not in existing]
+    ids: dict[str, int] = {}
     if new_rows:
-        session.execute(insert(Message), new_rows)
-    session.commit()
-    ids = dict(session.execute(select(Message.idempotency_key, Message.id).where(
-        Message.idempotency_key.in_([p.key for p in batch.plans]))).all())
-    if ids:
-        session.execute(update(Message).where(Message.id.in_(list(ids.values())))
-                        .values(status=MessageStatus.SENDING, attempts=Message.attempts + 1)
-                        .execution_options(synchronize_session=False))
+        ids.update(session.execute(insert(table).returning(table.c.idempotency_key, table.c.id), new_rows).all())
+    earlier = {p.key: existing[p.key].id for p in batch.plans if p.key in existing}
+    if earlier:
+        session.execute(update(table).where(table.c.id.in_(list(earlier.values())))
+                        .values(status=MessageStatus.SENDING, attempts=table.c.attempts + 1))
+        ids.update(earlier)
     session.commit()
     return ids
 

@@ -67,14 +67,13 @@ def renew(token: str, enrollment_ids: list[int], now: datetime) -> set[int]:
         return set()
     clock = lease_clock(now)
     held: set[int] = set()
+    table = Enrollment.__table__
     with session_scope() as session:
         for i in range(0, len(enrollment_ids), 500):
             chunk = enrollment_ids[i:i + 500]
-            session.execute(update(Enrollment).where(Enrollment.id.in_(chunk), Enrollment.claim_token == token)
-                            .values(claimed_until=clock + claim_lease())
-                            .execution_options(synchronize_session=False))
-            held.update(session.exec(select(Enrollment.id).where(Enrollment.id.in_(chunk),
-                                                                 Enrollment.claim_token == token)).all())
+            held.update(session.execute(update(table).where(table.c.id.in_(chunk), table.c.claim_token == token)
+                                        .values(claimed_until=clock + claim_lease())
+                                        .returning(table.c.id)).scalars())
     return held
 
 
