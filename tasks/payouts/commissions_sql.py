@@ -264,16 +264,17 @@ def compute_in_sql(session: Session, todo: Todo, now: datetime, stats: dict[str,
         text("SELECT partner_id, period FROM pf_sql_python_month"))}
     shape = {"overrides": bool(overrides), "python_months": bool(python_months),
              "first": any(row["first_only"] or row["recurring_months"] for row, _ in groups.values())}
+    # Pending ones first, so the rows this run creates are not computed twice.
+    updated = conn.execute(text(
+        "UPDATE commission SET amount_minor = z.amount_minor, rule = z.rule "
+        f"FROM ({_candidates(dialect, refresh=True, **shape)}) z WHERE commission.id = z.commission_id "
+        f"AND commission.status = '{CommissionStatus.PENDING}' AND commission.amount_minor <> z.amount_minor"))
     created = conn.execute(text(
         "INSERT INTO commission (conversion_id, partner_id, amount_minor, currency, rule, period, status, "
         "payable_at, created_at, kind) SELECT z.conversion_id, z.partner_id, z.amount_minor, z.currency, z.rule, "
         f"z.period, z.status, z.payable_at, :now, '{CommissionKind.CONVERSION}' "
         f"FROM ({_candidates(dialect, refresh=False, **shape)}) z")
         .bindparams(bindparam("now", type_=UTCDateTime())), {"now": now})
-    updated = conn.execute(text(
-        "UPDATE commission SET amount_minor = z.amount_minor, rule = z.rule "
-        f"FROM ({_candidates(dialect, refresh=True, **shape)}) z WHERE commission.id = z.commission_id "
-        f"AND commission.status = '{CommissionStatus.PENDING}' AND commission.amount_minor <> z.amount_minor"))
     stats["created"] += created.rowcount or 0
     stats["updated"] += updated.rowcount or 0
     _drop_temp_tables(conn)
