@@ -22,7 +22,7 @@ from partnerflow.tasks.reports.fx import as_day
 from partnerflow.tasks.reports.period import Period
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # hundreds of thousands of groups at scale: no per-object dict
 class MoneyGroup:
     partner_id: int
     week: int  # 1 = the reported week, 0 = the week before
