@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import select
 
 from partnerflow.models import Partner, Stage, audit, session_scope, utcnow
@@ -52,6 +52,8 @@ def send_sign_in_link(email: str) -> bool:
             return False
         token, now = new_token(32), utcnow()
         minutes = get_settings().portal.portal_sign_in_link_minutes
+        # Spent or expired links are worth nothing: cleared here, so the table needs no sweep of its own.
+        session.execute(delete(PortalSignInLink).where(PortalSignInLink.expires_at <= now - timedelta(days=1)))
         link = PortalSignInLink(partner_id=partner.id, token_hash=token_hash(token), created_at=now,
                                 expires_at=now + timedelta(minutes=minutes))
         session.add(link)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, update
 from sqlmodel import select
 
 from partnerflow.models import session_scope, utcnow
@@ -49,13 +49,15 @@ def _csrf_token(session_id: str) -> str:
 
 
 def start_session(partner_id: int) -> tuple[str, str]:
-    """Sign a partner in: (cookie value, CSRF token). Their sessions past expiry are cleared on the way."""
+    """Sign a partner in: (cookie value, CSRF token). Sessions past either expiry, anyone's, are cleared on
+    the way, so the table holds only live sessions without a sweep of its own."""
     portal = get_settings().portal
     session_id = new_token(32)
     now = utcnow()
     with session_scope() as session:
-        session.execute(delete(PortalSession).where(PortalSession.partner_id == partner_id,
-                                                    PortalSession.expires_at <= now))
+        session.execute(delete(PortalSession).where(or_(
+            PortalSession.expires_at <= now,
+            PortalSession.last_seen_at <= now - timedelta(minutes=portal.portal_session_idle_minutes))))
         expires_at = now + timedelta(hours=portal.portal_session_absolute_hours)
         session.add(PortalSession(partner_id=partner_id, session_hash=token_hash(session_id), created_at=now,
                                   last_seen_at=now, expires_at=expires_at))

@@ -12,7 +12,7 @@ from sqlmodel import select
 from support import link, mail_text, mails
 
 from partnerflow.models import session_scope, utcnow
-from partnerflow.models.portal import PortalSession
+from partnerflow.models.portal import PortalSession, PortalSignInLink
 from partnerflow.tasks.portal import sessions
 from partnerflow.tasks.portal.sessions import COOKIE_NAME, start_session, visitor_for
 from partnerflow.web.app import create_app
@@ -74,6 +74,11 @@ def test_idle_session_ends(configure, portal_partner):
     with time_machine.travel(utcnow() + timedelta(minutes=80)):
         assert visitor_for(cookie) is None
     assert _sessions() == []  # the stale row is gone
+    start_session(portal_partner)  # a session nobody comes back to ...
+    other = make_partner(2)
+    with time_machine.travel(utcnow() + timedelta(minutes=31)):
+        start_session(other)  # ... is cleared when anyone signs in
+    assert [row.partner_id for row in _sessions()] == [other]
 
 
 def test_a_busy_session_still_ends_at_its_absolute_expiry(configure, portal_partner):
@@ -145,6 +150,10 @@ def test_a_sign_in_link_expires(configure, portal_partner, anonymous_client, out
         token = _form_token(anonymous_client)
         assert anonymous_client.post(path, data={"csrf_token": token}).status_code == 410
     assert _sessions() == [] and anonymous_client.get("/portal/sign-in/not-a-link").status_code == 404
+    with time_machine.travel(utcnow() + timedelta(days=2)):
+        _ask(anonymous_client, "p1@example.com")  # an old link is cleared when a new one is made
+    with session_scope() as session:
+        assert len(session.exec(select(PortalSignInLink)).all()) == 1
 
 
 def test_the_session_cookie_is_secure_behind_https(configure, portal_partner, outbox):
