@@ -6,6 +6,7 @@ a Candidate; a bad value is the row's error, an odd optional value a warning.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -65,7 +66,12 @@ class Candidate:
 
     @property
     def domain(self) -> str:
-        return dedup_domain(self.website, self.email)
+        return _dedup_domain(self.website, self.email)
+
+
+# Read several times per row while a file is de-duplicated and matched (URL parsing and IDNA each time);
+# a pure function of the two values, so the recent ones are remembered.
+_dedup_domain = functools.lru_cache(maxsize=20_000)(dedup_domain)
 
 
 
