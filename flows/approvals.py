@@ -2,7 +2,8 @@
 
 Prefect fails an expired suspended run without running any of our code, so this sweep reads our
 own record of the questions (approval_request) and applies each stage's default: an application
-expires and the team is mailed, a payout batch pays nothing, serious findings withhold payouts.
+expires and the team is mailed, a payout batch pays nothing, serious findings withhold payouts, proposed tier changes
+and a broadcast are dropped.
 A run that crashed while its question was unanswered shows no form, so the sweep schedules it
 again to ask once more.
 """
@@ -13,6 +14,8 @@ from prefect import flow, get_run_logger
 
 from partnerflow.tasks.compliance.review import apply_timeout_default
 from partnerflow.tasks.contracting.decision import expire_review
+from partnerflow.tasks.growth import tiers
+from partnerflow.tasks.news import broadcasts
 from partnerflow.tasks.payouts.approval import expire
 from partnerflow.tasks.shared.approvals import TimeoutHandler, ask_again_after_crash, expire_overdue
 
@@ -20,6 +23,8 @@ SAFE_DEFAULTS: dict[str, TimeoutHandler] = {
     "application": expire_review,
     "payout_batch": expire,
     "partner_findings": apply_timeout_default,
+    "tier_changes": tiers.expire,
+    "broadcast": broadcasts.expire,
 }
 
 

@@ -11,14 +11,18 @@ from partnerflow.tasks.shared.money import format_money
 
 
 def remittance_lines(session: Session, payout_id: int) -> list[dict[str, str]]:
+    """The payout's lines: each conversion's commission, then bonuses (no conversion) with their reason."""
     rows = session.execute(
         select(Conversion.occurred_at, Conversion.kind, Conversion.external_id, Conversion.product,
-               Commission.amount_minor, Commission.currency, Commission.rule)
-        .join(Conversion, Conversion.id == Commission.conversion_id)
-        .where(Commission.payout_id == payout_id).order_by(Conversion.occurred_at, Conversion.id))
-    return [{"date": at.date().isoformat(), "kind": kind, "reference": ext, "product": product or "",
+               Commission.amount_minor, Commission.currency, Commission.rule,
+               Commission.created_at, Commission.kind, Commission.reason)
+        .outerjoin(Conversion, Conversion.id == Commission.conversion_id)
+        .where(Commission.payout_id == payout_id)
+        .order_by(Conversion.occurred_at.is_(None), Conversion.occurred_at, Conversion.id, Commission.id))
+    return [{"date": (at or created).date().isoformat(), "kind": kind or line_kind,
+             "reference": ext or reason or "", "product": product or "",
              "commission": format_money(amount, cur), "rule": rule}
-            for at, kind, ext, product, amount, cur, rule in rows]
+            for at, kind, ext, product, amount, cur, rule, created, line_kind, reason in rows]
 
 
 def send_remittances(batch_id: int) -> int:

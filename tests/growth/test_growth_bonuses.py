@@ -208,8 +208,6 @@ def test_the_grant_bonus_deployment_grants_once_and_the_daily_one_runs_the_rules
     assert [row[1] for row in _lines(p)] == [5000]
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/payouts/remittance.py (not growth's) inner-joins conversions, so a "
-                   "bonus line is paid but not itemised; the patch is in the growth handoff")
 def test_bonus_lines_are_itemised_with_their_reason_on_the_remittance(outbox, configure):
     configure(payout_approval_above_minor=AUTO)
     p = make_partner(1)

@@ -116,3 +116,20 @@ def test_status_on_the_command_line_lists_the_questions_waiting_for_a_person():
     assert result.exit_code == 0, result.output
     assert "Approvals waiting  1 (answer them in the Prefect UI):" in result.output
     assert "probe 8" in result.output
+
+
+def test_every_question_the_stages_ask_has_a_safe_default_in_the_sweep():
+    import ast
+    from pathlib import Path
+
+    from partnerflow.flows.approvals import SAFE_DEFAULTS
+
+    root = Path(__file__).resolve().parents[2]
+    asked = set()
+    for path in [*root.glob("flows/*.py"), *root.glob("tasks/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ask_person":
+                subject = next(k.value for k in node.keywords if k.arg == "subject")
+                asked.add((subject.elts[0].value, path.name))
+    assert {name for name, _ in asked} >= {"application", "payout_batch", "partner_findings"}
+    assert [(name, where) for name, where in sorted(asked) if name not in SAFE_DEFAULTS] == []
