@@ -120,7 +120,7 @@ def upsert(candidates: list[Candidate], source: str) -> dict[str, Any]:
             session.execute(update(Prospect).where(Prospect.id == prospect_id).values(**changes, updated_at=now))
         for start in range(0, len(new_rows), 1000):
             # executemany without RETURNING: on PostgreSQL three times faster than INSERT .. RETURNING.
-            session.execute(insert(Prospect), new_rows[start:start + 1000])
+            session.execute(insert(Prospect.__table__), new_rows[start:start + 1000])  # Core: no ORM bulk layer
         if new_rows:  # this import's new rows share its source and its exact creation instant
             ids.extend(session.exec(select(Prospect.id).where(
                 Prospect.created_at == now, Prospect.source == source)).all())
