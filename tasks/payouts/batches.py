@@ -157,7 +157,8 @@ def _eligible(session: Session, partners: list[Partner], groups: dict[int, Sums]
                "currency": p.payout_currency, "commissions": sum(n for _, n in groups[p.id].values()),
                "held": list(reasons[p.id])}
         # Partners on the same terms share a threshold: parse each set of terms once.
-        same = (json.dumps(p.commission_terms, sort_keys=True, default=str), p.partner_type, p.tier, p.payout_threshold_minor)
+        same = (json.dumps(p.commission_terms, sort_keys=True, default=str), p.partner_type, p.tier,
+                p.payout_threshold_minor)
         if not reasons[p.id] and same not in thresholds:
             thresholds[same] = payout_threshold(p)
         if not reasons[p.id] and amount < thresholds[same]:
