@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from factories import findings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from sqlmodel import select
 from werkzeug.wrappers import Response
@@ -13,6 +16,7 @@ from werkzeug.wrappers import Response
 from partnerflow.flows.compliance import check_compliance
 from partnerflow.models import Partner, Stage, session_scope
 from partnerflow.models.compliance import FindingStatus, PartnerPage
+from partnerflow.tasks.compliance.disclosure import PhraseMatcher
 from partnerflow.tasks.compliance.pages import UNREADABLE, register_pages
 
 
@@ -190,3 +194,24 @@ def test_register_pages_refuses_non_http():
     with pytest.raises(ValueError, match="not an http"):
         register_pages(pid, ["javascript:alert(1)"])
     assert register_pages(pid, ["https://blog.example/a", "https://blog.example/a"]) == 1
+
+
+PHRASE_TEXT = st.text(alphabet="ab #_-.é1", max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(phrases=st.lists(st.text(alphabet="ab #_-.é1", min_size=1, max_size=4), min_size=1, max_size=5),
+       text=PHRASE_TEXT)
+def test_phrases_are_found_as_whole_words_exactly_where_the_reference_regex_finds_them(phrases, text):
+    """The fast phrase search gives what a whole-word regex does: "#ad" is not found in "#adventure" or "bad",
+    the longest phrase wins at a position, hits never overlap."""
+    matcher = PhraseMatcher(phrases)
+    if not matcher.phrases:
+        return
+    body = "|".join(re.escape(p) for p in matcher.phrases)
+    reference = re.compile(rf"(?<![\w#])(?:{body})(?![\w])")
+    assert [(m.start(), m.end(), m.group(0)) for m in matcher.finditer(text)] == \
+        [(m.start(), m.end(), m.group(0)) for m in reference.finditer(text)]
+    first = reference.search(text)
+    found = matcher.search(text)
+    assert (found.start(), found.end()) == (first.start(), first.end()) if first else found is None
