@@ -6,8 +6,8 @@ imports prospects, sends the first outreach step, applies through the web app (t
 `partner.applied` event starts the contracting deployment), answers the approval form through
 Prefect's API, signs on the built-in signing page (the `contract.signed` event starts
 onboarding), fills in the tax form and payout details, imports conversions and pays the
-approved batch through the ledger rail. Then it re-runs the stages to show nothing is sent,
-signed or paid twice.
+approved batch through the ledger rail, signs in to the partner portal by emailed link and writes
+the weekly program report. Then it re-runs the stages to show nothing is sent, signed or paid twice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+from datetime import date
 from email import policy
 from importlib import resources
 from pathlib import Path
@@ -235,7 +236,18 @@ def _lifecycle(stack, settings) -> dict:
                             {"decision": "approve", "note": "Monthly run", "approver": "Pat Finance (demo)"})
     summary["payout_batch"] = batch
 
-    say("7. Exactly once: re-running outreach and the payout batch")
+    say("7. The partner's portal: signing in by emailed link and reading their own balance")
+    summary["portal"] = _portal_visit(stack.web_url, outbox, partner.email)
+    say(f"   signed in; the home page shows: {summary['portal']}")
+
+    say("8. Reporting: the weekly program report for the week of the first annual deal")
+    from partnerflow.flows.reports import weekly_program_report
+
+    report = weekly_program_report(period_end=date(2026, 3, 8))
+    summary["report_folder"] = report["folder"]
+    say(f"   week {report['week']}: {report['partners']} partner(s); table, charts and CSV/XLSX in {report['folder']}")
+
+    say("9. Exactly once: re-running outreach and the payout batch")
     again = send_due_outreach()
     batch_again = run_payout_batch()  # nothing left to pay: policy closes it without asking
     with session_scope() as session:
@@ -252,6 +264,27 @@ def _lifecycle(stack, settings) -> dict:
         "status": collect_status(),
     })
     return summary
+
+
+def _portal_visit(web_url: str, outbox: Path, email_address: str) -> str:
+    """As the partner: ask for a sign-in link, follow it from the mail, and read the home page."""
+
+    def csrf(html: str) -> str:
+        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    with httpx.Client(base_url=web_url, timeout=30) as browser:
+        page = browser.get("/portal/sign-in")
+        browser.post("/portal/sign-in", data={"email": email_address, "csrf_token": csrf(page.text)}
+                     ).raise_for_status()
+        link = _wait("the portal sign-in link", lambda: _outbox_links(outbox, "/portal/sign-in/"))[0]
+        page = browser.get(link)
+        signed_in = browser.post(link, data={"csrf_token": csrf(page.text)}, follow_redirects=True)
+        signed_in.raise_for_status()
+        if "Your balance" not in signed_in.text:
+            raise RuntimeError("demo: the portal's home page did not show the partner's balance")
+    balance = r'<section class="card balance-[a-z_]+">\s*<div>([^<]+)</div>\s*<div class="value">([^<]+)</div>'
+    cards = re.findall(balance, signed_in.text)
+    return ", ".join(f"{name.strip()} {value.strip()}" for name, value in cards) or "their balance"
 
 
 def _add_sample_exchange_rates() -> None:
@@ -306,6 +339,9 @@ def _print_summary(stack, settings, summary: dict) -> None:
     say(f"  Prefect UI            {stack.prefect_url}  (runs, approval forms, artifacts; while the stack runs)")
     say(f"  outbox (sent mail)    {settings.mail.outbox_dir.resolve()}")
     say(f"  signed contract       {summary['signed_contract']}")
+    say(f"  weekly report files   {summary['report_folder']}")
+    say(f"  partner portal        {stack.web_url}/portal/sign-in  (sign in as {APPLICANT['email']}; the link "
+        "arrives in the outbox)")
     from sqlalchemy.engine import make_url
 
     database = make_url(settings.resolved_database_url).render_as_string(hide_password=True)

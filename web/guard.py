@@ -151,6 +151,9 @@ EVERY_PAGE_HEADERS = {
 }
 # Pages reached through a secret link are not kept by the browser or a shared cache either.
 TOKEN_PREFIXES = ("/sign/", "/onboarding/", "/u/", "/r/")
+# A signed-in partner's pages: never kept by a shared cache, whatever the answer (a redirect or a 403
+# included); a route may choose its own private caching (the portal's chart).
+PRIVATE_PREFIXES = ("/portal",)
 
 
 class SafeHeaders:
@@ -167,9 +170,13 @@ class SafeHeaders:
         if scope.get("path", "").startswith(TOKEN_PREFIXES):
             extra[b"cache-control"] = b"no-store"
 
+        private = scope.get("path", "").startswith(PRIVATE_PREFIXES)
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in extra]
+                if private and not any(k.lower() == b"cache-control" for k, _ in kept):
+                    kept.append((b"cache-control", b"private, no-store"))
                 message = {**message, "headers": kept + list(extra.items())}
             await send(message)
 

@@ -1,5 +1,6 @@
 """What holds a partner's payout: open findings of blocking kinds (sanctions hits, withheld findings),
-a suspended partner, and payout details changed but not yet confirmed by a person.
+a suspended partner, and payout details changed but not yet confirmed by a person (or, for a change the
+partner confirmed in the portal, still in its cooling-off period).
 
 The payout batch calls `payout_blockers(session, partner_ids)` and skips (holds) every partner
 with a non-empty list. A finding stops blocking once it is resolved or dismissed (with a reason),
@@ -11,8 +12,8 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from partnerflow.models.compliance import ACTIVE_STATUSES, Finding
-from partnerflow.models.onboarding import Onboarding
 from partnerflow.models.partners import Partner, Stage
+from partnerflow.tasks.onboarding.details import payout_details_holds
 
 
 def payout_blockers(session: Session, partner_ids: list[int]) -> dict[int, list[str]]:
@@ -36,10 +37,6 @@ def payout_blockers(session: Session, partner_ids: list[int]) -> dict[int, list[
             select(Partner.id).where(Partner.id.in_(chunk), Partner.stage == Stage.SUSPENDED)).all()
         for pid in suspended:
             blockers.setdefault(pid, []).append("partner is suspended")
-        changed = session.exec(
-            select(Onboarding.partner_id, Onboarding.payout_hold_since)
-            .where(Onboarding.partner_id.in_(chunk), Onboarding.payout_hold_since.is_not(None))).all()
-        for pid, since in changed:
-            blockers.setdefault(pid, []).append(
-                f"payout details changed on {since:%Y-%m-%d}: held until a person confirms them")
+        for pid, reasons in payout_details_holds(session, chunk).items():
+            blockers.setdefault(pid, []).extend(reasons)
     return blockers

@@ -84,7 +84,9 @@ def _portal(partner_id: int) -> tuple[TestClient, str]:
 def test_the_portal_page_turns_each_email_off_and_on_with_csrf():
     partner, other = make_partner(1), make_partner(2)
     client, csrf = _portal(partner)
+    assert 'href="/portal/preferences"' in client.get("/portal").text  # reachable from every portal page
     page = client.get("/portal/preferences")
+    assert 'href="/portal/preferences" aria-current="page"' in page.text
     assert page.status_code == 200 and page.text.count(" checked") == 2 and f'value="{csrf}"' in page.text
     saved = client.post("/portal/preferences", data={"csrf_token": csrf, "news": "on"})  # weekly unticked
     assert saved.status_code == 200 and "Your choices are saved" in saved.text

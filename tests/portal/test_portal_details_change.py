@@ -97,15 +97,14 @@ def test_a_change_waits_for_the_partner_then_holds_payouts_and_tells_the_team(
     assert _details(sepa_partner)["iban"] == NEW_IBAN
     confirmed_at = utcnow()
     with session_scope() as session:
-        assert sepa_partner in payout_blockers(session, [sepa_partner])  # the payout batch holds them
-        [reason] = payout_details_holds(session, [sepa_partner])[sepa_partner]
+        [reason] = payout_blockers(session, [sepa_partner])[sepa_partner]  # the payout batch holds them
     assert "cooling-off" in reason and f"{confirmed_at + timedelta(hours=72):%Y-%m-%d}" in reason
     team = [m for m in mails(outbox) if m["To"] == "partners-team@acme.example"]
     assert len(team) == 1 and mask(NEW_IBAN) in mail_text(team[0]) and mask(OLD_IBAN) in mail_text(team[0])
     with time_machine.travel(confirmed_at + timedelta(hours=71)), session_scope() as session:
-        assert sepa_partner in payout_details_holds(session, [sepa_partner])
+        assert sepa_partner in payout_blockers(session, [sepa_partner])
     with time_machine.travel(confirmed_at + timedelta(hours=73)), session_scope() as session:
-        assert payout_details_holds(session, [sepa_partner]) == {}
+        assert payout_blockers(session, [sepa_partner]) == {}  # released by itself, no person needed
     assert _confirm(path).status_code == 410  # the link works once
 
 
