@@ -131,6 +131,7 @@ def test_without_a_session_every_portal_route_sends_the_visitor_to_sign_in(two_p
         url = _fill(path, {name: mine.get(ID_KINDS.get(name) or "partner", 1) for name in _path_params(path)})
         answer = anonymous_client.request(method, url, data={"csrf_token": "x"} if method == "POST" else None)
         assert (answer.status_code, answer.headers.get("location")) == (303, "/portal/sign-in"), (method, path)
+        assert "no-store" in answer.headers["cache-control"], path  # no cache keeps a portal answer
         assert not _leaks(answer.text)
         checked += 1
     assert checked >= 3
@@ -145,7 +146,8 @@ def test_every_portal_post_without_its_csrf_token_is_refused(two_partners, porta
         values = {name: "not-a-token" if name in TOKEN_PARAMS else mine.get(ID_KINDS.get(name) or "partner")
                   for name in _path_params(path)}
         for data in ({}, {"csrf_token": ""}, {"csrf_token": "0" * 64}):
-            assert client.post(_fill(path, values), data=data).status_code == 403, path
+            refused = client.post(_fill(path, values), data=data)
+            assert refused.status_code == 403 and "no-store" in refused.headers["cache-control"], path
     assert client.get("/portal").status_code == 200  # still signed in: the refused sign-out did nothing
 
 
