@@ -34,8 +34,9 @@ def enrich_batch(prospect_ids: list[int]) -> list[dict[str, Any]]:
         max_bytes=settings.discovery.discovery_fetch_max_bytes,
         respect_robots=settings.discovery.discovery_respect_robots,
         allow_private=settings.discovery.discovery_allow_private_addresses,
+        process=_read_page,  # each page is read while the others download
     ) if with_site else []
-    fetched = {p.id: r for p, r in zip(with_site, results, strict=True)}
+    fetched = {p.id: part for p, (_result, part) in zip(with_site, results, strict=True)}
 
     rows: list[dict[str, Any]] = []
     now = utcnow()
@@ -43,18 +44,11 @@ def enrich_batch(prospect_ids: list[int]) -> list[dict[str, Any]]:
         taken = _taken_emails(session)
         for prospect in session.exec(select(Prospect).where(Prospect.id.in_(prospect_ids))).all():
             page: dict[str, Any] = {"fetched_at": now.isoformat()}
-            result = fetched.get(prospect.id)
-            if result is None:
+            part = fetched.get(prospect.id)
+            if part is None:
                 page["skipped"] = "no website"
             else:
-                page.update(url=result.url, final_url=result.final_url, status_code=result.status_code,
-                            error=result.error, elapsed_ms=result.elapsed_ms, encoding=result.encoding,
-                            notes=result.notes)
-                if result.ok:
-                    try:
-                        page.update(enrich.extract(result.text or "", result.final_url or result.url))
-                    except Exception as exc:  # one odd page must not cost the chunk its results
-                        page["error"] = f"extract_error:{type(exc).__name__}"
+                page.update(part)
             found = _own_email(prospect, page.get("emails") or [], taken)
             if found:
                 prospect.email = found
@@ -70,6 +64,19 @@ def enrich_batch(prospect_ids: list[int]) -> list[dict[str, Any]]:
                          "error": page.get("error") or page.get("skipped"), "title": page.get("title", ""),
                          "reasons": prospect.score_reasons})
     return rows
+
+
+def _read_page(result) -> dict[str, Any]:
+    """What a fetched page tells about its prospect (the fetch's outcome, then what was extracted)."""
+    page: dict[str, Any] = {"url": result.url, "final_url": result.final_url, "status_code": result.status_code,
+                            "error": result.error, "elapsed_ms": result.elapsed_ms, "encoding": result.encoding,
+                            "notes": result.notes}
+    if result.ok:
+        try:
+            page.update(enrich.extract(result.text or "", result.final_url or result.url))
+        except Exception as exc:  # one odd page must not cost the chunk its results
+            page["error"] = f"extract_error:{type(exc).__name__}"
+    return page
 
 
 def _facts(prospect: Prospect) -> dict[str, Any]:
