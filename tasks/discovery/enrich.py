@@ -48,6 +48,8 @@ _EMAIL_TEXT = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,24}")
 _OBFUSCATED = re.compile(
     r"([A-Za-z0-9._%+\-]+)\s*[\[\(\{]\s*at\s*[\]\)\}]\s*([A-Za-z0-9\-]+(?:\s*[\[\(\{]\s*dot\s*[\]\)\}]\s*"
     r"[A-Za-z0-9\-]+)+)", re.I)
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")  # as _EMAIL_TEXT
+_AT_IN_BRACKETS = re.compile(r"[\[\(\{]\s*at\s*[\]\)\}]", re.I)  # what every _OBFUSCATED match holds
 _NOT_EMAIL_TLDS = {"png", "jpg", "jpeg", "gif", "webp", "svg", "css", "js", "avif", "ico"}
 # A few very common words per language: a fallback when the page does not declare its language.
 _STOPWORDS = {
@@ -62,14 +64,34 @@ _STOPWORDS = {
 TEXT_KEEP = 5000  # characters of visible text kept for re-scoring without a re-fetch
 
 
+def _plain_emails(text: str) -> list[str]:
+    """`_EMAIL_TEXT.findall(text)`, looking only around each "@": the regex alone tries every position
+    of the page, and pages are long and have few addresses."""
+    found, end = [], 0
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start > end and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        match = _EMAIL_TEXT.match(text, start) if start < at else None
+        if match:
+            found.append(match.group(0))
+            end = match.end()
+            at = text.find("@", end)
+        else:
+            at = text.find("@", at + 1)
+    return found
+
+
 def _emails_in(text: str) -> list[str]:
     found = []
-    for raw in _EMAIL_TEXT.findall(text):
+    for raw in _plain_emails(text):
         if raw.rsplit(".", 1)[-1].lower() in _NOT_EMAIL_TLDS:
             continue  # logo@2x.png and friends
         if (email := normalise_email(raw)):
             found.append(email)
-    for local, domain in _OBFUSCATED.findall(text):
+    obfuscated = _OBFUSCATED.findall(text) if _AT_IN_BRACKETS.search(text) else []  # cheap test first
+    for local, domain in obfuscated:
         domain = re.sub(r"\s*[\[\(\{]\s*dot\s*[\]\)\}]\s*", ".", domain, flags=re.I)
         if (email := normalise_email(f"{local}@{domain}")):
             found.append(email)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +129,12 @@ def guess_decode(body: bytes) -> tuple[str, str] | None:
     return str(guess), guess.encoding
 
 
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default verifying context, built once: loading the CA bundle took longer than a chunk's parsing."""
+    return httpx.create_ssl_context(trust_env=False)  # as our clients: no environment settings
+
+
 class _Fetcher:
     def __init__(self, *, concurrency, per_domain_delay, timeout, max_bytes, user_agent,
                  respect_robots, max_redirects, allow_private, max_crawl_delay):
@@ -147,6 +155,7 @@ class _Fetcher:
         self.robots: dict[str, RobotFileParser | str] = {}  # origin -> parser or an error reason
         self.robots_locks: dict[str, asyncio.Lock] = {}
         self.client = httpx.AsyncClient(
+            verify=_tls_context(),
             follow_redirects=False,
             trust_env=False,  # an environment proxy would connect to names we have not checked
             timeout=httpx.Timeout(timeout),
