@@ -108,14 +108,16 @@ def refunds(session: Session, period: Period, quote: str) -> list[MoneyGroup]:
 
 def commissions(session: Session, period: Period, quote: str) -> list[MoneyGroup]:
     """Commissions earned by the week's conversions (refund deductions included, cancelled ones not),
-    at the rate of the conversion's day."""
-    week = _week(Conversion.occurred_at, period)
-    day = _day_if_foreign(session, Commission.currency, Conversion.occurred_at, quote)
-    rows = session.execute(
-        select(Commission.partner_id, week, Commission.currency, day, func.count(), func.sum(Commission.amount_minor))
-        .join(Conversion, Conversion.id == Commission.conversion_id)
-        .where(_in_window(Conversion.occurred_at, period), Commission.status != CommissionStatus.CANCELLED)
-        .group_by(Commission.partner_id, week, Commission.currency, day)).all()
+    at the rate of the conversion's day; bonus lines (no conversion) count in the week they were granted."""
+    rows = []
+    for when, linked in ((Conversion.occurred_at, True), (Commission.created_at, False)):
+        week, day = _week(when, period), _day_if_foreign(session, Commission.currency, when, quote)
+        query = select(Commission.partner_id, week, Commission.currency, day, func.count(),
+                       func.sum(Commission.amount_minor))
+        query = (query.join(Conversion, Conversion.id == Commission.conversion_id) if linked
+                 else query.where(Commission.conversion_id.is_(None)))
+        rows += session.execute(query.where(_in_window(when, period), Commission.status != CommissionStatus.CANCELLED)
+                                .group_by(Commission.partner_id, week, Commission.currency, day)).all()
     return [MoneyGroup(pid, w, cur, as_day(d), int(n), int(amount or 0)) for pid, w, cur, d, n, amount in rows]
 
 
@@ -132,5 +134,11 @@ def program_by_day(session: Session, first: Period, last: Period) -> tuple[list[
         .join(Conversion, Conversion.id == Commission.conversion_id)
         .where(window, Commission.status != CommissionStatus.CANCELLED)
         .group_by(Commission.currency, day)).all()
+    granted_day = utc_day(session, Commission.created_at).label("day")
+    earned += session.execute(  # bonus lines, on the day they were granted
+        select(Commission.currency, granted_day, func.sum(Commission.amount_minor))
+        .where(Commission.conversion_id.is_(None), Commission.created_at >= first.start,
+               Commission.created_at < last.end, Commission.status != CommissionStatus.CANCELLED)
+        .group_by(Commission.currency, granted_day)).all()
     return ([(cur, as_day(d), int(a or 0)) for cur, d, a in revenue],
             [(cur, as_day(d), int(a or 0)) for cur, d, a in earned])

@@ -149,6 +149,20 @@ def test_every_figure_against_the_hand_computed_data_set():
     assert [r.partner_id for r in bottom] == [ids["quiet"], ids["formula"]]  # a tie: by partner id
 
 
+def test_bonus_lines_count_as_commission_in_the_week_they_were_granted():
+    ids = build()
+    with session_scope() as s:
+        for day, amount in ((26, 5000), (18, 700), (10, 999)):  # this week, the week before, before both
+            s.add(Commission(conversion_id=None, partner_id=ids["quiet"], amount_minor=amount, currency="EUR",
+                             kind="bonus", reason="contest prize", created_at=at(day)))
+    with session_scope() as s:
+        figures = weekly_figures(s, WEEK, "USD")
+    quiet = {r.partner_id: r for r in figures.rows}[ids["quiet"]]
+    assert (quiet.week.commission_minor, quiet.week.revenue_minor) == (6000, 0)  # EUR at 1.20 on the 26th
+    assert quiet.before.commission_minor == 770  # at 1.10, the rate on or before the 18th
+    assert figures.totals(1).commission_minor == 1802 + 6000
+
+
 def test_a_missing_exchange_rate_stops_the_report_naming_it():
     with session_scope() as s:
         p = Partner(email="x@example.com", legal_name="X", stage=Stage.ACTIVE)
