@@ -236,6 +236,24 @@ def decide_batch(batch_id: int, *, approve: bool, actor: str, note: str = "", ho
         return batch
 
 
+def hold_newly_blocked(batch_id: int) -> dict[int, list[str]]:
+    """Before paying: hold the payouts (never sent yet) of partners blocked since the batch was approved —
+    payout details changed and still in their hold, a new blocking finding, a suspension. Their commissions
+    go back to the balance for a later batch; returns {partner_id: reasons}."""
+    with session_scope() as session:
+        fresh = dict(session.exec(select(Payout.partner_id, Payout.id).where(
+            Payout.batch_id == batch_id, Payout.status == PayoutStatus.PENDING, Payout.first_sent_at.is_(None))).all())
+        blocked = payout_blockers(session, list(fresh)) if fresh else {}
+        for pid, reasons in blocked.items():
+            session.execute(update(Commission).where(Commission.payout_id == fresh[pid]).values(payout_id=None),
+                            execution_options={"synchronize_session": False})
+            session.execute(update(Payout).where(Payout.id == fresh[pid], Payout.status == PayoutStatus.PENDING)
+                            .values(status=PayoutStatus.HELD, error="held before paying: " + "; ".join(reasons)))
+            audit(session, actor="system", action="payout.held_before_paying", subject_type="payout",
+                  subject_id=fresh[pid], details={"partner_id": pid, "reasons": reasons})
+        return blocked
+
+
 def batch_with_payouts(batch_id: int) -> tuple[PayoutBatch, list[Payout]]:
     """The batch and its payouts (by partner), detached for reading."""
     with session_scope() as session:

@@ -42,6 +42,7 @@ from partnerflow.providers.payout.base import NeedsReview, PayoutInstruction, Pa
 from partnerflow.secrets import decrypt
 from partnerflow.settings import get_settings
 from partnerflow.tasks.payouts.bank_files import pay_in_files
+from partnerflow.tasks.payouts.batches import hold_newly_blocked
 from partnerflow.tasks.payouts.bulk_outcomes import record_paid
 from partnerflow.tasks.payouts.outcomes import (
     finish_batch,
@@ -94,6 +95,7 @@ def execute_batch(batch_id: int, *, rail: PayoutRail | None = None,
             raise ValueError(f"payout batch {batch_id} is not approved (status {getattr(batch, 'status', None)})")
         # The rails the payouts were recorded for, even if the settings changed since.
         names = [rail.name] if rail else batch_rails(session, batch_id)
+    hold_newly_blocked(batch_id)  # the approval may be days old: new details in their hold are not paid
     counts: dict[str, int] = defaultdict(int)
     failures: list[Exception] = []
     for name in names:

@@ -21,6 +21,7 @@ from partnerflow.models import (
     Payout,
     PayoutBatch,
     session_scope,
+    utcnow,
 )
 from partnerflow.models.payouts import FxRate, LedgerTransfer
 from partnerflow.settings import get_settings
@@ -299,3 +300,21 @@ def test_nobody_answering_the_approval_expires_the_batch_and_pays_nothing(config
     with session_scope() as s:
         assert s.exec(select(PayoutBatch)).one()[0].status == "expired"
     assert _ledger() == {} and _balance(a) == 2000
+
+
+def test_details_changed_after_approval_are_not_paid_until_their_hold_ends():
+    from partnerflow.models.onboarding import Onboarding
+
+    batch_id, (a, b, c) = _approved()
+    with session_scope() as s:  # a's payout details changed on the onboarding form after the approval
+        s.add(Onboarding(partner_id=a, token_hash="changed-after-approval", tax_form_kind="W-9",
+                         expires_at=utcnow(), payout_hold_since=utcnow()))
+    counts = execution.execute_batch(batch_id)
+    assert _ledger() == {b: [2000], c: [2000]} and counts["paid"] == 2
+    assert _balance(a) == 2000  # back in the balance for a later batch
+    with session_scope() as s:
+        payout = s.execute(select(Payout).where(Payout.partner_id == a)).scalar_one()
+        assert payout.status == "held" and "held until a person confirms" in payout.error
+        assert s.execute(select(AuditLog).where(AuditLog.action == "payout.held_before_paying")).scalar_one()
+    execution.execute_batch(batch_id)  # a re-run pays nobody twice and does not hold anyone again
+    assert _ledger() == {b: [2000], c: [2000]}
