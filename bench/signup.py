@@ -1,6 +1,6 @@
 """Benchmark: partner sign-up to signature request, through served deployments on a local Prefect server.
 
-    .venv/bin/python bench/signup.py                         # 10 sign-ups per path, 50 contracts
+    .venv/bin/python bench/signup.py                         # 30 sign-ups per path, 200 contracts
     .venv/bin/python bench/signup.py --signups 20 --contracts 200
     .venv/bin/python bench/signup.py --smoke                 # 1 sign-up per path, 5 contracts
 
@@ -9,10 +9,10 @@ deployment triggered by `partner.applied`. Each sign-up is POSTed to /api/applic
 partner: auto-approved by the default policy) and timed until its signature request is recorded
 as sent by the builtin provider (signing mail written). The floor is the same path with a
 deployment whose flow does nothing, timed until its flow run is COMPLETED. Prints p50/p95 and
-the ratio of the p50s (target: within 1.5x).
+the ratio of the p50s (target: within 1.2x, over at least 30 sign-ups).
 
 Part 2 (throughput). Contracts generated per second (`generate_contract`: merge, clauses, save,
-hash, DB row) versus the floor of opening and saving the template with python-docx (target 2x).
+hash, DB row) versus the floor of opening and saving the template with python-docx (target 1.2x).
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ def main() -> None:
         serve(sys.argv[sys.argv.index("--serve") + 1])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--signups", type=int, default=10, help="timed sign-ups per path (after one warm-up)")
-    parser.add_argument("--contracts", type=int, default=50, help="contracts generated for the throughput part")
+    parser.add_argument("--signups", type=int, default=30, help="timed sign-ups per path (after one warm-up)")
+    parser.add_argument("--contracts", type=int, default=200, help="contracts generated for the throughput part")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="small sizes: a quick check that it runs")
     args = parser.parse_args()
@@ -211,7 +211,7 @@ def main() -> None:
     with sandbox("bench-signup", **SETTINGS):
         tp = throughput(args.contracts)
         print(f"contracts/s: {tp['real']:.1f}   floor (python-docx open+save): {tp['floor']:.1f}/s   "
-              f"ratio {tp['floor'] / tp['real']:.1f}x (target <= 2x)")
+              f"ratio {tp['floor'] / tp['real']:.1f}x (target <= 1.2x)")
         print(f"document only (render_contract, no DB row/file): {tp['render']:.1f}/s   "
               f"ratio {tp['floor'] / tp['render']:.1f}x")
         lat = None if args.skip_latency else latency(args.signups, warm_ups=0 if args.smoke else 1)
@@ -222,7 +222,7 @@ def main() -> None:
     print(f"sign-up -> signature request sent, n={len(lat['real'])}: p50 {r50:.2f}s  p95 {r95:.2f}s  "
           f"(mean {statistics.mean(lat['real']):.2f}s)")
     print(f"floor (no-op deployment on the same trigger), n={len(lat['floor'])}: p50 {f50:.2f}s  p95 {f95:.2f}s")
-    print(f"p50 ratio {r50 / f50:.1f}x (target <= 1.5x), p95 ratio {r95 / f95:.1f}x")
+    print(f"p50 ratio {r50 / f50:.1f}x (target <= 1.2x), p95 ratio {r95 / f95:.1f}x")
 
 
 if __name__ == "__main__":
