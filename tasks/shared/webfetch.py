@@ -26,9 +26,9 @@ import functools
 import re
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -388,17 +388,5 @@ def fetch_pages(
     except RuntimeError:
         return asyncio.run(coro_factory())
     # Called from inside an event loop (e.g. an async flow): run on a thread of our own.
-    box: dict = {}
-
-    def runner():
-        try:
-            box["value"] = asyncio.run(coro_factory())
-        except BaseException as exc:  # pragma: no cover - re-raised below
-            box["error"] = exc
-
-    thread = threading.Thread(target=runner, daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro_factory()).result()
