@@ -11,11 +11,9 @@ import re
 from importlib import resources
 from typing import Any
 
-import jinja2
-
 from partnerflow.settings import get_settings
 from partnerflow.tasks.onboarding.activation import tracking_url
-from partnerflow.tasks.shared.mail import RenderedEmail, TemplateError, template_env
+from partnerflow.tasks.shared.mail import RenderedEmail, TemplateError, render_folder
 from partnerflow.tasks.shared.markdown import md_text
 
 BROADCASTS = "news/broadcast"
@@ -61,31 +59,8 @@ def partner_context(partner: Any) -> dict[str, Any]:
 
 
 def _render(folder: str, context: dict[str, Any], subject: str | None = None) -> RenderedEmail:
-    settings = get_settings()
-    base = settings.public_base_url.rstrip("/")
-    ctx = {"company_name": settings.company_name, "sender_name": settings.mail.sender_name,
-           "postal_address": settings.mail.postal_address, "public_base_url": base,
-           "preferences_url": f"{base}/portal/preferences", **context}
-    if subject is not None:
-        ctx["subject"] = subject
-    env = template_env()
-    parts: dict[str, str | None] = {}
-    for part in ("subject.txt", "body.txt", "body.html"):
-        path = f"{folder}/{part}"
-        if part == "subject.txt" and subject is not None:
-            parts[part] = subject
-            continue
-        try:
-            parts[part] = env.get_template(path).render(ctx)
-        except jinja2.TemplateNotFound:
-            if part == "body.html":
-                parts[part] = None
-                continue
-            raise TemplateError(f"email template {path} does not exist") from None
-        except jinja2.UndefinedError as exc:
-            raise TemplateError(f"email template {path}: {exc.message}") from None
-    return RenderedEmail(subject=" ".join((parts["subject.txt"] or "").split()), text=parts["body.txt"] or "",
-                         html=parts["body.html"])
+    base = get_settings().public_base_url.rstrip("/")
+    return render_folder(folder, {"preferences_url": f"{base}/portal/preferences", **context}, subject)
 
 
 def render_broadcast(template: str, subject: str, fields: dict[str, str], partner: Any,

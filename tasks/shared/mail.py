@@ -61,6 +61,13 @@ def render_email(name: str, context: dict[str, Any]) -> RenderedEmail:
 
     StrictUndefined names the missing field.
     """
+    stage, _, short = name.rpartition("/")
+    return render_folder(f"{stage}/email/{short}", context)
+
+
+def render_folder(folder: str, context: dict[str, Any], subject: str | None = None) -> RenderedEmail:
+    """Render the mail in templates/<folder>/; a `subject` given here replaces subject.txt (and is in the
+    context as `subject`). body.html is optional."""
     settings = get_settings()
     ctx = {
         "company_name": settings.company_name,
@@ -68,12 +75,14 @@ def render_email(name: str, context: dict[str, Any]) -> RenderedEmail:
         "postal_address": settings.mail.postal_address,
         "public_base_url": settings.public_base_url.rstrip("/"),
         **context,
+        **({"subject": subject} if subject is not None else {}),
     }
     env = template_env()
-    stage, _, short = name.rpartition("/")
-    parts: dict[str, str | None] = {}
+    parts: dict[str, str | None] = {"subject.txt": subject} if subject is not None else {}
     for part in ("subject.txt", "body.txt", "body.html"):
-        path = f"{stage}/email/{short}/{part}"
+        path = f"{folder}/{part}"
+        if part in parts:
+            continue
         try:
             parts[part] = env.get_template(path).render(ctx)
         except jinja2.TemplateNotFound:
