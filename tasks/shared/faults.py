@@ -9,8 +9,11 @@ Inert unless BOTH environment variables are set, so it cannot be switched on by 
 - PARTNERFLOW_FAULT_KILL_AT=<stage>.<point>[:N] — where to die.
 
 Kill points in use:
-- payouts.before_call   a payout is claimed (status `sending`, key recorded), the rail not yet called;
+- payouts.after_claim   a chunk of payouts is claimed (status `sending`, keys recorded), nothing called;
+- payouts.before_call   a payout is claimed (status `sending`, key recorded), the rail not yet called
+                        (reached once per payout, also when a chunk goes to the rail in one call);
 - payouts.after_accept  the rail accepted the payout, we have not recorded it;
+- payouts.before_record every payout of the chunk answered by the rail, none recorded yet;
 - payouts.after_record  a chunk of payouts is recorded paid, the next chunk not started;
 - mail.after_send       the mail provider was called, our row still says `sending`;
 - events.before_relay   a hand-off is committed in the outbox, not yet sent to Prefect;
