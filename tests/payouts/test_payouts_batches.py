@@ -195,10 +195,10 @@ def test_two_workers_executing_the_same_batch_never_pay_twice():
     calls: list[str] = []
     from partnerflow.providers.payout.ledger import LedgerRail
 
-    class Counting(LedgerRail):  # fresh chunks reach the ledger through pay_batch, in one transaction each
-        def pay_batch(self, instructions):
-            calls.extend(i.idempotency_key for i in instructions)
-            return super().pay_batch(instructions)
+    class Counting(LedgerRail):
+        def pay(self, instruction):
+            calls.append(instruction.idempotency_key)
+            return super().pay(instruction)
 
     execution.CLAIM_CHUNK, old = 3, execution.CLAIM_CHUNK
     try:
@@ -269,8 +269,6 @@ def test_rail_errors_timeout_after_accept_retry_later_and_permanent_failure(outb
     batch_id, (a, b, c) = _approved()
 
     class Flaky(LedgerRail):
-        pays_many_at_once = False  # each payout gets its own answer below
-
         def pay(self, instruction):
             if instruction.partner_id == a:  # the provider books it, then the answer times out
                 super().pay(instruction)
