@@ -91,9 +91,6 @@ class PayoutRail(ABC):
     # True when pay_batch() sends its instructions together (SEPA: one bank file): the engine then hands
     # it each claimed chunk at once instead of paying one payout at a time.
     pays_in_batches: bool = False
-    # True when pay_batch() records many fresh payouts in one step (the ledger: one transaction), each
-    # answered as pay() would; payouts recovering after a crash still go one by one, lookup first.
-    pays_many_at_once: bool = False
     # How long the provider dedupes our key when we send the payment again; None: for good (or a lookup by
     # key finds it for good). Past it a payout whose first answer was lost is never sent again.
     resend_window: timedelta | None = None

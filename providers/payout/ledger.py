@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, create_engine, insert
+from sqlalchemy import BigInteger, DateTime, create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
 
-from partnerflow.providers.errors import PermanentError, ProviderError
+from partnerflow.providers.errors import PermanentError
 from partnerflow.providers.payout.base import PaymentMismatch, PayoutInstruction, PayoutRail, RailResult, RailState
 from partnerflow.providers.payout.settings import PayoutRailSettings
 
@@ -55,7 +55,6 @@ def ledger_engine(url: str) -> Engine:
 
 class LedgerRail(PayoutRail):
     name = "ledger"
-    pays_many_at_once = True
 
     def __init__(self, settings: PayoutRailSettings):
         if not settings.ledger_database_url:
@@ -82,25 +81,6 @@ class LedgerRail(PayoutRail):
                                                              "provider_ref": existing.provider_ref}) from None
                 return existing
             return RailResult(status=RailState.PAID, provider_ref=f"ledger:{row.id}", held=_held(row))
-
-    def pay_batch(self, instructions: list[PayoutInstruction]) -> list[RailResult | ProviderError]:
-        """Every transfer in one transaction; a key seen before (or a refused amount) sends the whole
-        chunk through pay() one by one instead, so each gets the answer pay() gives it."""
-        if not instructions or any(i.amount_minor <= 0 for i in instructions):
-            return super().pay_batch(instructions)
-        rows = [{"idempotency_key": i.idempotency_key, "payout_id": i.payout_id, "partner_id": i.partner_id,
-                 "amount_minor": i.amount_minor, "currency": i.currency, "created_at": _now()} for i in instructions]
-        with Session(self._engine) as session:
-            try:
-                ids = dict(session.execute(insert(LedgerTransfer).returning(
-                    LedgerTransfer.idempotency_key, LedgerTransfer.id), rows).all())
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                return super().pay_batch(instructions)
-        return [RailResult(status=RailState.PAID, provider_ref=f"ledger:{ids[i.idempotency_key]}",
-                           held={"amount_minor": i.amount_minor, "currency": i.currency, "partner_id": i.partner_id})
-                for i in instructions]
 
     def mismatch(self, instruction: PayoutInstruction, found: RailResult) -> str | None:
         asked = {"amount_minor": instruction.amount_minor, "currency": instruction.currency,

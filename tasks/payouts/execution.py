@@ -208,8 +208,6 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
         if rail.pays_in_batches:  # every payout of the chunk, fresh or recovering: one file, checked in our record
             answered = {pid: _answer(r) for pid, r in
                         pay_in_files(rail, [(w.payout_id, w.instruction) for w in work]).items()}
-        elif rail.pays_many_at_once:  # fresh ones in one call; recovering ones below, the provider asked first
-            answered = _pay_fresh_at_once(rail, [w for w in work if not w.recovering], permits)
         for w in work:
             answer = answered.get(w.payout_id) or _call(rail, w, permits)
             outcomes.append(answer.outcome)
@@ -220,21 +218,6 @@ def _pay_chunk(ids: list[int], rail: PayoutRail) -> list[Outcome]:
             record_paid(paid, actor=rail.name)
             kill_point("payouts.after_record")
     return outcomes
-
-
-def _pay_fresh_at_once(rail: PayoutRail, fresh: list[Work], permits: limits.Permits) -> dict[int, Answer]:
-    if not fresh:
-        return {}
-    for _ in fresh:
-        kill_point("payouts.before_call")
-    try:
-        permits.take(len(fresh))
-        results = rail.pay_batch([w.instruction for w in fresh])
-    except ProviderError as exc:
-        return {w.payout_id: _answer(exc) for w in fresh}
-    for _ in fresh:
-        kill_point("payouts.after_accept")
-    return {w.payout_id: _answer(r) for w, r in zip(fresh, results, strict=True)}
 
 
 def _record(payout_id: int, answer: Answer, rail: PayoutRail, paid: list[tuple[int, str]]) -> None:

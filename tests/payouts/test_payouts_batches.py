@@ -318,15 +318,3 @@ def test_details_changed_after_approval_are_not_paid_until_their_hold_ends():
         assert s.execute(select(AuditLog).where(AuditLog.action == "payout.held_before_paying")).scalar_one()
     execution.execute_batch(batch_id)  # a re-run pays nobody twice and does not hold anyone again
     assert _ledger() == {b: [2000], c: [2000]}
-
-
-def test_the_ledger_pays_a_fresh_chunk_in_one_call(monkeypatch):
-    from partnerflow.providers.payout.ledger import LedgerRail
-
-    def one_by_one(self, instruction):
-        raise AssertionError("fresh payouts go to the ledger together")
-
-    batch_id, partners = _approved(4)
-    monkeypatch.setattr(LedgerRail, "pay", one_by_one)
-    assert execution.execute_batch(batch_id) == {"paid": 4}
-    assert _ledger() == {p: [2000] for p in partners}

@@ -56,25 +56,3 @@ def test_the_default_status_is_what_lookup_finds_and_never_failed():
     rail.pay(_instruction(1, 100))
     assert rail.status("payout:1", "b:1").state == RailState.PAID
     assert rail.status("payout:9", "b:9").state == RailState.PROCESSING  # unknown is never read as failed
-
-
-def test_the_ledger_records_a_chunk_in_one_step_and_a_repeated_key_gets_pay_s_own_answer():
-    from sqlmodel import select
-
-    from partnerflow.models import session_scope
-    from partnerflow.models.payouts import LedgerTransfer
-    from partnerflow.providers.payout.base import PaymentMismatch
-    from partnerflow.providers.payout.ledger import LedgerRail
-    from partnerflow.settings import get_settings
-
-    rail = LedgerRail(get_settings().payouts)
-    first = rail.pay_batch([_instruction(1, 100), _instruction(2, 200)])
-    assert [r.status for r in first] == [RailState.PAID, RailState.PAID]
-    again = rail.pay_batch([_instruction(2, 200), _instruction(3, 300), _instruction(1, 999)])
-    assert again[0] == first[1]  # the same transfer, found by its key
-    assert again[1].status == RailState.PAID and isinstance(again[2], PaymentMismatch)  # never a second transfer
-    assert [r.status for r in rail.pay_batch([_instruction(4, 50), _instruction(5, 0)])[:1]] == [RailState.PAID]
-    with session_scope() as session:
-        rows = session.exec(select(LedgerTransfer.idempotency_key, LedgerTransfer.amount_minor)
-                            .order_by(LedgerTransfer.payout_id)).all()
-    assert rows == [("payout:1", 100), ("payout:2", 200), ("payout:3", 300), ("payout:4", 50)]
