@@ -8,7 +8,6 @@ Exactly once: each recipient's mail has the key `news:broadcast:<id>:partner:<pa
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from typing import Any, Literal
 
@@ -158,13 +157,7 @@ def send_batch(broadcast_id: int, partner_ids: list[int], *, provider: EmailProv
                                                 table.c.message_id.is_(None))
                             .values(message_id=bindparam("_message")),
                             [{"_partner": m.partner_id, "_message": delivered.message_ids[m.key]} for m in mails])
-    counts = Counter(delivered.counts)
-    counts["already_sent"] += len(done)
-    counts["opted_out"] += len(left)
-    result: dict[str, Any] = {k: v for k, v in counts.items() if v}
-    if delivered.provider_error:
-        result["provider_error"] = delivered.provider_error
-    return result
+    return delivered.report(already_sent=len(done), opted_out=len(left))
 
 
 def _skip(session: Session, broadcast_id: int, partner_ids: set[int], why: str) -> None:

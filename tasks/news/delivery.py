@@ -50,6 +50,11 @@ class Delivered:
     message_ids: dict[str, int]  # by key, for every mail of the batch
     provider_error: str | None = None
 
+    def report(self, **skipped: int) -> dict:
+        """The batch's non-zero counts plus the mails skipped before sending (by reason), and any provider error."""
+        counts = self.counts + Counter(skipped)
+        return {**dict(counts), **({"provider_error": self.provider_error} if self.provider_error else {})}
+
 
 def deliver_batch(mails: list[NewsMail], *, provider: EmailProvider | None = None,
                   now: datetime | None = None) -> Delivered:

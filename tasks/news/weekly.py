@@ -13,7 +13,6 @@ Each mail's key is `news:weekly:<ISO week>:partner:<id>`: a re-run that week mai
 from __future__ import annotations
 
 import re
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -146,10 +145,4 @@ def send_weekly_batch(week: str, partner_ids: list[int], *, provider: EmailProvi
         mails.append(NewsMail(message_key(week, partner.id), KIND, partner.id, partner.email, render_weekly(context),
                               list_headers(context["opt_out_url"])))
     delivered = deliver_batch(mails, provider=provider, now=now)
-    counts = Counter(delivered.counts)
-    counts["already_sent"] += len(done)
-    counts["turned_off"] += len(left)
-    result: dict[str, Any] = {k: v for k, v in counts.items() if v}
-    if delivered.provider_error:
-        result["provider_error"] = delivered.provider_error
-    return result
+    return delivered.report(already_sent=len(done), turned_off=len(left))
