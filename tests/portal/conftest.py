@@ -8,10 +8,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+import uvicorn
 from factories import make_partner
 from fastapi.testclient import TestClient
 
+from partnerflow.stack import free_port
 from partnerflow.tasks.portal.sessions import COOKIE_NAME, COOKIE_PATH, start_session
 from partnerflow.web.app import create_app
 
@@ -65,3 +70,18 @@ def anonymous_client():
     """A client of the web app with no session (redirects are not followed)."""
     with TestClient(create_app(), follow_redirects=False) as client:
         yield client
+
+
+@pytest.fixture
+def web_url():
+    """The web app served by uvicorn in a thread of this process, on this test's database."""
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the web app did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -9,13 +9,10 @@ The variable has no PARTNERFLOW_ prefix because the suite clears those at start.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from browser import require_chromium
 from factories import add_conversions, make_partner
 from playwright.sync_api import sync_playwright
@@ -24,9 +21,7 @@ from sqlalchemy import insert
 from partnerflow.models import Commission, Partner, Payout, PayoutBatch, session_scope, utcnow
 from partnerflow.models.payouts import CommissionStatus, PayoutBatchStatus, PayoutStatus
 from partnerflow.models.tracking import Click
-from partnerflow.stack import free_port
 from partnerflow.tasks.portal.sessions import COOKIE_NAME, COOKIE_PATH, start_session
-from partnerflow.web.app import create_app
 
 PAGES = ["/portal", "/portal/commissions", "/portal/payouts", "/portal/links?url=https://acme.example/pricing",
          "/portal/documents", "/portal/profile"]
@@ -86,21 +81,6 @@ def a_busy_partner() -> int:
         paid = sum(r["amount_minor"] for r in rows if r["payout_id"])
         session.get(Payout, payout_id).amount_minor = paid
     return me
-
-
-@pytest.fixture
-def web_url():
-    """The web app served by uvicorn in a thread of this process, on this test's database."""
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the web app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.mark.slow

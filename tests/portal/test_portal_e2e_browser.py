@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from datetime import datetime, timedelta
 
 import docx
 import pytest
-import uvicorn
 from browser import require_chromium
 from factories import add_conversions, make_partner
 from playwright.sync_api import expect, sync_playwright
@@ -27,27 +25,10 @@ from partnerflow.models.onboarding import Onboarding
 from partnerflow.models.payouts import CommissionStatus
 from partnerflow.secrets import decrypt, encrypt, mask, token_hash
 from partnerflow.settings import get_settings
-from partnerflow.stack import free_port
 from partnerflow.tasks.compliance.blockers import payout_blockers
-from partnerflow.web.app import create_app
 
 OLD_IBAN = "DE89370400440532013000"
 WAIT_MS = 30_000  # the machine running the suite is often busy
-
-
-@pytest.fixture
-def web_url():
-    """The web app served by uvicorn in a thread of this process, on this test's database."""
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the web app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def a_partner_with_a_pending_and_a_held_commission(now: datetime) -> tuple[int, int, bytes]:
